@@ -1,0 +1,206 @@
+"""The ``workbench`` command: a thin layer over the Python API.
+
+Exit statuses (documented in the README): 0 success (or a run waiting for
+approval), 1 a run or job failed, 2 bad config or usage, 3 not authorized,
+4 store problem, 130 interrupted. They are mapped from the exception classes
+here and nowhere else.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from typing import Any, Callable
+
+import click
+
+from .errors import ConfigError, WorkbenchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAUTHORIZED, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class WorkbenchGroup(click.Group):
+    """Translates workbench errors into messages and exit statuses, in one place."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs.setdefault("standalone_mode", True)
+        try:
+            return super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.Abort:
+            _err("aborted")
+            sys.exit(EXIT_INTERRUPTED)
+        except ConfigError as exc:
+            for p in exc.problems:
+                _err(str(p))
+            n = len(exc.problems)
+            _err(f"{n} problem{'s' if n != 1 else ''} in the pipeline config; nothing was run")
+            sys.exit(exc.exit_code)
+        except WorkbenchError as exc:
+            _err(f"workbench: {exc}")
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _ws(ctx: click.Context) -> Any:
+    from .workspace import Workspace
+
+    obj = ctx.find_root().obj
+    if "ws" not in obj:
+        obj["ws"] = Workspace.open(obj.get("workspace"))
+        ctx.find_root().call_on_close(obj["ws"].close)
+    return obj["ws"]
+
+
+@click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workspace", "-w", type=click.Path(file_okay=False), envvar="WORKBENCH_WORKSPACE",
+              help="Workspace folder (default: $WORKBENCH_WORKSPACE, else the current folder).")
+@click.version_option(package_name="release-workbench")
+@click.pass_context
+def main(ctx: click.Context, workspace: str | None) -> None:
+    """Release Workbench: GoCD-style pipelines as code, with history as DataFrames."""
+    ctx.obj = {"workspace": workspace}
+
+
+@main.command()
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check the pipeline files; print FILE:LINE:COL for each problem (exit 2)."""
+    ws = _ws(ctx)
+    cfg = ws.config
+    for w in cfg.warnings:
+        _err(str(w))
+    click.echo(f"ok: {len(cfg.pipelines)} pipelines in {len(cfg.files)} files")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
+@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once (default: CPU count).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result line.")
+@click.pass_context
+def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
+    """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
+    from .progress import Progress
+
+    ws = _ws(ctx)
+    ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
+    progress = Progress(quiet=quiet)
+    with ws.engine(executor=executor, max_parallel=parallel, listener=progress) as engine:
+        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+        try:
+            with progress:
+                result = engine.run(pipeline)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    click.echo(_result_line(ws, result))
+    from .status import Status
+
+    if result.status == Status.WAITING:
+        return
+    if result.status == Status.CANCELLED:
+        sys.exit(EXIT_INTERRUPTED)
+    if result.status != Status.PASSED:
+        sys.exit(EXIT_FAILED)
+
+
+def _result_line(ws: Any, run: Any) -> str:
+    from .status import Status
+
+    line = f"{run.pipeline}/{run.counter} (label {run.label}): {run.status}"
+    if run.reason:
+        line += f" — {run.reason}"
+    if run.status == Status.WAITING:
+        detail = ws.store.run_detail(run)
+        waiting = [s for s in detail.latest_stages().values() if s.status == Status.WAITING]
+        for s in waiting:
+            stage = ws.config.pipeline(run.pipeline).stage(s.name)
+            who = []
+            if stage is not None:
+                who = [*stage.approval.users, *(f"role {r}" for r in stage.approval.roles)]
+            line += (
+                f"\nstage {s.name} awaits approval" + (f" by {', '.join(who)}" if who else "")
+                + f"\n  approve: workbench approve {run.pipeline}/{run.counter}/{s.name}"
+            )
+    return line
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def status(ctx: click.Context, fmt: str) -> None:
+    """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
+    from .reporting import status_rows, print_status
+
+    ws = _ws(ctx)
+    rows = status_rows(ws)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        print_status(rows)
+
+
+@main.command()
+@click.option("--pipeline", "-p", default=None)
+@click.option("--limit", "-n", type=int, default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.pass_context
+def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> None:
+    """Past runs, newest first."""
+    from .reporting import history_rows, print_table
+
+    ws = _ws(ctx)
+    rows = history_rows(ws, pipeline, limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        cols = list(rows[0]) if rows else ["pipeline", "counter", "label", "status"]
+        w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
+    else:
+        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration", "stages"])
+
+
+@main.command()
+@click.argument("locator")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing while the job runs.")
+@click.pass_context
+def logs(ctx: click.Context, locator: str, follow: bool) -> None:
+    """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
+    from .reporting import job_log
+
+    ws = _ws(ctx)
+    job_log(ws, locator, follow=follow, write=lambda b: (sys.stdout.buffer.write(b), sys.stdout.buffer.flush()))
+
+
+@main.command()
+@click.argument("value", required=False)
+@click.pass_context
+def encrypt(ctx: click.Context, value: str | None) -> None:
+    """Encrypt VALUE (or stdin) for `secure_variables`; creates the key file when missing."""
+    from .secrets import encrypt as do_encrypt
+
+    ws = _ws(ctx)
+    if value is None:
+        value = sys.stdin.read().rstrip("\n")
+    click.echo(do_encrypt(value, ws))
+
+
+def run_cli() -> None:  # console-script entry point
+    main(prog_name="workbench")
+
+

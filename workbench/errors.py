@@ -1,0 +1,107 @@
+"""The one exception hierarchy of the workbench.
+
+Every error a user can cause is a :class:`WorkbenchError`; the CLI maps each
+class to an exit status in one place (``workbench.cli``), so no traceback
+reaches a user for a mistake of theirs. Third-party exceptions (SQLAlchemy,
+GitPython, nbclient, subprocess) are translated where they enter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class WorkbenchError(Exception):
+    """Root of everything the workbench raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One config problem, located in a file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        tag = "" if self.severity == "error" else "warning: "
+        return f"{self.file}:{self.line}:{self.col}: {tag}{self.message}"
+
+
+class ConfigError(WorkbenchError):
+    """The pipeline configuration is invalid; nothing was run."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(WorkbenchError):
+    """A command was asked for something that does not exist or makes no sense now."""
+
+    exit_code = 2
+
+
+class NotFound(UsageError):
+    """A pipeline, run, stage or job named by the user does not exist."""
+
+
+class InvalidState(UsageError):
+    """The thing exists but cannot do that now (e.g. approving a stage that is not waiting)."""
+
+
+class Unauthorized(WorkbenchError):
+    """The acting identity may not do this; the attempt is audited."""
+
+    exit_code = 3
+
+
+class StoreError(WorkbenchError):
+    """The run-history store is unreadable, locked, corrupt or too new."""
+
+    exit_code = 4
+
+
+class ExecutionError(WorkbenchError):
+    """A job could not be started at all (as opposed to a job that failed)."""
+
+    exit_code = 1
+
+
+class MaterialError(WorkbenchError):
+    """A material (git repository, upstream pipeline) could not be read."""
+
+    exit_code = 1
+
+
+class SecretError(WorkbenchError):
+    """A secret could not be decrypted or the key is missing or unsafe."""
+
+    exit_code = 2
+
+
+class ArtifactError(WorkbenchError):
+    """An artifact could not be published or fetched."""
+
+    exit_code = 1
+
+
+class TrafficError(WorkbenchError):
+    """A traffic provider failed to apply or confirm weights."""
+
+    exit_code = 1
+
+
+EXIT_CODES = {
+    "ok": 0,
+    "failed": 1,
+    "usage_or_config": 2,
+    "unauthorized": 3,
+    "store": 4,
+    "interrupted": 130,
+}

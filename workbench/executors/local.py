@@ -1,0 +1,34 @@
+"""The default executor: jobs run in threads of this process, no extra daemons."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..status import Status
+from .base import Executor, JobOutcome, JobSpec, StartCallback
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, max_parallel: int | None = None, **_: object) -> None:
+        self.max_parallel = max_parallel or os.cpu_count() or 2
+        self._pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="wb-job")
+        self.agent = f"local@{socket.gethostname()}"
+
+    def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None) -> "Future[JobOutcome]":
+        return self._pool.submit(self._run, spec, cancel, on_start)
+
+    def _run(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None) -> JobOutcome:
+        from ..tasks import run_job
+
+        if cancel.is_set():
+            return JobOutcome(Status.CANCELLED, reason="cancelled before it started", agent=self.agent)
+        if on_start:
+            on_start(spec, self.agent)
+        return run_job(spec, cancel, agent=self.agent)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

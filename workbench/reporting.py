@@ -1,0 +1,179 @@
+"""Rows and tables for the terminal (status, history, logs).
+
+Rows are plain dicts with stable keys: the JSON output is exactly these rows,
+so scripts can rely on them.
+"""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import NotFound
+from .status import Status
+
+COLOURS = {
+    "passed": "green", "failed": "red", "running": "yellow", "scheduled": "cyan", "waiting": "magenta",
+    "cancelled": "grey50", "rejected": "red3", "skipped": "grey50",
+}
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _secs(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(b - a, 3)
+
+
+def _stage_list(detail: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": s.name, "counter": s.counter, "status": s.status.value, "approved_by": s.approved_by,
+         "duration_s": _secs(s.started_at, s.finished_at)}
+        for s in detail.latest_stages().values()
+    ]
+
+
+def status_rows(ws: Any) -> list[dict[str, Any]]:
+    """One row per configured pipeline: its latest run and that run's stages."""
+    latest = ws.store.latest_runs()
+    rows = []
+    for name, p in ws.config.pipelines.items():
+        run = latest.get(name)
+        row: dict[str, Any] = {"pipeline": name, "group": p.group, "counter": None, "label": None,
+                               "status": "never run", "stages": [], "reason": None}
+        if run is not None:
+            detail = ws.store.run_detail(run)
+            done = {s["name"]: s for s in _stage_list(detail)}
+            row.update(counter=run.counter, label=run.label, status=run.status.value, reason=run.reason,
+                       started_at=_iso(run.started_at or run.created_at), finished_at=_iso(run.finished_at))
+            row["stages"] = [done.get(st.name, {"name": st.name, "counter": 0, "status": "not run",
+                                                "approved_by": None, "duration_s": None}) for st in p.stages]
+        else:
+            row["stages"] = [{"name": st.name, "counter": 0, "status": "not run", "approved_by": None, "duration_s": None}
+                             for st in p.stages]
+        rows.append(row)
+    return rows
+
+
+def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, Any]]:
+    if pipeline:
+        ws.config.pipeline(pipeline) if pipeline in ws.config.pipelines else None
+    runs = ws.store.pipeline_runs(pipeline, limit=limit)
+    if pipeline and not runs and pipeline not in ws.config.pipelines:
+        raise NotFound(f"no pipeline named {pipeline!r} and no history for it")
+    out = []
+    for r in runs:
+        detail = ws.store.run_detail(r)
+        out.append({
+            "pipeline": r.pipeline, "counter": r.counter, "label": r.label, "status": r.status.value,
+            "trigger": r.trigger, "triggered_by": r.triggered_by, "reason": r.reason,
+            "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+            "duration_s": _secs(r.started_at, r.finished_at), "revisions": dict(r.revisions),
+            "stages": _stage_list(detail),
+        })
+    return out
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        cells = []
+        for c in columns:
+            if c == "stages":
+                cells.append(" ".join(f"[{COLOURS.get(s['status'], 'white')}]{s['name']}[/]" for s in r["stages"]))
+            elif c == "status":
+                cells.append(f"[{COLOURS.get(r['status'], 'white')}]{r['status']}[/]")
+            elif c == "started":
+                cells.append(_cell(r.get("started_at") or r.get("created_at")))
+            elif c == "duration":
+                d = r.get("duration_s")
+                cells.append("" if d is None else f"{d:.2f}s")
+            else:
+                cells.append(_cell(r.get(c)))
+        table.add_row(*cells)
+    Console(width=max(100, _term_width())).print(table)
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def print_status(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold")
+    for c in ("pipeline", "group", "run", "status", "stages"):
+        table.add_column(c)
+    for r in rows:
+        stages = "  ".join(
+            f"[{COLOURS.get(s['status'], 'grey50')}]{'■' if s['status'] != 'not run' else '□'} {s['name']}[/]"
+            for s in r["stages"]
+        )
+        run = "" if r["counter"] is None else f"{r['counter']} ({r['label']})"
+        table.add_row(r["pipeline"], r["group"], run, f"[{COLOURS.get(r['status'], 'white')}]{r['status']}[/]", stages)
+    Console(width=max(100, _term_width())).print(table)
+
+
+def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:
+    """``PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB`` → its log file and job run."""
+    from .engine import find_run
+
+    run, rest = find_run(ws.store, locator)
+    if len(rest) not in (2, 3):
+        raise NotFound(f"{locator!r}: expected PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB")
+    stage_name, job_name = rest[0], rest[-1]
+    detail = ws.store.run_detail(run)
+    stages = [s for s in detail.stages if s.name == stage_name]
+    if len(rest) == 3:
+        stages = [s for s in stages if str(s.counter) == rest[1]]
+    if not stages:
+        raise NotFound(f"run {run.locator} has no stage {stage_name!r}" + (f" counter {rest[1]}" if len(rest) == 3 else ""))
+    stage = stages[-1]
+    jobs = [j for j in detail.jobs.get(stage.id, ()) if j.name == job_name]
+    if not jobs:
+        names = ", ".join(j.name for j in detail.jobs.get(stage.id, ())) or "none"
+        raise NotFound(f"stage {stage_name} of {run.locator} has no job {job_name!r} (jobs: {names})")
+    job = jobs[0]
+    if not job.log_path:
+        raise NotFound(f"job {job_name} of {run.locator}/{stage_name} has not started, so it has no log yet")
+    return Path(job.log_path), job
+
+
+def job_log(ws: Any, locator: str, *, follow: bool, write: Callable[[bytes], Any]) -> None:
+    path, job = job_log_path(ws, locator)
+    if not path.exists():
+        raise NotFound(f"log file {path} is missing")
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(65536)
+            if chunk:
+                write(chunk)
+                continue
+            if not follow:
+                return
+            current = ws.store.get_stage_run(job.stage_run_id)
+            jobs = {j.id: j for j in ws.store.job_runs(current.id)}
+            if Status(jobs[job.id].status).finished:
+                rest = fh.read()
+                if rest:
+                    write(rest)
+                return
+            time.sleep(0.2)

@@ -1,0 +1,497 @@
+"""The run-history store: every state change of runs, stages and jobs.
+
+One short transaction per state change (SQLite in WAL mode by default), so a
+crash at any point leaves the history consistent, and notebooks can read it
+while runs go on. Writes take SQLite's write lock up front (``BEGIN
+IMMEDIATE``) so two processes allocating counters cannot interleave.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+
+from ..errors import InvalidState, NotFound, StoreError
+from ..status import FINISHED, Status
+from . import schema as S
+from .records import JobRun, PipelineRun, RunDetail, StageRun
+
+__all__ = ["Store", "PipelineRun", "StageRun", "JobRun", "RunDetail", "DuplicateTrigger", "owner_id"]
+
+
+class DuplicateTrigger(InvalidState):
+    """This revision set already produced a run of that pipeline."""
+
+
+def owner_id() -> str:
+    """Who runs a job: host and pid, so another process can tell an orphan."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def now() -> float:
+    return time.time()
+
+
+def _sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+class Store:
+    """Run history behind SQLAlchemy Core; open with :meth:`open`."""
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._writer = engine.execution_options(wb_write=True)
+
+    # -- opening ---------------------------------------------------------
+    @classmethod
+    def open(cls, url_or_path: str | Path, *, create: bool = True) -> "Store":
+        url = str(url_or_path)
+        if "://" not in url:
+            path = Path(url)
+            if not create and not path.exists():
+                raise StoreError(f"no store at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            url = _sqlite_url(path)
+        try:
+            engine = _make_engine(url)
+            store = cls(engine, url)
+            store._migrate()
+        except StoreError:
+            raise
+        except DatabaseError as exc:  # corrupt file, not a database, locked
+            raise StoreError(f"cannot open store {url}: {_short(exc)}") from None
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """One write transaction, translated errors."""
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except OperationalError as exc:
+            raise StoreError(f"store write failed: {_short(exc)}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StoreError(f"store read failed: {_short(exc)}") from None
+
+    def _migrate(self) -> None:
+        from . import extensions  # noqa: F401  (feature modules register their migrations)
+
+        with self.write() as conn:
+            S.meta.create(conn, checkfirst=True)
+            row = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == "migrations")).scalar()
+            applied: list[str] = json.loads(row) if row else []
+            known = [mid for mid, _ in S.MIGRATIONS]
+            unknown = [m for m in applied if m not in known]
+            if unknown:
+                raise StoreError(
+                    f"the store was written by a newer workbench (unknown migrations: {', '.join(unknown)}); "
+                    "upgrade the workbench"
+                )
+            todo = [(mid, fn) for mid, fn in S.MIGRATIONS if mid not in applied]
+            for mid, fn in todo:
+                fn(conn)
+                applied.append(mid)
+            if todo or row is None:
+                value = json.dumps(applied)
+                if row is None:
+                    conn.execute(S.meta.insert().values(key="migrations", value=value))
+                else:
+                    conn.execute(S.meta.update().where(S.meta.c.key == "migrations").values(value=value))
+                conn.execute(sa.delete(S.meta).where(S.meta.c.key == "schema_version"))
+                conn.execute(S.meta.insert().values(key="schema_version", value=str(len(applied))))
+
+    @property
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == "schema_version")).scalar_one())
+
+    # -- pipeline runs ---------------------------------------------------
+    def create_pipeline_run(
+        self,
+        pipeline: str,
+        *,
+        label_for: Any,  # Callable[[int], str]: label from the allocated counter
+        trigger: str,
+        triggered_by: str,
+        group_name: str = "defaultGroup",
+        revisions: Mapping[str, Any] | None = None,
+        revision_key: str | None = None,
+        environment: str | None = None,
+        status: Status = Status.SCHEDULED,
+    ) -> PipelineRun:
+        """Allocate the next counter and insert the run, in one transaction.
+
+        ``revision_key`` (when given) makes triggering at-most-once per revision
+        set: a second attempt raises :class:`DuplicateTrigger`.
+        """
+        t = now()
+        try:
+            with self.write() as conn:
+                counter = _next_counter(conn, pipeline)
+                values = dict(
+                    pipeline=pipeline,
+                    counter=counter,
+                    label=str(label_for(counter)),
+                    group_name=group_name,
+                    trigger=trigger,
+                    triggered_by=triggered_by,
+                    status=status.value,
+                    revisions=dict(revisions or {}),
+                    revision_key=revision_key,
+                    environment=environment,
+                    created_at=t,
+                )
+                rid = conn.execute(S.pipeline_runs.insert().values(**values)).inserted_primary_key[0]
+        except IntegrityError:
+            raise DuplicateTrigger(f"{pipeline} already has a run for revisions {revision_key}") from None
+        return self.get_pipeline_run_by_id(rid)
+
+    def set_pipeline_status(self, run_id: int, status: Status, reason: str | None = None) -> None:
+        t = now()
+        values: dict[str, Any] = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason
+        if status == Status.RUNNING:
+            values["started_at"] = sa.func.coalesce(S.pipeline_runs.c.started_at, t)
+            values["finished_at"] = None
+        if status in FINISHED:
+            values["finished_at"] = t
+        with self.write() as conn:
+            conn.execute(S.pipeline_runs.update().where(S.pipeline_runs.c.id == run_id).values(**values))
+
+    def get_pipeline_run_by_id(self, run_id: int) -> PipelineRun:
+        with self.read() as conn:
+            row = conn.execute(sa.select(S.pipeline_runs).where(S.pipeline_runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no pipeline run with id {run_id}")
+        return _pipeline_run(row)
+
+    def get_pipeline_run(self, pipeline: str, counter: int | str | None = None) -> PipelineRun:
+        """A run by counter; None or 'latest' gives the latest."""
+        q = sa.select(S.pipeline_runs).where(S.pipeline_runs.c.pipeline == pipeline)
+        if counter in (None, "latest"):
+            q = q.order_by(S.pipeline_runs.c.counter.desc()).limit(1)
+        else:
+            q = q.where(S.pipeline_runs.c.counter == int(counter))
+        with self.read() as conn:
+            row = conn.execute(q).mappings().first()
+        if row is None:
+            what = f"{pipeline}/{counter}" if counter not in (None, "latest") else pipeline
+            raise NotFound(f"no run {what} in the history")
+        return _pipeline_run(row)
+
+    def pipeline_runs(
+        self, pipeline: str | None = None, *, limit: int | None = None, statuses: Iterable[Status] | None = None
+    ) -> list[PipelineRun]:
+        q = sa.select(S.pipeline_runs).order_by(S.pipeline_runs.c.id.desc())
+        if pipeline:
+            q = q.where(S.pipeline_runs.c.pipeline == pipeline)
+        if statuses is not None:
+            q = q.where(S.pipeline_runs.c.status.in_([s.value for s in statuses]))
+        if limit:
+            q = q.limit(limit)
+        with self.read() as conn:
+            return [_pipeline_run(r) for r in conn.execute(q).mappings()]
+
+    def latest_runs(self) -> dict[str, PipelineRun]:
+        """The latest run of every pipeline that has one."""
+        pr = S.pipeline_runs
+        latest = sa.select(pr.c.pipeline, sa.func.max(pr.c.counter).label("c")).group_by(pr.c.pipeline).subquery()
+        q = sa.select(pr).join(latest, sa.and_(pr.c.pipeline == latest.c.pipeline, pr.c.counter == latest.c.c))
+        with self.read() as conn:
+            return {r["pipeline"]: _pipeline_run(r) for r in conn.execute(q).mappings()}
+
+    def run_detail(self, run: PipelineRun | int) -> RunDetail:
+        if isinstance(run, int):
+            run = self.get_pipeline_run_by_id(run)
+        with self.read() as conn:
+            stages = [
+                _stage_run(r)
+                for r in conn.execute(
+                    sa.select(S.stage_runs)
+                    .where(S.stage_runs.c.pipeline_run_id == run.id)
+                    .order_by(S.stage_runs.c.position, S.stage_runs.c.counter)
+                ).mappings()
+            ]
+            jobs: dict[int, list[JobRun]] = {s.id: [] for s in stages}
+            if stages:
+                for r in conn.execute(
+                    sa.select(S.job_runs)
+                    .where(S.job_runs.c.stage_run_id.in_(list(jobs)))
+                    .order_by(S.job_runs.c.id)
+                ).mappings():
+                    jobs[r["stage_run_id"]].append(_job_run(r))
+        return RunDetail(run, tuple(stages), {k: tuple(v) for k, v in jobs.items()})
+
+    # -- stage runs ------------------------------------------------------
+    def create_stage_run(
+        self,
+        pipeline_run_id: int,
+        name: str,
+        position: int,
+        *,
+        approval_type: str = "success",
+        status: Status = Status.SCHEDULED,
+        approved_by: str | None = None,
+        jobs: Sequence[tuple[str, int, int]] = (),
+        expect_stage_runs: int | None = None,
+    ) -> tuple[StageRun, list[JobRun]]:
+        """Insert a stage run (next counter for that stage) and its job runs at once.
+
+        ``expect_stage_runs`` is the number of stage runs the caller saw when it
+        decided: if another process advanced the run meanwhile, nothing is
+        written and :class:`InvalidState` is raised, so a stage is never
+        scheduled twice by two drivers.
+        """
+        t = now()
+        sr = S.stage_runs
+        with self.write() as conn:
+            if expect_stage_runs is not None:
+                _lock_run(conn, pipeline_run_id)
+                seen = conn.execute(
+                    sa.select(sa.func.count()).select_from(sr).where(sr.c.pipeline_run_id == pipeline_run_id)
+                ).scalar_one()
+                if seen != expect_stage_runs:
+                    raise InvalidState("the run was advanced by another process")
+            prev = conn.execute(
+                sa.select(sa.func.max(sr.c.counter)).where(sr.c.pipeline_run_id == pipeline_run_id, sr.c.name == name)
+            ).scalar()
+            sid = conn.execute(
+                sr.insert().values(
+                    pipeline_run_id=pipeline_run_id,
+                    name=name,
+                    position=position,
+                    counter=(prev or 0) + 1,
+                    status=status.value,
+                    approval_type=approval_type,
+                    approved_by=approved_by,
+                    created_at=t,
+                )
+            ).inserted_primary_key[0]
+            if jobs:
+                conn.execute(
+                    S.job_runs.insert(),
+                    [
+                        dict(stage_run_id=sid, name=n, run_index=i, run_count=c, status=Status.SCHEDULED.value, created_at=t)
+                        for n, i, c in jobs
+                    ],
+                )
+            stage = _stage_run(conn.execute(sa.select(sr).where(sr.c.id == sid)).mappings().one())
+            job_rows = [
+                _job_run(r)
+                for r in conn.execute(
+                    sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == sid).order_by(S.job_runs.c.id)
+                ).mappings()
+            ]
+        return stage, job_rows
+
+    def add_job_runs(self, stage_run_id: int, jobs: Sequence[tuple[str, int, int]]) -> list[JobRun]:
+        t = now()
+        with self.write() as conn:
+            conn.execute(
+                S.job_runs.insert(),
+                [dict(stage_run_id=stage_run_id, name=n, run_index=i, run_count=c, status="scheduled", created_at=t) for n, i, c in jobs],
+            )
+        return self.job_runs(stage_run_id)
+
+    def set_stage_status(
+        self,
+        stage_run_id: int,
+        status: Status,
+        reason: str | None = None,
+        *,
+        expect: Iterable[Status] | None = None,
+        approved_by: str | None = None,
+    ) -> StageRun:
+        """Change a stage's status; with ``expect``, only from those statuses (compare-and-set).
+
+        The compare-and-set is what makes two people approving the same stage
+        at the same moment safe: exactly one update matches.
+        """
+        t = now()
+        sr = S.stage_runs
+        values: dict[str, Any] = {"status": status.value}
+        if reason is not None:
+            values["reason"] = reason
+        if approved_by is not None:
+            values["approved_by"] = approved_by
+        if status == Status.RUNNING:
+            values["started_at"] = t
+        if status in FINISHED:
+            values["finished_at"] = t
+        with self.write() as conn:
+            q = sr.update().where(sr.c.id == stage_run_id)
+            if expect is not None:
+                q = q.where(sr.c.status.in_([s.value for s in expect]))
+            n = conn.execute(q.values(**values)).rowcount
+            row = conn.execute(sa.select(sr).where(sr.c.id == stage_run_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no stage run with id {stage_run_id}")
+        if n == 0:
+            raise InvalidState(f"stage {row['name']} is {row['status']}, not {'/'.join(s.value for s in expect or ())}")
+        return _stage_run(row)
+
+    def stage_runs(self, pipeline_run_id: int) -> list[StageRun]:
+        return list(self.run_detail(pipeline_run_id).stages)
+
+    def get_stage_run(self, stage_run_id: int) -> StageRun:
+        with self.read() as conn:
+            row = conn.execute(sa.select(S.stage_runs).where(S.stage_runs.c.id == stage_run_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no stage run with id {stage_run_id}")
+        return _stage_run(row)
+
+    # -- job runs --------------------------------------------------------
+    def start_job(self, job_run_id: int, *, agent: str, log_path: str | None, owner: str | None = None) -> None:
+        t = now()
+        with self.write() as conn:
+            conn.execute(
+                S.job_runs.update()
+                .where(S.job_runs.c.id == job_run_id)
+                .values(status="running", agent=agent, log_path=log_path, owner=owner or owner_id(), started_at=t, heartbeat_at=t)
+            )
+
+    def finish_job(self, job_run_id: int, status: Status, *, exit_code: int | None = None, reason: str | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(
+                S.job_runs.update()
+                .where(S.job_runs.c.id == job_run_id)
+                .values(status=status.value, exit_code=exit_code, reason=reason, finished_at=now())
+            )
+
+    def heartbeat(self, job_run_ids: Sequence[int]) -> None:
+        if not job_run_ids:
+            return
+        with self.write() as conn:
+            conn.execute(S.job_runs.update().where(S.job_runs.c.id.in_(list(job_run_ids))).values(heartbeat_at=now()))
+
+    def job_runs(self, stage_run_id: int) -> list[JobRun]:
+        with self.read() as conn:
+            return [
+                _job_run(r)
+                for r in conn.execute(
+                    sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == stage_run_id).order_by(S.job_runs.c.id)
+                ).mappings()
+            ]
+
+    def active_job_runs(self) -> list[JobRun]:
+        with self.read() as conn:
+            return [
+                _job_run(r)
+                for r in conn.execute(
+                    sa.select(S.job_runs).where(S.job_runs.c.status.in_(["scheduled", "running"]))
+                ).mappings()
+            ]
+
+    # -- frames ----------------------------------------------------------
+    @property
+    def frames(self) -> Any:
+        from .frames import Frames
+
+        return Frames(self)
+
+    def integrity_ok(self) -> bool:
+        if not self.is_sqlite:
+            return True
+        with self.read() as conn:
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def _make_engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            write = conn.get_execution_options().get("wb_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _lock_run(conn: sa.Connection, pipeline_run_id: int) -> None:
+    """Row lock on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes writers."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(sa.select(S.pipeline_runs.c.id).where(S.pipeline_runs.c.id == pipeline_run_id).with_for_update())
+
+
+def _next_counter(conn: sa.Connection, pipeline: str) -> int:
+    pc = S.pipeline_counters
+    cur = conn.execute(sa.select(pc.c.counter).where(pc.c.pipeline == pipeline).with_for_update()).scalar()
+    if cur is None:
+        conn.execute(pc.insert().values(pipeline=pipeline, counter=1))
+        return 1
+    conn.execute(pc.update().where(pc.c.pipeline == pipeline).values(counter=cur + 1))
+    return int(cur) + 1
+
+
+def _short(exc: Exception) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0]
+
+
+def _pipeline_run(r: Mapping[str, Any]) -> PipelineRun:
+    return PipelineRun(
+        id=r["id"], pipeline=r["pipeline"], counter=r["counter"], label=r["label"], group_name=r["group_name"],
+        trigger=r["trigger"], triggered_by=r["triggered_by"], status=Status(r["status"]), reason=r["reason"],
+        revisions=r["revisions"] or {}, environment=r["environment"], created_at=r["created_at"],
+        started_at=r["started_at"], finished_at=r["finished_at"],
+    )
+
+
+def _stage_run(r: Mapping[str, Any]) -> StageRun:
+    return StageRun(
+        id=r["id"], pipeline_run_id=r["pipeline_run_id"], name=r["name"], position=r["position"], counter=r["counter"],
+        status=Status(r["status"]), approval_type=r["approval_type"], approved_by=r["approved_by"], reason=r["reason"],
+        created_at=r["created_at"], started_at=r["started_at"], finished_at=r["finished_at"],
+    )
+
+
+def _job_run(r: Mapping[str, Any]) -> JobRun:
+    return JobRun(
+        id=r["id"], stage_run_id=r["stage_run_id"], name=r["name"], run_index=r["run_index"], run_count=r["run_count"],
+        status=Status(r["status"]), agent=r["agent"], exit_code=r["exit_code"], reason=r["reason"], log_path=r["log_path"],
+        owner=r["owner"], heartbeat_at=r["heartbeat_at"], created_at=r["created_at"], started_at=r["started_at"],
+        finished_at=r["finished_at"],
+    )

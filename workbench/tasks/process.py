@@ -1,0 +1,152 @@
+"""Run one child process in its own process group, streamed to the job log.
+
+Waiting uses a pidfd where the kernel has one, so a finished child is noticed
+at once (no polling delay on the hot path), while cancel and timeout are still
+checked a few times a second. Timeout and cancel kill the whole group: a
+shell's grandchildren die with it.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Mapping, Sequence
+
+_HAS_PIDFD = hasattr(os, "pidfd_open")
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    exit_code: int | None
+    timed_out: bool = False
+    cancelled: bool = False
+    error: str | None = None  # could not start at all
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, even if the leader exited
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Wait up to ``seconds`` for the child; True when it exited."""
+    if _HAS_PIDFD:
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                ready, _, _ = select.select([fd], [], [], max(seconds, 0))
+            finally:
+                os.close(fd)
+            if not ready:
+                return False
+    try:
+        proc.wait(timeout=max(seconds, 0) if not _HAS_PIDFD else 1.0)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    log: IO[bytes],
+    deadline: float | None,
+    cancel: threading.Event,
+    grace: float = 3.0,
+    output_filter: "OutputPump | None" = None,
+) -> ProcessResult:
+    log.flush()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if output_filter else log.fileno(),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        return ProcessResult(None, error=f"command not found: {argv[0]}")
+    except PermissionError:
+        return ProcessResult(None, error=f"permission denied: {argv[0]}")
+    except NotADirectoryError:
+        return ProcessResult(None, error=f"working directory is not a folder: {cwd}")
+    except OSError as exc:
+        return ProcessResult(None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+    pump = output_filter.start(proc.stdout) if output_filter and proc.stdout else None
+    try:
+        while True:
+            step = 0.25
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+            if step <= 0:
+                _kill_group(proc, grace)
+                return ProcessResult(proc.returncode, timed_out=True)
+            if _wait(proc, step):
+                return ProcessResult(proc.returncode)
+            if cancel.is_set():
+                _kill_group(proc, grace)
+                return ProcessResult(proc.returncode, cancelled=True)
+    except BaseException:
+        _kill_group(proc, 0.5)
+        raise
+    finally:
+        if pump is not None:
+            pump.join()
+
+
+class OutputPump:
+    """Copies a child's output to the log, masking secret values on the way."""
+
+    def __init__(self, log: IO[bytes], secrets: Sequence[str]) -> None:
+        self.log = log
+        self.secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+
+    def mask(self, data: bytes) -> bytes:
+        for s in self.secrets:
+            data = data.replace(s, b"********")
+        return data
+
+    def start(self, stream: IO[bytes]) -> threading.Thread:
+        t = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        t.start()
+        return t
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        # line-based so a secret is never split across two reads
+        keep = max((len(s) for s in self.secrets), default=0)
+        pending = b""
+        for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+            pending += chunk
+            cut = pending.rfind(b"\n") + 1
+            if cut == 0 and len(pending) > 65536 + keep:
+                cut = len(pending) - keep
+            if cut:
+                self.log.write(self.mask(pending[:cut]))
+                self.log.flush()
+                pending = pending[cut:]
+        if pending:
+            self.log.write(self.mask(pending))
+            self.log.flush()
+        stream.close()

@@ -1,0 +1,104 @@
+"""A workspace: pipeline files plus the ``.workbench/`` state folder.
+
+The workspace is the unit a release manager points the CLI, a notebook or a
+cron job at; everything the workbench writes lives under its state folder
+(store, logs, job folders, artifacts) so it can be backed up or thrown away
+as one thing.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config.model import Config
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .store import Store
+    from .store.frames import Frames
+
+STATE_DIR = ".workbench"
+
+
+class Workspace:
+    def __init__(self, root: Path, *, store_url: str | None = None) -> None:
+        self.root = root
+        self.state = root / STATE_DIR
+        self._store_url = store_url or os.environ.get("WORKBENCH_STORE_URL")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, store_url: str | None = None) -> "Workspace":
+        """``path``, else ``$WORKBENCH_WORKSPACE``, else the current folder."""
+        chosen = path or os.environ.get("WORKBENCH_WORKSPACE") or os.getcwd()
+        root = Path(chosen).expanduser().resolve()
+        if not root.is_dir():
+            raise UsageError(f"workspace {root} is not a folder")
+        return cls(root, store_url=store_url)
+
+    # -- paths ---------------------------------------------------------------
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.root / "pipelines"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.state / "work"
+
+    @property
+    def artifacts_url(self) -> str:
+        return os.environ.get("WORKBENCH_ARTIFACTS_URL") or str(self.state / "artifacts")
+
+    # -- loaded things -------------------------------------------------------
+    @cached_property
+    def config(self) -> Config:
+        """The pipelines as code; raises ConfigError listing every problem."""
+        from .config import load_workspace_config
+
+        return load_workspace_config(self.root)
+
+    def reload(self) -> Config:
+        self.__dict__.pop("config", None)
+        return self.config
+
+    @cached_property
+    def store(self) -> "Store":
+        from .store import Store
+
+        url = self._store_url or str(self.state / "store.db")
+        return Store.open(url)
+
+    @property
+    def frames(self) -> "Frames":
+        """The history as pandas DataFrames: ``pipeline_runs``, ``stage_runs``, ``job_runs``."""
+        return self.store.frames
+
+    def engine(self, **options: Any) -> "Engine":
+        from .engine import Engine
+
+        return Engine(self, **options)
+
+    def run(self, pipeline: str, **options: Any) -> Any:
+        """Trigger ``pipeline`` and drive it here until it finishes or waits for a person."""
+        with self.engine() as engine:
+            return engine.run(pipeline, **options)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+            del self.__dict__["store"]
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
