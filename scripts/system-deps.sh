@@ -4,6 +4,9 @@
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+# traffic providers: real nginx and HAProxy in front of test backends (tests/test_traffic.py)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .config.model import Job, Pipeline, Stage
 from .errors import InvalidState, NotFound
 from .executors import Executor, JobOutcome, JobSpec, make_executor
+from .hooks import STAGE_HOOKS
 from .identity import current_user
 from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, merge_env, next_step, render_label
 from .status import Status
@@ -42,6 +43,9 @@ class Engine:
         max_parallel: int | None = None,
         listener: Listener | None = None,
     ) -> None:
+        from . import features
+
+        features.load()
         self.ws = ws
         self.store = ws.store
         self.executor = executor if isinstance(executor, Executor) else make_executor(executor, max_parallel=max_parallel)
@@ -193,6 +197,10 @@ class Engine:
         else:
             status, reason = Status.PASSED, None
         final = self.store.set_stage_status(stage_run.id, status, reason)
+        for hook in STAGE_HOOKS:
+            changed = hook.stage_finished(self, run, stage, final)
+            if changed is not None:
+                final = changed
         self.listener("stage_finished", run=run, stage=final)
 
     def _on_job_start(self, spec: JobSpec, agent: str) -> None:

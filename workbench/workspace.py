@@ -59,8 +59,10 @@ class Workspace:
     @cached_property
     def config(self) -> Config:
         """The pipelines as code; raises ConfigError listing every problem."""
+        from . import features
         from .config import load_workspace_config
 
+        features.load()
         return load_workspace_config(self.root)
 
     def reload(self) -> Config:

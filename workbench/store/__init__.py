@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,9 @@ class Store:
         self.url = url
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._writer = engine.execution_options(wb_write=True)
+        # Writers of one process queue on this lock instead of on SQLite's
+        # busy handler, whose back-off sleeps cost milliseconds per job.
+        self._write_lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -86,7 +90,7 @@ class Store:
     def write(self) -> Iterator[sa.Connection]:
         """One write transaction, translated errors."""
         try:
-            with self._writer.begin() as conn:
+            with self._write_lock, self._writer.begin() as conn:
                 yield conn
         except IntegrityError:
             raise

@@ -5,3 +5,7 @@ next to its code and calls ``schema.register_migration``; listing them here
 keeps the order of migrations stable whatever the caller imported first.
 """
 from __future__ import annotations
+
+from .. import features
+
+features.load()

@@ -6,7 +6,7 @@ notebook never has to join by ids.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import sqlalchemy as sa
 
@@ -35,11 +35,43 @@ def _finish(df: "pd.DataFrame", start: str = "started_at", end: str = "finished_
     return df
 
 
+FrameBuilder = Callable[["Frames"], "pd.DataFrame"]
+EXTRA_FRAMES: dict[str, FrameBuilder] = {}
+
+
+def register_frame(name: str, builder: FrameBuilder) -> None:
+    """Let a feature add a frame (``commits``, ``values``, ``approvals``, ...)."""
+    EXTRA_FRAMES[name] = builder
+
+
 class Frames:
-    """Read-only DataFrame views over a store; each property queries afresh."""
+    """Read-only DataFrame views over a store; each attribute queries afresh.
+
+    The core frames are properties below; features add more through
+    :func:`register_frame`, reachable as attributes all the same.
+    """
 
     def __init__(self, store: "Store") -> None:
         self._store = store
+
+    def __getattr__(self, name: str) -> "pd.DataFrame":
+        builder = EXTRA_FRAMES.get(name)
+        if builder is None:
+            raise AttributeError(f"no frame named {name!r}; frames: {', '.join(self.names())}")
+        return builder(self)
+
+    def names(self) -> list[str]:
+        return ["pipeline_runs", "stage_runs", "job_runs", *sorted(EXTRA_FRAMES)]
+
+    def query(self, q: Any) -> "pd.DataFrame":
+        """Run a SQLAlchemy select and return it as a DataFrame (for feature frames)."""
+        return self._query(q)
+
+    @staticmethod
+    def utc(df: "pd.DataFrame", *cols: str) -> "pd.DataFrame":
+        """Turn epoch-second columns into tz-aware UTC datetimes."""
+        _time_cols(df, list(cols))
+        return df
 
     def _query(self, q: Any) -> "pd.DataFrame":
         import pandas as pd
@@ -102,4 +134,4 @@ class Frames:
         return df
 
     def __repr__(self) -> str:
-        return "Frames(pipeline_runs, stage_runs, job_runs)"
+        return f"Frames({', '.join(self.names())})"

@@ -49,11 +49,16 @@ class JobContext:
             raise TaskError(f"working_directory {working_directory!r} is outside the job's folder")
         return str(target)
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The job's environment plus where it runs, so scripts can find workspace files."""
+        return {**self.spec.env, "WORKBENCH_WORKSPACE": self.spec.workspace, "WORKBENCH_JOB_DIR": self.spec.workdir}
+
     def process(self, argv: list[str], working_directory: str | None) -> ProcessResult:
         return run_process(
             argv,
             cwd=self.cwd(working_directory),
-            env=self.spec.env,
+            env=self.env,
             log=self.log,
             deadline=self.deadline,
             cancel=self.cancel,
@@ -112,6 +117,16 @@ def run_job(spec: Any, cancel: threading.Event, *, agent: str = "local") -> Any:
     with open(spec.log_path, "ab", buffering=0) as log:
         ctx = JobContext(spec, log, cancel, deadline, pump=OutputPump(log, spec.secrets) if spec.secrets else None)
         ctx.say(f"job {spec.pipeline}/{spec.counter}/{spec.stage}/{spec.stage_counter}/{spec.job} on {agent}")
+        from .. import features
+        from ..hooks import JOB_HOOKS
+
+        features.load()
+        try:
+            for hook in JOB_HOOKS:
+                hook.prepare(spec, ctx)
+        except TaskError as exc:
+            ctx.say(f"job could not start: {exc}")
+            return _finish(ctx, JobOutcome(Status.FAILED, None, str(exc), agent, ctx.details))
         exit_code: int | None = 0
         reason: str | None = None
         status = Status.PASSED
@@ -166,6 +181,16 @@ def _on_cancel(task: Task, ctx: JobContext) -> None:
 
 
 def _finish(ctx: JobContext, outcome: Any) -> Any:
+    from ..hooks import JOB_HOOKS
+
+    for hook in JOB_HOOKS:
+        try:
+            outcome = hook.finish(ctx.spec, ctx, outcome)
+        except TaskError as exc:
+            from ..executors.base import JobOutcome
+
+            ctx.say(f"after the tasks: {exc}")
+            outcome = JobOutcome(Status.FAILED, outcome.exit_code, str(exc), outcome.agent, ctx.details)
     ctx.say(f"job {outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""))
     return outcome
 

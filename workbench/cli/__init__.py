@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import ConfigError, WorkbenchError
+from ..errors import ConfigError, WorkbenchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAUTHORIZED, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -53,7 +53,7 @@ class WorkbenchGroup(click.Group):
 
 
 def _ws(ctx: click.Context) -> Any:
-    from .workspace import Workspace
+    from ..workspace import Workspace
 
     obj = ctx.find_root().obj
     if "ws" not in obj:
@@ -91,7 +91,7 @@ def validate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
     """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
-    from .progress import Progress
+    from ..progress import Progress
 
     ws = _ws(ctx)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
@@ -104,7 +104,7 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
         finally:
             signal.signal(signal.SIGINT, previous)
     click.echo(_result_line(ws, result))
-    from .status import Status
+    from ..status import Status
 
     if result.status == Status.WAITING:
         return
@@ -115,7 +115,7 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
 
 
 def _result_line(ws: Any, run: Any) -> str:
-    from .status import Status
+    from ..status import Status
 
     line = f"{run.pipeline}/{run.counter} (label {run.label}): {run.status}"
     if run.reason:
@@ -140,7 +140,7 @@ def _result_line(ws: Any, run: Any) -> str:
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
-    from .reporting import status_rows, print_status
+    from ..reporting import status_rows, print_status
 
     ws = _ws(ctx)
     rows = status_rows(ws)
@@ -157,7 +157,7 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> None:
     """Past runs, newest first."""
-    from .reporting import history_rows, print_table
+    from ..reporting import history_rows, print_table
 
     ws = _ws(ctx)
     rows = history_rows(ws, pipeline, limit)
@@ -181,7 +181,7 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
 @click.pass_context
 def logs(ctx: click.Context, locator: str, follow: bool) -> None:
     """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
-    from .reporting import job_log
+    from ..reporting import job_log
 
     ws = _ws(ctx)
     job_log(ws, locator, follow=follow, write=lambda b: (sys.stdout.buffer.write(b), sys.stdout.buffer.flush()))
@@ -192,7 +192,7 @@ def logs(ctx: click.Context, locator: str, follow: bool) -> None:
 @click.pass_context
 def encrypt(ctx: click.Context, value: str | None) -> None:
     """Encrypt VALUE (or stdin) for `secure_variables`; creates the key file when missing."""
-    from .secrets import encrypt as do_encrypt
+    from ..secrets import encrypt as do_encrypt
 
     ws = _ws(ctx)
     if value is None:
@@ -202,5 +202,22 @@ def encrypt(ctx: click.Context, value: str | None) -> None:
 
 def run_cli() -> None:  # console-script entry point
     main(prog_name="workbench")
+
+
+# Feature commands live next to their feature (cli/materials.py: tick, serve,
+# notify, rerun, cancel; cli/approvals.py: approve, reject, rollback, ...);
+# each module decorates ``main`` when imported.
+def _load_feature_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in ("materials", "notebooks", "artifacts", "packages", "approvals", "traffic", "metrics", "dashboard",
+                 "agents", "admin"):
+        mod = f"{__name__}.{name}"
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+_load_feature_commands()
 
 

@@ -1,0 +1,118 @@
+"""Shared fixtures: temporary workspaces, a git repository factory, the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "gocd-yaml-corpus"
+
+
+def corpus_dir() -> Path:
+    """The GoCD YAML corpus beside the checkout; absent is a skip locally, a failure in CI."""
+    if not CORPUS.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"GoCD YAML corpus missing at {CORPUS} (CI is set: this must not skip)")
+        pytest.skip(f"GoCD YAML corpus not found at {CORPUS}")
+    return CORPUS
+
+
+def require_service(ok: bool, what: str) -> None:
+    """A test needing a real service skips locally when it is missing, and fails under CI."""
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is required under CI (make test installs it)")
+        pytest.skip(f"{what} not available")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+class WorkspaceFactory:
+    """A workspace in a temporary folder, with helpers to write pipelines and run the CLI."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "pipelines").mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / "pipelines" / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    def open(self) -> Any:
+        from workbench import Workspace
+
+        return Workspace.open(self.root)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120, input: str | None = None) -> CliResult:
+        full_env = {**os.environ, "WORKBENCH_WORKSPACE": str(self.root), "COLUMNS": "200", **(env or {})}
+        p = subprocess.run(
+            [sys.executable, "-m", "workbench", *args],
+            cwd=self.root, env=full_env, capture_output=True, text=True, timeout=timeout, input=input,
+        )
+        return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> WorkspaceFactory:
+    return WorkspaceFactory(tmp_path / "ws")
+
+
+class GitRepo:
+    """A real git repository in a temporary folder, for material tests."""
+
+    def __init__(self, path: Path, branch: str = "master") -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", branch)
+        self.git("config", "user.email", "dev@example.com")
+        self.git("config", "user.name", "Dev")
+        self.git("config", "commit.gpgsign", "false")
+
+    @property
+    def url(self) -> str:
+        return str(self.path)
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", *args], cwd=self.path, check=True, capture_output=True, text=True).stdout.strip()
+
+    def commit(self, files: dict[str, str] | None = None, message: str = "change", *, date: str | None = None) -> str:
+        for name, content in (files or {"file.txt": message}).items():
+            f = self.path / name
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(content)
+            self.git("add", name)
+        env = {**os.environ}
+        if date:
+            env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+        subprocess.run(["git", "commit", "-q", "-m", message], cwd=self.path, check=True, env=env, capture_output=True)
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Any:
+    """Factory: ``git_repo("api")`` makes a repository with one commit."""
+
+    def make(name: str = "repo", branch: str = "master", initial: bool = True) -> GitRepo:
+        repo = GitRepo(tmp_path / "repos" / name, branch)
+        if initial:
+            repo.commit({"README.md": f"# {name}\n"}, "initial commit")
+        return repo
+
+    return make

@@ -1,0 +1,39 @@
+"""Extension points where features plug into a job's and a stage's life.
+
+Job hooks run where the job runs (a local thread or a Dask worker), so they
+receive only the plain JobSpec and the job's context: materials are checked
+out in ``prepare``; artifacts are published in ``finish``. Stage hooks run in
+the engine, after the stage's result is recorded (traffic steps, triggering
+downstream pipelines). Features register at import time of their module;
+``workbench.features`` imports them all.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class JobHook(Protocol):
+    def prepare(self, spec: Any, ctx: Any) -> None:
+        """Before the first task; raise tasks.TaskError to fail the job with a message."""
+
+    def finish(self, spec: Any, ctx: Any, outcome: Any) -> Any:
+        """After the last task; return the (possibly changed) outcome."""
+
+
+class StageHook(Protocol):
+    def stage_finished(self, engine: Any, run: Any, stage_cfg: Any, stage_run: Any) -> Any:
+        """After a stage's result is stored; may return a new StageRun (e.g. traffic step failed)."""
+
+
+JOB_HOOKS: list[JobHook] = []
+STAGE_HOOKS: list[StageHook] = []
+
+
+def register_job_hook(hook: JobHook) -> None:
+    if hook not in JOB_HOOKS:
+        JOB_HOOKS.append(hook)
+
+
+def register_stage_hook(hook: StageHook) -> None:
+    if hook not in STAGE_HOOKS:
+        STAGE_HOOKS.append(hook)
