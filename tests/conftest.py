@@ -116,3 +116,27 @@ def git_repo(tmp_path: Path) -> Any:
         return repo
 
     return make
+
+
+# -- store back ends: every store-touching test can run on SQLite and on a real PostgreSQL --
+from pg import pg_server  # noqa: E402,F401  (session fixture: a throw-away PostgreSQL cluster)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty store: a SQLite file path, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("pg_server").create_database()
+
+
+@pytest.fixture
+def workspace_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Workspaces opened in the test use ``store_url`` (PostgreSQL through $WORKBENCH_STORE_URL).
+
+    For SQLite the variable stays unset, so workspaces keep their default
+    ``.workbench/store.db``; use with ``pytest.mark.usefixtures("workspace_store")``.
+    """
+    if "://" in store_url:
+        monkeypatch.setenv("WORKBENCH_STORE_URL", store_url)
+    return store_url

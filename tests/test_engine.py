@@ -13,6 +13,8 @@ from workbench import Workspace
 from workbench.config.model import Config, Environment, ExecTask, Job, Pipeline, ScriptTask, Stage
 from workbench.status import Status
 
+pytestmark = pytest.mark.usefixtures("workspace_store")  # each test on SQLite and on PostgreSQL (conftest)
+
 
 def make_ws(tmp_path: Path, *pipelines: Pipeline, environments: dict[str, Environment] | None = None) -> Workspace:
     ws = Workspace.open(tmp_path)

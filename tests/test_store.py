@@ -14,8 +14,8 @@ from workbench.store import DuplicateTrigger, Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(tmp_path / "store.db")
+def store(store_url: str) -> Store:
+    s = Store.open(store_url)  # SQLite (tmp_path / "store.db") and PostgreSQL, see conftest.store_url
     yield s
     s.close()
 
@@ -31,9 +31,10 @@ def test_counters_are_per_pipeline_and_labels_follow(store: Store) -> None:
 
 
 def test_wal_mode_and_schema_version(store: Store, tmp_path: Path) -> None:
-    con = sqlite3.connect(tmp_path / "store.db")
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    con.close()
+    if store.is_sqlite:
+        con = sqlite3.connect(tmp_path / "store.db")
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        con.close()
     assert store.schema_version >= 1
     assert store.integrity_ok()
 
@@ -119,8 +120,8 @@ def _allocate(path: str, n: int, q: "mp.Queue[list[int]]") -> None:
     q.put(got)
 
 
-def test_counters_never_reused_across_processes(tmp_path: Path) -> None:
-    path = str(tmp_path / "s.db")
+def test_counters_never_reused_across_processes(store_url: str) -> None:
+    path = store_url
     Store.open(path).close()
     ctx = mp.get_context("spawn")
     q = ctx.Queue()

@@ -30,6 +30,28 @@ if TYPE_CHECKING:
 Listener = Callable[..., None]
 
 HEARTBEAT_SECONDS = 5.0
+CANCEL_POLL_SECONDS = 1.0  # how soon a `workbench cancel` from another process is noticed
+
+# Features plug into triggering and cancelling without the engine importing
+# them: workbench.materials registers a planner that resolves each trigger's
+# material revisions (and refuses a locked pipeline), and a source of cancel
+# requests recorded by other processes.
+TriggerPlanner = Callable[["Engine", Pipeline, "Mapping[str, Any] | None", str], Any]
+CancelSource = Callable[[Any, list[int]], set[int]]
+TRIGGER_PLANNERS: list[TriggerPlanner] = []
+CANCEL_SOURCES: list[CancelSource] = []
+
+
+def register_trigger_planner(planner: TriggerPlanner) -> None:
+    """``planner(engine, pipeline_cfg, requested_revisions, trigger)`` → a plan (``.revisions``, ``.record``) or None."""
+    if planner not in TRIGGER_PLANNERS:
+        TRIGGER_PLANNERS.append(planner)
+
+
+def register_cancel_source(source: CancelSource) -> None:
+    """``source(store, run_ids)`` → the ids among them that someone asked to cancel."""
+    if source not in CANCEL_SOURCES:
+        CANCEL_SOURCES.append(source)
 
 
 class Engine:
@@ -48,10 +70,18 @@ class Engine:
         features.load()
         self.ws = ws
         self.store = ws.store
-        self.executor = executor if isinstance(executor, Executor) else make_executor(executor, max_parallel=max_parallel)
+        if isinstance(executor, Executor):
+            self.executor = executor
+        else:  # the name given (--executor), else workbench.yaml's, else local
+            spec, options = ws.settings.executor_for(executor)
+            self.executor = make_executor(spec, max_parallel=max_parallel, **options)
         self._owns_executor = not isinstance(executor, Executor)
+        if hasattr(self.executor, "bind"):  # e.g. the Dask executor records "waiting for an agent" in the store
+            self.executor.bind(self)
         self.listener = listener or (lambda *a, **k: None)
         self.cancel_event = threading.Event()
+        self._run_cancel: dict[int, threading.Event] = {}  # per run: `workbench cancel P/C` stops one run only
+        self._driving: dict[int, int] = {}  # run id -> drivers in this engine (cancel requests are polled for these)
         self._running_jobs: set[int] = set()
         self._lock = threading.Lock()
         self._heartbeat: threading.Thread | None = None
@@ -72,6 +102,23 @@ class Engine:
     def cancel(self) -> None:
         """Cancel everything this engine runs (Ctrl-C): jobs are killed, on_cancel runs."""
         self.cancel_event.set()
+        with self._lock:
+            events = list(self._run_cancel.values())
+        for ev in events:
+            ev.set()
+
+    def cancel_run(self, run_id: int) -> None:
+        """Cancel one run this engine drives; the others go on."""
+        self._cancel_for(run_id).set()
+
+    def _cancel_for(self, run_id: int) -> threading.Event:
+        with self._lock:
+            ev = self._run_cancel.get(run_id)
+            if ev is None:
+                ev = self._run_cancel[run_id] = threading.Event()
+        if self.cancel_event.is_set():
+            ev.set()
+        return ev
 
     # -- triggering ------------------------------------------------------------
     def trigger(
@@ -82,18 +129,31 @@ class Engine:
         trigger: str = "manual",
         revisions: Mapping[str, Any] | None = None,
         revision_key: str | None = None,
+        plan: Any = None,
     ) -> PipelineRun:
+        """Create a run. Without a ``plan`` the registered planner resolves the materials:
+        each at its latest revision, or at the one ``revisions`` names (``{material: rev}``)."""
         cfg = self.ws.config.pipeline(pipeline)
         env = self.ws.config.environment_of(pipeline)
+        if plan is None:
+            requested = {k: _rev_str(v) for k, v in revisions.items()} if revisions else None
+            for planner in TRIGGER_PLANNERS:
+                plan = planner(self, cfg, requested, trigger)
+                if plan is not None:
+                    break
+        extra = None
+        if plan is not None:
+            revisions, extra = plan.revisions, plan.record
         run = self.store.create_pipeline_run(
             pipeline,
-            label_for=lambda n: render_label(cfg.label_template, n, {k: _rev_str(v) for k, v in (revisions or {}).items()}),
+            label_for=lambda n: render_label(cfg.label_template, n, {k: _label_value(v) for k, v in (revisions or {}).items()}),
             trigger=trigger,
             triggered_by=triggered_by or current_user(),
             group_name=cfg.group,
             revisions=revisions,
             revision_key=revision_key,
             environment=env.name if env else None,
+            extra=extra,
         )
         self.listener("run_created", run=run)
         return run
@@ -102,10 +162,70 @@ class Engine:
         """Trigger and drive in this process until the run finishes or waits."""
         return self.drive(self.trigger(pipeline, **trigger_options))
 
+    def rerun(self, run: PipelineRun | int, stage: str, *, failed_jobs: bool = False, by: str | None = None) -> PipelineRun:
+        """GoCD's rerun: a new counter of ``stage`` in the same run (its original revisions), from the current config.
+
+        With ``failed_jobs`` only the jobs that did not pass run again; the
+        passed ones are carried into the new counter as passed. The run is
+        left SCHEDULED for :meth:`drive` (here, or any tick or serve).
+        """
+        detail = self.store.run_detail(run if isinstance(run, int) else run.id)
+        run = detail.run
+        pipeline = self.ws.config.pipeline(run.pipeline)
+        stage_cfg = pipeline.stage(stage)
+        if stage_cfg is None:
+            names = ", ".join(s.name for s in pipeline.stages)
+            raise NotFound(f"pipeline {run.pipeline} has no stage {stage!r} (stages: {names})")
+        position = [s.name for s in pipeline.stages].index(stage)
+        latest = detail.latest_stages()
+        busy = [s for s in latest.values() if s.status in (Status.SCHEDULED, Status.RUNNING)]
+        if busy:
+            raise InvalidState(f"{run.locator}: stage {busy[0].name} is {busy[0].status}; wait for it or cancel the run first")
+        previous = latest.get(stage)
+        if previous is None and any(
+            latest.get(s.name) is None or latest[s.name].status != Status.PASSED for s in pipeline.stages[:position]
+        ):
+            raise InvalidState(f"stage {stage} never ran in {run.locator} and the stages before it did not all pass")
+        wanted = [inst for job in stage_cfg.jobs for inst in job_instances(job, self._agent_count(job, pipeline))]
+        keep: dict[str, Any] = {}
+        if failed_jobs:
+            if previous is None:
+                raise InvalidState(f"stage {stage} never ran in {run.locator}: there are no failed jobs to rerun")
+            before = detail.jobs.get(previous.id, ())
+            if all(j.status == Status.PASSED for j in before):
+                raise InvalidState(f"stage {stage} of {run.locator} has no failed jobs to rerun")
+            keep = {j.name: j for j in before if j.status == Status.PASSED}
+        user = by or current_user()
+        created, job_rows = self.store.create_stage_run(
+            run.id, stage, position, approval_type=stage_cfg.approval.type, approved_by=user, jobs=wanted,
+            expect_stage_runs=len(detail.stages),
+        )
+        for jr in job_rows:
+            if jr.name in keep:
+                old = keep[jr.name]
+                self.store.finish_job(jr.id, Status.PASSED, exit_code=old.exit_code,
+                                      reason=f"passed in {stage} counter {previous.counter if previous else '?'}; not rerun")
+        self.store.set_pipeline_status(run.id, Status.SCHEDULED, reason=f"rerun of {stage} by {user}")
+        self.listener("stage_rerun", run=run, stage=created)
+        return self.store.get_pipeline_run_by_id(run.id)
+
     # -- driving ---------------------------------------------------------------
     def drive(self, run: PipelineRun | int) -> PipelineRun:
         """Advance a run as far as it can go here; returns its latest record."""
         run_id = run if isinstance(run, int) else run.id
+        with self._lock:
+            self._driving[run_id] = self._driving.get(run_id, 0) + 1
+        try:
+            return self._drive(run_id)
+        finally:
+            with self._lock:
+                left = self._driving.pop(run_id, 1) - 1
+                if left > 0:
+                    self._driving[run_id] = left
+                else:
+                    self._run_cancel.pop(run_id, None)
+
+    def _drive(self, run_id: int) -> PipelineRun:
         while True:
             detail = self.store.run_detail(run_id)
             run = detail.run
@@ -159,22 +279,29 @@ class Engine:
     # -- stages and jobs -----------------------------------------------------
     def _run_stage(self, run: PipelineRun, pipeline: Pipeline, stage: Stage, stage_run: StageRun, jobs: list[Any]) -> None:
         if not jobs:
-            wanted = [(job, inst) for job in stage.jobs for inst in job_instances(job, self._agent_count())]
+            wanted = [(job, inst) for job in stage.jobs for inst in job_instances(job, self._agent_count(job, pipeline))]
             jobs = self.store.add_job_runs(stage_run.id, [inst for _, inst in wanted])
             by_name = {inst[0]: job for job, inst in wanted}
         else:
-            by_name = {inst[0]: job for job in stage.jobs for inst in job_instances(job, self._agent_count())}
+            by_name = {inst[0]: job for job in stage.jobs for inst in job_instances(job, self._agent_count(job, pipeline))}
         self.listener("stage_started", run=run, stage=stage_run, jobs=jobs)
+        cancel = self._cancel_for(run.id)
         specs: dict[Future[JobOutcome], Any] = {}
+        done_before = [jr for jr in jobs if jr.status.finished]  # kept from the previous counter (rerun of failed jobs)
         for jr in jobs:
+            if jr.status.finished:
+                continue
             job_cfg = by_name.get(jr.name)
             if job_cfg is None:  # config changed under a scheduled stage
                 self.store.finish_job(jr.id, Status.FAILED, reason=f"job {jr.name} is no longer in the config")
                 continue
             spec = self._job_spec(run, pipeline, stage, stage_run, job_cfg, jr)
-            specs[self.executor.submit(spec, self.cancel_event, self._on_job_start)] = (jr, spec)
+            with self._lock:  # heartbeats cover queued jobs too, so a crash before they start is noticed
+                self._running_jobs.add(jr.id)
+            specs[self.executor.submit(spec, cancel, self._on_job_start)] = (jr, spec)
         self._ensure_heartbeat()
-        failed = cancelled = False
+        failed = any(jr.status == Status.FAILED for jr in done_before)
+        cancelled = any(jr.status == Status.CANCELLED for jr in done_before)
         pending = set(specs)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -190,9 +317,9 @@ class Engine:
                 failed |= outcome.status == Status.FAILED
                 cancelled |= outcome.status == Status.CANCELLED
                 self.listener("job_finished", run=run, stage=stage_run, job=jr, outcome=outcome)
-        if failed or (jobs and not specs):
+        if failed or (jobs and not specs and not done_before):
             status, reason = Status.FAILED, "a job failed"
-        elif cancelled or self.cancel_event.is_set():
+        elif cancelled or cancel.is_set():
             status, reason = Status.CANCELLED, "cancelled"
         else:
             status, reason = Status.PASSED, None
@@ -209,7 +336,12 @@ class Engine:
             self._running_jobs.add(spec.job_run_id)
         self.listener("job_started", job_run_id=spec.job_run_id, job=spec.job, stage=spec.stage, agent=agent)
 
-    def _agent_count(self) -> int:
+    def _agent_count(self, job: Job | None = None, pipeline: Pipeline | None = None) -> int:
+        """Agents that can run ``job`` (``run_instances: all``): its resources and environment decide."""
+        agents_for = getattr(self.executor, "agents_for", None)
+        if agents_for is not None and job is not None and pipeline is not None:
+            env = self.ws.config.environment_of(pipeline.name)
+            return int(agents_for(job.resources, env.name if env else None))
         return int(getattr(self.executor, "agent_count", 1))
 
     def _job_spec(self, run: PipelineRun, pipeline: Pipeline, stage: Stage, stage_run: StageRun, job: Job, jr: Any) -> JobSpec:
@@ -229,6 +361,7 @@ class Engine:
         env.update(plain)
         env.update(secrets)
         env.update(self._go_env(run, pipeline, stage, stage_run, jr, env_cfg.name if env_cfg else None))
+        env["WORKBENCH_STORE_URL"] = self.store.url  # workbench.record() in the job writes here
         return JobSpec(
             job_run_id=jr.id,
             pipeline=run.pipeline,
@@ -249,6 +382,9 @@ class Engine:
                 "stage_counter": stage_run.counter, "job": jr.name, "revisions": dict(run.revisions),
                 "environment": env_cfg.name if env_cfg else None, "run_id": run.id, "stage_run_id": stage_run.id,
                 "store_url": self.store.url, "artifacts_url": ws.artifacts_url,
+                "materials": _checkouts(pipeline, run.revisions) if stage.fetch_materials else [],
+                "artifacts": job.artifacts,  # published by workbench.artifacts' job hook
+                "run_instances": job.run_instances,  # "all": the Dask executor pins instance i to agent i
             },
         )
 
@@ -283,6 +419,18 @@ class Engine:
         for name, rev in run.revisions.items():
             key = _env_key(name)
             env[f"GO_REVISION_{key}"] = _rev_str(rev)
+            if isinstance(rev, Mapping):
+                if "changed" in rev:
+                    env[f"GO_MATERIAL_{key}_HAS_CHANGED"] = "true" if rev.get("changed") else "false"
+                if rev.get("kind") == "git":
+                    env[f"GO_TO_REVISION_{key}"] = _rev_str(rev)
+                    env[f"GO_FROM_REVISION_{key}"] = str(rev.get("previous") or _rev_str(rev))
+                elif rev.get("kind") == "dependency":
+                    for n in {name, str(rev.get("pipeline") or name)}:
+                        env[f"GO_DEPENDENCY_LABEL_{_env_key(n)}"] = str(rev.get("label", ""))
+                        env[f"GO_DEPENDENCY_LOCATOR_{_env_key(n)}"] = str(rev.get("revision", ""))
+        if any(isinstance(r, Mapping) and r.get("changed") for r in run.revisions.values()):
+            env["GO_MATERIAL_HAS_CHANGED"] = "true"
         return env
 
     # -- heartbeat -------------------------------------------------------------
@@ -293,13 +441,36 @@ class Engine:
         self._heartbeat.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        import time
+
+        last = time.monotonic()
+        while not self._stop.wait(CANCEL_POLL_SECONDS if CANCEL_SOURCES else HEARTBEAT_SECONDS):
+            with self._lock:
+                driving = list(self._driving)
+            if driving and CANCEL_SOURCES:
+                self._poll_cancels(driving)
+            if time.monotonic() - last < HEARTBEAT_SECONDS - 0.01:
+                continue
+            last = time.monotonic()
             with self._lock:
                 ids = list(self._running_jobs)
             try:
                 self.store.heartbeat(ids)
             except Exception:  # a busy store must not kill the heartbeat thread
                 pass
+
+    def _poll_cancels(self, run_ids: list[int]) -> None:
+        """Act on `workbench cancel` requests that other processes recorded for runs driven here."""
+        for source in CANCEL_SOURCES:
+            try:
+                wanted = source(self.store, run_ids)
+            except Exception:  # like the heartbeat: never die on a busy store
+                continue
+            for run_id in wanted:
+                ev = self._cancel_for(run_id)
+                if not ev.is_set():
+                    ev.set()
+                    self.listener("run_cancel_requested", run_id=run_id)
 
 
 def _env_key(name: str) -> str:
@@ -310,6 +481,27 @@ def _rev_str(rev: Any) -> str:
     if isinstance(rev, Mapping):
         return str(rev.get("revision") or rev.get("label") or "")
     return str(rev)
+
+
+def _label_value(rev: Any) -> str:
+    """``${material}`` in a label template: a git sha, or an upstream pipeline's label (as in GoCD)."""
+    if isinstance(rev, Mapping) and rev.get("kind") == "dependency":
+        return str(rev.get("label") or "")
+    return _rev_str(rev)
+
+
+def _checkouts(pipeline: Pipeline, revisions: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What a job checks out: each git material of the config at the run's revision (plain data for any worker)."""
+    gits = [m for m in pipeline.materials if getattr(m, "kind", None) == "git"]
+    out = []
+    for m in gits:
+        rev = revisions.get(m.name)
+        if not isinstance(rev, Mapping) or rev.get("kind") != "git" or not rev.get("revision"):
+            continue
+        dest = m.destination or ("" if len(gits) == 1 else m.name)
+        out.append({"name": m.name, "url": rev.get("url") or m.url, "revision": rev["revision"], "destination": dest,
+                    "shallow": m.shallow_clone})
+    return out
 
 
 def find_run(store: Any, locator: str) -> tuple[PipelineRun, list[str]]:

@@ -63,6 +63,9 @@ class Progress:
             self._line(f"  job {data['job'].name}: {out.status}" + (f" ({out.reason})" if out.reason else ""))
         elif event == "stage_finished":
             self._line(f"stage {data['stage'].name} {data['stage'].status}")
+        elif event == "job_waiting":  # e.g. no agent with the job's resources (Dask executor)
+            self.rows[(data["stage"], data["job"])] = {"status": "scheduled"}
+            self._line(f"  job {data['job']}: {data['reason']}")
         elif event == "run_waiting":
             self._line(f"waiting for approval of stage {data['stage']}")
         if self.live is not None:

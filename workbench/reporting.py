@@ -38,9 +38,10 @@ def _stage_list(detail: Any) -> list[dict[str, Any]]:
 
 def status_rows(ws: Any) -> list[dict[str, Any]]:
     """One row per configured pipeline: its latest run and that run's stages."""
+    pipelines = ws.config.pipelines  # config errors first: they must not touch the store
     latest = ws.store.latest_runs()
     rows = []
-    for name, p in ws.config.pipelines.items():
+    for name, p in pipelines.items():
         run = latest.get(name)
         row: dict[str, Any] = {"pipeline": name, "group": p.group, "counter": None, "label": None,
                                "status": "never run", "stages": [], "reason": None}
@@ -51,6 +52,12 @@ def status_rows(ws: Any) -> list[dict[str, Any]]:
                        started_at=_iso(run.started_at or run.created_at), finished_at=_iso(run.finished_at))
             row["stages"] = [done.get(st.name, {"name": st.name, "counter": 0, "status": "not run",
                                                 "approved_by": None, "duration_s": None}) for st in p.stages]
+            # jobs not started yet with a reason, e.g. "waiting for an agent with resources rpm"
+            row["waiting_jobs"] = [
+                {"stage": s.name, "job": j.name, "reason": j.reason}
+                for s in detail.latest_stages().values() for j in detail.jobs.get(s.id, ())
+                if j.status == Status.SCHEDULED and j.reason
+            ]
         else:
             row["stages"] = [{"name": st.name, "counter": 0, "status": "not run", "approved_by": None, "duration_s": None}
                              for st in p.stages]
@@ -59,11 +66,9 @@ def status_rows(ws: Any) -> list[dict[str, Any]]:
 
 
 def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, Any]]:
-    if pipeline:
-        ws.config.pipeline(pipeline) if pipeline in ws.config.pipelines else None
     runs = ws.store.pipeline_runs(pipeline, limit=limit)
-    if pipeline and not runs and pipeline not in ws.config.pipelines:
-        raise NotFound(f"no pipeline named {pipeline!r} and no history for it")
+    if pipeline and not runs:
+        raise NotFound(f"no history for pipeline {pipeline!r}")
     out = []
     for r in runs:
         detail = ws.store.run_detail(r)
@@ -129,7 +134,11 @@ def print_status(rows: list[dict[str, Any]]) -> None:
         )
         run = "" if r["counter"] is None else f"{r['counter']} ({r['label']})"
         table.add_row(r["pipeline"], r["group"], run, f"[{COLOURS.get(r['status'], 'white')}]{r['status']}[/]", stages)
-    Console(width=max(100, _term_width())).print(table)
+    console = Console(width=max(100, _term_width()))
+    console.print(table)
+    for r in rows:
+        for w in r.get("waiting_jobs") or ():
+            console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
 
 
 def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:

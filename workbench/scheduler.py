@@ -144,3 +144,25 @@ def merge_env(*levels: Mapping[str, str] | None) -> dict[str, str]:
         if level:
             out.update(level)
     return out
+
+
+LOCKING_FAILURES = frozenset({Status.FAILED, Status.CANCELLED})
+
+
+def lock_holder(behavior: str, runs: Sequence[tuple[int, Status]]) -> int | None:
+    """GoCD's pipeline locking: the counter of the run holding the lock, or None.
+
+    ``runs`` are (counter, status) newest first, only those after the last
+    manual unlock. With ``unlockWhenFinished`` a run holds the lock until it
+    finishes; with ``lockOnFailure`` also afterwards when it failed or was
+    cancelled, until it is rerun to success or unlocked by hand. A run waiting
+    for approval holds the lock: it may still deploy.
+    """
+    if behavior not in ("lockOnFailure", "unlockWhenFinished"):
+        return None
+    for counter, status in runs:
+        if not status.finished:
+            return counter
+    if behavior == "lockOnFailure" and runs and runs[0][1] in LOCKING_FAILURES:
+        return runs[0][0]
+    return None

@@ -17,6 +17,7 @@ from .errors import UsageError
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .settings import Settings
     from .store import Store
     from .store.frames import Frames
 
@@ -70,10 +71,18 @@ class Workspace:
         return self.config
 
     @cached_property
+    def settings(self) -> "Settings":
+        """``workbench.yaml`` at the root (optional): executor and store of this installation."""
+        from .settings import load_settings
+
+        return load_settings(self.root)
+
+    @cached_property
     def store(self) -> "Store":
         from .store import Store
 
-        url = self._store_url or str(self.state / "store.db")
+        # explicit argument > $WORKBENCH_STORE_URL > workbench.yaml > .workbench/store.db
+        url = self._store_url or self.settings.store_url or str(self.state / "store.db")
         return Store.open(url)
 
     @property

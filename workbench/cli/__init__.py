@@ -80,7 +80,14 @@ def validate(ctx: click.Context) -> None:
     cfg = ws.config
     for w in cfg.warnings:
         _err(str(w))
+    for check in VALIDATE_CHECKS:  # features' checks that need the workspace's files (notebooks, ...)
+        for w in check(cfg, ws.root):
+            _err(str(w))
     click.echo(f"ok: {len(cfg.pipelines)} pipelines in {len(cfg.files)} files")
+
+
+# (config, workspace root) -> warnings; registered by cli/<feature>.py modules
+VALIDATE_CHECKS: list[Callable[[Any, Any], list[Any]]] = []
 
 
 @main.command()

@@ -167,6 +167,8 @@ class Stage:
     secure_variables: Mapping[str, str] = field(default_factory=dict)
     traffic: Traffic | None = None
     loc: Loc = NOWHERE
+    # values of stage keys added with config.register_stage_key that have no field above
+    extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- materials -------------------------------------------------------------

@@ -3,7 +3,10 @@
 One short transaction per state change (SQLite in WAL mode by default), so a
 crash at any point leaves the history consistent, and notebooks can read it
 while runs go on. Writes take SQLite's write lock up front (``BEGIN
-IMMEDIATE``) so two processes allocating counters cannot interleave.
+IMMEDIATE``) so two processes allocating counters cannot interleave. On
+PostgreSQL (``postgresql+psycopg://``), for schedulers on several machines,
+row locks (``SELECT … FOR UPDATE``), an atomic upsert for counters and an
+advisory lock around migrations do that job instead.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +45,9 @@ def now() -> float:
     return time.time()
 
 
+_MIGRATION_LOCK = 0x776F726B62656E63  # PostgreSQL advisory lock key held while migrating ("workbenc")
+
+
 def _sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
@@ -56,6 +63,9 @@ class Store:
         # Writers of one process queue on this lock instead of on SQLite's
         # busy handler, whose back-off sleeps cost milliseconds per job.
         self._write_lock = threading.Lock()
+        # A store nobody closed still hands its pooled connections back to the
+        # server when it is collected (PostgreSQL keeps a backend per connection).
+        self._finalizer = weakref.finalize(self, engine.dispose)
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -78,7 +88,7 @@ class Store:
         return store
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._finalizer()
 
     def __enter__(self) -> "Store":
         return self
@@ -109,6 +119,9 @@ class Store:
         from . import extensions  # noqa: F401  (feature modules register their migrations)
 
         with self.write() as conn:
+            if conn.dialect.name == "postgresql":
+                # two schedulers opening a new database at once must not both create tables
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             S.meta.create(conn, checkfirst=True)
             row = conn.execute(sa.select(S.meta.c.value).where(S.meta.c.key == "migrations")).scalar()
             applied: list[str] = json.loads(row) if row else []
@@ -150,11 +163,14 @@ class Store:
         revision_key: str | None = None,
         environment: str | None = None,
         status: Status = Status.SCHEDULED,
+        extra: Any = None,  # Callable[[Connection, int], None]: a feature's rows, same transaction
     ) -> PipelineRun:
         """Allocate the next counter and insert the run, in one transaction.
 
         ``revision_key`` (when given) makes triggering at-most-once per revision
-        set: a second attempt raises :class:`DuplicateTrigger`.
+        set: a second attempt raises :class:`DuplicateTrigger`. ``extra`` writes
+        a feature's rows about the new run (materials, commits) in the same
+        transaction, so a crash never leaves a run without them.
         """
         t = now()
         try:
@@ -174,6 +190,8 @@ class Store:
                     created_at=t,
                 )
                 rid = conn.execute(S.pipeline_runs.insert().values(**values)).inserted_primary_key[0]
+                if extra is not None:
+                    extra(conn, rid)
         except IntegrityError:
             raise DuplicateTrigger(f"{pipeline} already has a run for revisions {revision_key}") from None
         return self.get_pipeline_run_by_id(rid)
@@ -278,8 +296,8 @@ class Store:
         t = now()
         sr = S.stage_runs
         with self.write() as conn:
+            _lock_run(conn, pipeline_run_id)  # the stage counter below is max()+1: one writer per run at a time
             if expect_stage_runs is not None:
-                _lock_run(conn, pipeline_run_id)
                 seen = conn.execute(
                     sa.select(sa.func.count()).select_from(sr).where(sr.c.pipeline_run_id == pipeline_run_id)
                 ).scalar_one()
@@ -391,6 +409,12 @@ class Store:
                 .values(status=status.value, exit_code=exit_code, reason=reason, finished_at=now())
             )
 
+    def note_job(self, job_run_id: int, reason: str | None) -> None:
+        """Say why a scheduled job has not started (e.g. waiting for an agent); None clears it."""
+        jr = S.job_runs
+        with self.write() as conn:
+            conn.execute(jr.update().where(jr.c.id == job_run_id, jr.c.status == "scheduled").values(reason=reason))
+
     def heartbeat(self, job_run_ids: Sequence[int]) -> None:
         if not job_run_ids:
             return
@@ -452,7 +476,31 @@ def _make_engine(url: str) -> sa.Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        return sa.create_engine(_driver_url(url), pool_pre_ping=True)
+    except (ImportError, sa.exc.NoSuchModuleError) as exc:
+        raise StoreError(
+            f"cannot open store {_safe_url(url)}: its database driver is not installed ({exc}); "
+            "for PostgreSQL: pip install 'release-workbench[postgres]'"
+        ) from None
+    except sa.exc.ArgumentError as exc:
+        raise StoreError(f"not a store URL: {_safe_url(url)} ({exc})") from None
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3, the driver the ``postgres`` extra installs."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
 
 
 def _lock_run(conn: sa.Connection, pipeline_run_id: int) -> None:
@@ -463,6 +511,14 @@ def _lock_run(conn: sa.Connection, pipeline_run_id: int) -> None:
 
 def _next_counter(conn: sa.Connection, pipeline: str) -> int:
     pc = S.pipeline_counters
+    if conn.dialect.name == "postgresql":
+        # One statement, atomic under concurrency: a SELECT ... FOR UPDATE finds no
+        # row to lock for a pipeline's first run, and two schedulers would both insert.
+        from sqlalchemy.dialects.postgresql import insert
+
+        stmt = insert(pc).values(pipeline=pipeline, counter=1)
+        stmt = stmt.on_conflict_do_update(index_elements=[pc.c.pipeline], set_={"counter": pc.c.counter + 1})
+        return int(conn.execute(stmt.returning(pc.c.counter)).scalar_one())
     cur = conn.execute(sa.select(pc.c.counter).where(pc.c.pipeline == pipeline).with_for_update()).scalar()
     if cur is None:
         conn.execute(pc.insert().values(pipeline=pipeline, counter=1))

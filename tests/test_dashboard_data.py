@@ -1,0 +1,186 @@
+"""The dashboard's data preparation, without widgets: board cells, approvals, routes, chart points."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from workbench.dashboard import charts, data
+from workbench.metrics import DeployRule, History, Period, deployments, lead_times
+
+T = pd.Timestamp("2024-03-03 10:00", tz="UTC")  # a Sunday
+
+
+def at(hours: float) -> pd.Timestamp:
+    return T + pd.Timedelta(hours=hours)
+
+
+def _runs(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame([dict(run_id=r, pipeline=p, counter=c, label=f"{p}-{c}", group_name=g, status=s,
+                              created_at=at(r), started_at=at(r), finished_at=None) for r, p, c, g, s in rows])
+
+
+def _stages(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame([dict(stage_run_id=i + 1, run_id=r, stage=s, position=pos, stage_counter=sc, status=st,
+                              approval_type="manual" if st == "waiting" else "success", created_at=at(r),
+                              started_at=at(r), finished_at=None) for i, (r, s, pos, sc, st) in enumerate(rows)])
+
+
+def test_board_shows_latest_counter_of_each_stage_and_not_run_cells():
+    runs = _runs([(1, "api", 1, "shops", "failed"), (2, "api", 2, "shops", "running"), (3, "prod", 1, "release", "waiting")])
+    stages = _stages([(1, "build", 0, 1, "failed"), (2, "build", 0, 1, "failed"), (2, "build", 0, 2, "passed"),
+                      (2, "test", 1, 1, "running"), (3, "p5", 0, 1, "passed"), (3, "p25", 1, 1, "waiting")])
+    layout = {"api": ("build", "test", "package"), "prod": ("p5", "p25", "p100"), "ui": ("build",)}
+    rows = data.board(runs, stages, layout, {"api": "shops", "prod": "release", "ui": "shops"})
+    assert [r.pipeline for r in rows] == ["api", "prod", "ui"]
+    api = rows[0]
+    assert [r.counter for r in api.runs] == [2, 1]  # newest first
+    newest = api.runs[0]
+    assert [(c.stage, c.status, c.counter) for c in newest.cells] == [
+        ("build", "passed", 2), ("test", "running", 1), ("package", "not run", 0)]
+    prod = rows[1].runs[0]
+    assert [c.status for c in prod.cells] == ["passed", "waiting", "not run"]
+    assert rows[2].runs[0].label == "never run"
+    html = data.board_html(rows)
+    # running and waiting are told apart by class, symbol and words, not by colour alone
+    assert 'class="wb-cell wb-running" data-stage="test" data-status="running"' in html
+    assert 'class="wb-cell wb-waiting" data-stage="p25" data-status="waiting"' in html
+    assert "▶ test" in html and "⏸ p25" in html
+    assert "awaiting approval" in html and "@keyframes" in html
+
+
+def test_approvals_for_puts_mine_first_and_says_why_for_the_others():
+    pending = [
+        {"locator": "prod/1/p25", "label": "prod-1", "stage": "p25", "waiting_since": at(1).timestamp(),
+         "approvers": "role release-managers (alice, bob)"},
+        {"locator": "qa/3/q100", "label": "qa-3", "stage": "q100", "waiting_since": at(2).timestamp(),
+         "approvers": "role qa (carol)"},
+    ]
+    rows = data.approvals_for(pending, "carol", lambda p: "carol" in p["approvers"])
+    assert [r.locator for r in rows] == ["qa/3/q100", "prod/1/p25"]
+    assert rows[0].may and rows[0].why == ""
+    assert not rows[1].may
+    assert rows[1].why == "carol may not approve this: allowed are role release-managers (alice, bob)"
+    assert rows[1].waiting_since == at(1)
+
+
+def _changes(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame([dict(pipeline=p, counter=c, weight=w, outcome=o) for p, c, w, o in rows],
+                        columns=["pipeline", "counter", "weight", "outcome"])
+
+
+def test_route_views_rollback_rules():
+    status = [
+        {"route": "shop", "weights": {"blue": 75, "green": 25}, "live": "blue", "candidate": "green",
+         "run": "prod/4", "stacks": {"blue": "a", "green": "b"}},
+        {"route": "api", "weights": {"blue": 100, "green": 0}, "live": "blue", "candidate": None, "run": None,
+         "stacks": {"blue": "a", "green": "b"}},
+        {"route": "done", "weights": {"blue": 0, "green": 100}, "live": "green", "candidate": "blue", "run": "prod/5",
+         "stacks": {"blue": "a", "green": "b"}},
+        {"route": "again", "weights": {"blue": 95, "green": 5}, "live": "blue", "candidate": "green", "run": "prod/6",
+         "stacks": {"blue": "a", "green": "b"}},
+    ]
+    changes = _changes([("prod", 4, 5, "ok"), ("prod", 4, 25, "ok"), ("prod", 4, 100, "failed"),
+                        ("prod", 5, 100, "ok"), ("prod", 6, 5, "ok")])
+    rollbacks = pd.DataFrame([dict(pipeline="prod", counter=6)])
+    views = {v.route: v for v in data.route_views(status, changes, rollbacks)}
+    shop = views["shop"]
+    assert shop.can_rollback and shop.candidate == "green" and shop.candidate_weight == 25  # the failed 100% does not count
+    assert views["api"].candidate == "green" and views["api"].candidate_weight == 0
+    assert not views["api"].can_rollback and views["api"].why_not == "no rollout in progress on this route"
+    assert not views["done"].can_rollback and "100%" in views["done"].why_not
+    assert not views["again"].can_rollback and views["again"].why_not == "run prod/6 was already rolled back"
+    assert data.move_summary(shop, 50) == "Move route shop to 50% on green and 50% on blue (now 25% on green)?"
+
+
+# -- charts ---------------------------------------------------------------------------------------------------
+
+RULE = DeployRule.explicit({"prod": ["go"]})
+
+
+def _history() -> History:
+    runs, stages, commits, prov, jobs = [], [], [], [], []
+    rid = 0
+
+    def run(pipeline: str, start: pd.Timestamp, status: str = "passed", up: list[int] = ()) -> int:
+        nonlocal rid
+        rid += 1
+        n = sum(r["pipeline"] == pipeline for r in runs) + 1
+        runs.append(dict(run_id=rid, pipeline=pipeline, counter=n, label=f"{pipeline}-{n}", group_name="g",
+                         status=status, created_at=start, started_at=start, finished_at=start + pd.Timedelta(minutes=10)))
+        name = "go" if pipeline == "prod" else "build"
+        stages.append(dict(stage_run_id=rid, run_id=rid, pipeline=pipeline, counter=n, stage=name, position=0,
+                           stage_counter=1, status=status, approval_type="manual" if pipeline == "prod" else "success",
+                           created_at=start - pd.Timedelta(minutes=30), started_at=start,
+                           finished_at=start + pd.Timedelta(minutes=10)))
+        jobs.append(dict(job_run_id=rid, stage_run_id=rid, run_id=rid, pipeline=pipeline, stage=name, stage_counter=1,
+                         job="j", status=status, started_at=start + pd.Timedelta(minutes=1),
+                         finished_at=start + pd.Timedelta(minutes=9)))
+        for u in up:
+            prov.append(dict(upstream_run_id=u, downstream_run_id=rid))
+        return rid
+
+    b1 = run("build", at(0))
+    commits.append(dict(sha="a" * 40, material="repo", author="d", author_time=at(-2), commit_time=at(-2), pipeline_run_id=b1))
+    commits.append(dict(sha="b" * 40, material="repo", author="d", author_time=at(-1), commit_time=at(-1), pipeline_run_id=b1))
+    run("prod", at(1), up=[b1])  # deployed at +1h10m: lead times 3h10 and 2h10, week of 03-03
+    b2 = run("build", at(24 * 7))
+    commits.append(dict(sha="c" * 40, material="repo", author="d", author_time=at(24 * 7 - 4), commit_time=at(24 * 7 - 4),
+                        pipeline_run_id=b2))
+    run("prod", at(24 * 7 + 1), status="failed", up=[b2])  # failed deployment the next week
+    run("prod", at(24 * 7 + 3), up=[b2])  # deployed 2h10 after the failure started; carries commit c: 7h10
+    return History.of(runs=pd.DataFrame(runs), stages=pd.DataFrame(stages), jobs=pd.DataFrame(jobs),
+                      commits=pd.DataFrame(commits), provenance=pd.DataFrame(prov))
+
+
+def test_lead_time_and_rate_chart_points():
+    h = _history()
+    dep = deployments(h, RULE)
+    lt = lead_times(h, dep)
+    points = charts.lead_time_data(lt, Period(), "W")
+    assert list(points["hours"].round(3)) == [3.167, 2.167, 7.167]
+    assert [str(b.date()) for b in points["bucket"]] == ["2024-03-03", "2024-03-03", "2024-03-10"]
+    cfr = charts.rate_data(dep, "failed_change", Period(), "W")
+    assert cfr[["deployments", "hits"]].values.tolist() == [[1, 0], [2, 1]]
+    assert cfr["rate"].tolist() == [0.0, 0.5]
+    rec = charts.recovery_data(dep)
+    assert rec["hours"].round(3).tolist() == [2.167] and rec["recovered"].tolist() == [True]
+    fig = charts.lead_time_figure(points)
+    assert list(fig.data[0].y) == list(points["hours"])
+
+
+def test_gantt_has_approval_wait_stage_and_job_bars():
+    h = _history()
+    g = charts.gantt_data(h.stages, h.jobs, 2)
+    assert g[["lane", "kind"]].values.tolist() == [["go", "approval wait"], ["go", "stage"], ["go / j", "job"]]
+    assert (g.loc[0, "finish"] - g.loc[0, "start"]) == pd.Timedelta(minutes=30)
+    fig = charts.gantt_figure(g)
+    assert {t.name for t in fig.data} == {"approval wait", "stage", "job"}
+
+
+def test_value_stream_goes_from_commits_through_runs_to_the_deployment():
+    h = _history()
+    nodes, edges = charts.value_stream_data(h, 2)
+    runs = nodes.loc[nodes["kind"] == "run"].set_index("run_id")
+    assert runs.loc[1, "layer"] == -1 and runs.loc[2, "layer"] == 0  # build upstream, the deployment at 0
+    commits = nodes.loc[nodes["kind"] == "commit"]
+    assert sorted(commits["label"]) == ["aaaaaaaa", "bbbbbbbb"] and set(commits["layer"]) == {-2}
+    e = edges.set_index(["source", "target"])
+    # the build finished at +10m and the deployment run was created at +1h: 50 minutes of waiting
+    assert e.loc[("run:1", "run:2"), "wait_s"] == pytest.approx(3000)
+    assert e.loc[("commit:" + "a" * 40, "run:1"), "wait_s"] == pytest.approx(7200)
+    assert runs.loc[2, "process_s"] == pytest.approx(600)
+    # from the build's side: the deployment is downstream
+    nodes_b, _ = charts.value_stream_data(h, 1)
+    assert nodes_b.loc[nodes_b["kind"] == "run"].set_index("run_id").loc[2, "layer"] == 1
+    fig = charts.value_stream_figure(nodes, edges)
+    assert any("wait 50m" == a.text for a in fig.layout.annotations)
+
+
+def test_stage_duration_points_in_pipeline_order():
+    from workbench.metrics import stage_times
+
+    t = stage_times(_history())
+    d = charts.stage_duration_data(t)
+    assert d["pipeline"].tolist()[:2] == ["build", "build"]
+    assert set(d["seconds"]) == {600.0}
+    assert d.loc[d["pipeline"] == "prod", "approval_seconds"].tolist() == [1800.0, 1800.0, 1800.0]

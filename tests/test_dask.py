@@ -1,0 +1,485 @@
+"""The Dask executor against a real cluster: a LocalCluster scheduler and real agents.
+
+The agents are ``workbench agent`` processes (a Dask nanny and worker each)
+with different resources and environments, so routing, waiting for an agent,
+run-on-all-agents, a worker killed mid-job, log streaming and cancel are all
+exercised through Dask itself, nothing mocked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from conftest import WorkspaceFactory  # noqa: E402
+from workbench.errors import ConfigError, ExecutionError, UsageError  # noqa: E402
+from workbench.executors import make_executor  # noqa: E402
+from workbench.executors.dask_agent import agent_resources, job_needs, serves, split_tags  # noqa: E402
+from workbench.status import Status  # noqa: E402
+
+AGENTS = {  # name -> workbench agent options ({work} = a folder of the agent's own)
+    "rpm-1": ["--resources", "rpm,linux", "--work-dir", "{work}"],
+    "docker-1": ["--resources", "docker,linux", "--work-dir", "{work}"],
+    "prod-1": ["--resources", "linux", "--environment", "prod"],
+    "doomed": ["--resources", "doomed"],
+}
+
+PIPELINES = """\
+format_version: 10
+environments:
+  prod:
+    pipelines: [deploy]
+pipelines:
+  build:
+    group: g
+    stages:
+      - compile:
+          jobs:
+            rpm:
+              resources: [rpm]
+              tasks:
+                - script: echo "packaging on $(hostname) as $GO_JOB_NAME"; exit 3
+            image:
+              resources: [docker]
+              tasks:
+                - exec: {command: sh, arguments: [-c, "echo image built"]}
+            plain:
+              tasks:
+                - exec: {command: "true"}
+  deploy:
+    group: g
+    stages:
+      - go:
+          jobs:
+            d:
+              tasks:
+                - script: echo "deploying to $GO_ENVIRONMENT_NAME"
+  everywhere:
+    group: g
+    stages:
+      - s:
+          jobs:
+            probe:
+              run_instances: all
+              resources: [linux]
+              tasks:
+                - script: echo "copy $GO_JOB_RUN_INDEX of $GO_JOB_RUN_COUNT"
+  gpu:
+    group: g
+    stages:
+      - train:
+          jobs:
+            fit:
+              resources: [gpu]
+              tasks:
+                - exec: {command: "true"}
+  doomed:
+    group: g
+    stages:
+      - s:
+          jobs:
+            victim:
+              resources: [doomed]
+              tasks:
+                - script: |
+                    echo run >> "$MARK/runs.txt"
+                    echo "$$" > "$MARK/pgid"
+                    echo "$PPID" > "$MARK/worker.pid"
+                    echo started
+                    sleep 60
+                    echo never
+  chatty:
+    group: g
+    stages:
+      - s:
+          jobs:
+            talk:
+              resources: [rpm]
+              tasks:
+                - script: |
+                    echo first line
+                    for i in $(seq 300); do [ -e "$MARK/go" ] && break; sleep 0.1; done
+                    echo second line
+  shared:
+    group: g
+    stages:
+      - make:
+          jobs:
+            pack:
+              resources: [rpm]
+              artifacts:
+                - build: {source: out/app.txt, destination: dist}
+              tasks:
+                - script: mkdir -p out && echo "built by $GO_JOB_NAME in $PWD" > out/app.txt
+      - use:
+          jobs:
+            unpack:
+              resources: [docker]
+              tasks:
+                - fetch: {stage: make, job: pack, source: dist/app.txt, is_file: true}
+                - script: cat app.txt; echo "unpacked in $PWD"
+  long:
+    group: g
+    stages:
+      - s:
+          jobs:
+            wait:
+              resources: [docker]
+              tasks:
+                - script: |
+                    echo "$$" > "$MARK/pgid"
+                    sleep 60
+                    echo never > "$MARK/never"
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A LocalCluster scheduler (no workers of its own) with four ``workbench agent`` processes."""
+    from distributed import Client, LocalCluster
+
+    logs = tmp_path_factory.mktemp("agents")
+    cl = LocalCluster(n_workers=0, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1")
+    address = cl.scheduler_address
+    procs = []
+    for name, opts in AGENTS.items():
+        out = open(logs / f"{name}.log", "wb")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "workbench", "agent", "--scheduler", address, "--name", name,
+             *(o.format(work=logs / f"work-{name}") for o in opts)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        out.close()
+    client = Client(address, set_as_default=False)
+    try:
+        client.wait_for_workers(len(AGENTS), timeout=90)
+        yield cl
+    finally:
+        client.close()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:  # a graceful Dask close may take its time: not our test
+                pass
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # the agent's worker process with it
+            except ProcessLookupError:
+                pass
+            p.wait()
+        cl.close()
+
+
+@pytest.fixture
+def ws(workspace: WorkspaceFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WorkspaceFactory:
+    workspace.write("all.gocd.yaml", PIPELINES)
+    mark = tmp_path / "mark"
+    mark.mkdir()
+    monkeypatch.setenv("MARK", str(mark))  # the engine's environment reaches the job's
+    workspace.mark = mark  # type: ignore[attr-defined]
+    return workspace
+
+
+def _executor(cluster: Any, **options: Any) -> Any:
+    return make_executor(f"dask://{cluster.scheduler_address}", poll_interval=0.3, **options)
+
+
+def _run_in_thread(engine: Any, pipeline: str) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.setdefault("run", engine.run(pipeline)), daemon=True)
+    t.start()
+    return t, result
+
+
+def _until(predicate: Any, what: str, timeout: float = 30) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _jobs(w: Any) -> Any:
+    return w.frames.job_runs.set_index("job")
+
+
+# -- pure pieces --------------------------------------------------------------
+def test_agent_tags_follow_gocd_rules() -> None:
+    prod = agent_resources(["rpm"], ["prod"])
+    free = agent_resources(["rpm"], [])
+    assert serves(prod, job_needs(["rpm"], "prod")) and not serves(prod, job_needs(["rpm"], None))
+    assert serves(free, job_needs(["rpm"], None)) and not serves(free, job_needs(["rpm"], "prod"))
+    assert not serves(free, job_needs(["rpm", "docker"], None))
+    assert split_tags(agent_resources(["rpm", "docker"], ["prod", "qa"])) == (["docker", "rpm"], ["prod", "qa"])
+
+
+def test_job_spec_survives_pickling(ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    job = w.config.pipeline("doomed").stages[0].jobs[0]
+    assert pickle.loads(pickle.dumps(job.tasks)) == job.tasks
+
+
+def test_bad_executor_settings_are_clear_errors(ws: WorkspaceFactory) -> None:
+    with pytest.raises(UsageError, match="unknown option"):
+        make_executor("dask://127.0.0.1:1", agent_wait_timout=3)
+    with pytest.raises(ExecutionError, match="cannot reach the Dask scheduler"):
+        make_executor("dask://127.0.0.1:9", connect_timeout=0.5)
+    (ws.root / "workbench.yaml").write_text("executor:\n  kind: dask\nstore: {url: x, pool: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        ws.open().settings
+    text = str(err.value)
+    assert "workbench.yaml:1:1: executor kind dask needs address" in text and "workbench.yaml:3:1: unknown store key" in text
+
+
+# -- on the cluster -------------------------------------------------------------
+@pytest.mark.timeout(90)
+@pytest.mark.usefixtures("workspace_store")
+def test_jobs_run_only_on_agents_that_have_their_resources(cluster: Any, ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    ex = _executor(cluster)
+    try:
+        with w.engine(executor=ex) as engine:
+            build = engine.run("build")
+            deploy = engine.run("deploy")
+    finally:
+        ex.close()
+    assert build.status == Status.FAILED and deploy.status == Status.PASSED
+    jobs = _jobs(w)
+    assert jobs.loc["rpm", "agent"] == "rpm-1" and jobs.loc["rpm", "exit_code"] == 3
+    assert jobs.loc["image", "agent"] == "docker-1" and jobs.loc["image", "status"] == "passed"
+    assert jobs.loc["plain", "agent"] in {"rpm-1", "docker-1", "doomed"}  # never the prod agent
+    assert jobs.loc["d", "agent"] == "prod-1"  # the only agent in environment prod
+    rpm_log = Path(jobs.loc["rpm", "log_path"]).read_text()
+    assert "packaging on" in rpm_log and "as rpm" in rpm_log and "on rpm-1" in rpm_log
+    assert "deploying to prod" in Path(jobs.loc["d", "log_path"]).read_text()
+
+
+@pytest.mark.timeout(90)
+def test_run_on_all_agents_runs_one_copy_per_matching_agent(cluster: Any, ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    ex = _executor(cluster)
+    try:
+        with w.engine(executor=ex) as engine:
+            run = engine.run("everywhere")
+    finally:
+        ex.close()
+    assert run.status == Status.PASSED
+    jobs = w.frames.job_runs
+    # linux is on rpm-1, docker-1 and prod-1, but prod-1 only serves environment prod
+    assert sorted(jobs["agent"]) == ["docker-1", "rpm-1"]
+    assert sorted(jobs["job"]) == ["probe-runInstance-1", "probe-runInstance-2"]
+    texts = sorted(m for p in jobs["log_path"] for m in re.findall(r"^copy \d of \d$", Path(p).read_text(), re.M))
+    assert texts == ["copy 1 of 2", "copy 2 of 2"]
+
+
+@pytest.mark.timeout(90)
+def test_a_job_no_agent_can_serve_is_reported_then_fails(cluster: Any, ws: WorkspaceFactory) -> None:
+    from click.testing import CliRunner
+
+    from workbench.cli import main
+
+    w = ws.open()
+    ex = _executor(cluster, agent_wait_timeout=4)
+    try:
+        with w.engine(executor=ex) as engine:
+            t, result = _run_in_thread(engine, "gpu")
+            reason = _until(lambda: next(iter(w.frames.job_runs["reason"].dropna()), None), "the waiting reason")
+            assert reason.startswith("waiting for an agent with resources gpu in no environment")
+            assert w.frames.job_runs["status"].iloc[0] == "scheduled"
+            shown = CliRunner().invoke(main, ["--workspace", str(ws.root), "status", "--format", "json"])
+            row = next(r for r in json.loads(shown.output) if r["pipeline"] == "gpu")
+            assert row["waiting_jobs"] == [{"stage": "train", "job": "fit", "reason": reason}]
+            t.join(60)
+    finally:
+        ex.close()
+    assert not t.is_alive()
+    assert result["run"].status == Status.FAILED
+    job = w.frames.job_runs.iloc[0]
+    assert job["status"] == "failed" and job["reason"] == "no agent came: waited 4s for an agent with resources gpu in no environment"
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_mid_job_fails_it_as_agent_lost_and_never_reruns_it(cluster: Any, ws: WorkspaceFactory) -> None:
+    from distributed import Client
+
+    w = ws.open()
+    mark: Path = ws.mark  # type: ignore[attr-defined]
+    client = Client(cluster.scheduler_address, set_as_default=False)
+    ex = _executor(cluster)
+
+    def doomed_at() -> set[str]:
+        return {a for a, wk in client.scheduler_info()["workers"].items() if wk["name"] == "doomed"}
+
+    before = doomed_at()
+    try:
+        with w.engine(executor=ex) as engine:
+            t, result = _run_in_thread(engine, "doomed")
+            log_path = _until(lambda: next(iter(w.frames.job_runs["log_path"].dropna()), None), "the job to start")
+            _until(lambda: Path(log_path).exists() and "started" in Path(log_path).read_text(), "its log to arrive")
+            os.kill(int((mark / "worker.pid").read_text()), signal.SIGKILL)  # the worker process running the job
+            t.join(60)
+        assert not t.is_alive()
+        assert result["run"].status == Status.FAILED
+        job = w.frames.job_runs.iloc[0]
+        assert job["status"] == "failed" and job["reason"].startswith("agent lost: doomed")
+        log = Path(job["log_path"]).read_text()
+        assert "started" in log and "agent lost" in log and "never" not in log
+        # the nanny brings a fresh worker named doomed back; the job must not run there again
+        _until(lambda: doomed_at() - before, "the agent to come back", 60)
+        time.sleep(1.0)
+        assert (mark / "runs.txt").read_text().split() == ["run"]
+    finally:
+        ex.close()
+        client.close()
+        _kill_group(mark)
+
+
+@pytest.mark.timeout(90)
+def test_logs_stream_back_while_the_job_runs(cluster: Any, ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    mark: Path = ws.mark  # type: ignore[attr-defined]
+    ex = _executor(cluster)
+    follower = None
+    try:
+        with w.engine(executor=ex) as engine:
+            t, result = _run_in_thread(engine, "chatty")
+            log_path = _until(lambda: next(iter(w.frames.job_runs["log_path"].dropna()), None), "the job to start")
+            _until(lambda: Path(log_path).exists() and "first line" in Path(log_path).read_text(), "the first line")
+            assert "second line" not in Path(log_path).read_text()  # the job is still waiting for "go"
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "workbench", "logs", "-f", "chatty/1/s/talk"],
+                env={**os.environ, "WORKBENCH_WORKSPACE": str(ws.root)}, stdout=subprocess.PIPE,
+            )
+            seen = _read_until(follower, b"first line")
+            assert b"second line" not in seen
+            (mark / "go").touch()
+            rest, _ = follower.communicate(timeout=30)
+            t.join(30)
+    finally:
+        ex.close()
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+    assert result["run"].status == Status.PASSED and follower.returncode == 0
+    assert b"second line" in seen + rest
+    text = Path(log_path).read_text()
+    assert text.index("first line") < text.index("second line") < text.index("job passed")
+
+
+@pytest.mark.timeout(90)
+def test_agents_publish_and_fetch_artifacts_through_a_shared_url(cluster: Any, ws: WorkspaceFactory, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two agents with job folders of their own meet only at the artifact URL (a shared folder here)."""
+    shared = tmp_path / "shared-artifacts"
+    monkeypatch.setenv("WORKBENCH_ARTIFACTS_URL", shared.as_uri())
+    w = ws.open()
+    ex = _executor(cluster)
+    try:
+        with w.engine(executor=ex) as engine:
+            run = engine.run("shared")
+    finally:
+        ex.close()
+    jobs = _jobs(w)
+    assert run.status == Status.PASSED, Path(jobs.loc["unpack", "log_path"]).read_text()
+    assert (jobs.loc["pack", "agent"], jobs.loc["unpack", "agent"]) == ("rpm-1", "docker-1")
+    published = shared / "shared" / "1" / "make" / "1" / "pack" / "dist" / "app.txt"
+    made_in = published.read_text().split(" in ")[1].strip()
+    assert "work-rpm-1" in made_in and str(ws.root) not in made_in  # rpm-1's own folder, not the engine's
+    unpack_log = Path(jobs.loc["unpack", "log_path"]).read_text()
+    assert f"built by pack in {made_in}" in unpack_log and "work-docker-1" in unpack_log
+    arts = w.frames.artifacts
+    assert arts["url"].tolist() == [published.as_uri()] and len(arts["sha256"].iloc[0]) == 64
+
+
+@pytest.mark.timeout(90)
+def test_cancel_reaches_the_job_on_its_agent(cluster: Any, ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    mark: Path = ws.mark  # type: ignore[attr-defined]
+    ex = _executor(cluster)
+    try:
+        with w.engine(executor=ex) as engine:
+            t, result = _run_in_thread(engine, "long")
+            pgid = int(_until(lambda: (mark / "pgid").exists() and (mark / "pgid").read_text().strip(), "the job"))
+            engine.cancel()
+            t.join(30)
+    finally:
+        ex.close()
+    assert result["run"].status == Status.CANCELLED
+    assert w.frames.job_runs["status"].iloc[0] == "cancelled"
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)  # the job's whole process group is gone
+    assert not (mark / "never").exists()
+
+
+@pytest.mark.timeout(120)
+def test_cli_run_with_the_workspace_executor_and_agents_listing(cluster: Any, ws: WorkspaceFactory) -> None:
+    (ws.root / "workbench.yaml").write_text(
+        f"executor:\n  kind: dask\n  address: {cluster.scheduler_address}\n  agent_wait_timeout: 30\n"
+    )
+    r = ws.cli("run", "deploy", "-q")
+    assert r.code == 0, r.err
+    assert ws.open().frames.job_runs["agent"].tolist() == ["prod-1"]
+    listing = ws.cli("agents", "--scheduler", cluster.scheduler_address, "--format", "json")
+    assert listing.code == 0, listing.err
+    agents = {a["name"]: a for a in json.loads(listing.out)}
+    assert set(agents) == set(AGENTS)
+    assert agents["rpm-1"]["resources"] == ["linux", "rpm"] and agents["rpm-1"]["environments"] == []
+    assert agents["prod-1"]["environments"] == ["prod"]
+
+
+@pytest.mark.timeout(90)
+def test_dask_local_starts_its_own_cluster_that_serves_every_job(ws: WorkspaceFactory) -> None:
+    w = ws.open()
+    ex = make_executor("dask://local", n_workers=2)
+    try:
+        with w.engine(executor=ex) as engine:
+            run = engine.run("build")  # resources are ignored on the in-process cluster, as locally
+            everywhere = engine.run("everywhere")
+    finally:
+        ex.close()
+    assert run.status == Status.FAILED  # rpm exits 3, the others pass
+    jobs = _jobs(w)
+    assert jobs.loc["rpm", "exit_code"] == 3 and jobs.loc["image", "status"] == "passed"
+    assert everywhere.status == Status.PASSED
+    assert len(set(jobs.filter(like="probe-runInstance", axis=0)["agent"])) == 2  # one copy on each worker
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 30) -> bytes:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = b""
+    end = time.monotonic() + timeout
+    while needle not in seen:
+        if time.monotonic() > end or not sel.select(timeout=max(0.0, end - time.monotonic())):
+            raise AssertionError(f"no {needle!r} from workbench logs -f; got {seen!r}")
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+def _kill_group(mark: Path) -> None:
+    """A killed worker leaves its job's processes behind (they are in their own group)."""
+    pgid_file = mark / "pgid"
+    if pgid_file.exists():
+        try:
+            os.killpg(int(pgid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass

@@ -1,0 +1,170 @@
+"""``approve``, ``reject``, ``approvals``, ``rollback``, ``traffic`` and ``audit``.
+
+Each is a thin call into workbench.approvals / workbench.traffic, so the CLI,
+dashboards and notebooks share one authorization path; the acting identity is
+never a flag (it is $JUPYTERHUB_USER, else the OS user).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import EXIT_FAILED, EXIT_INTERRUPTED, main, _ws
+
+
+def _finish(ws: Any, run: Any) -> None:
+    """Print the run's result line and exit as ``workbench run`` would."""
+    from ..status import Status
+    from . import _result_line
+
+    click.echo(_result_line(ws, run))
+    if run.status in (Status.WAITING, Status.SCHEDULED, Status.PASSED, Status.RUNNING):
+        return
+    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("locator")
+@click.option("--comment", "-m", default=None, help="Why (kept in the audit).")
+@click.option("--detach", is_flag=True, help="Only approve; leave the run to `workbench tick`/`serve`.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display while the run continues.")
+@click.pass_context
+def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool, quiet: bool) -> None:
+    """Approve the waiting stage PIPELINE/COUNTER/STAGE and continue the run here."""
+    from ..approvals import approve as do_approve
+    from ..identity import current_user
+    from ..progress import Progress
+
+    ws = _ws(ctx)
+    user = current_user()
+    if detach:
+        run = do_approve(ws, locator, user=user, comment=comment, drive=False)
+        click.echo(f"approved {locator} as {user}; the run continues under `workbench tick` or `serve`")
+        return
+    progress = Progress(quiet=quiet)
+    with progress:
+        run = do_approve(ws, locator, user=user, comment=comment, drive=True, listener=progress)
+    click.echo(f"approved {locator} as {user}")
+    _finish(ws, run)
+
+
+@main.command()
+@click.argument("locator")
+@click.option("--comment", "-m", required=True, help="Why the stage is rejected (required, kept in the audit).")
+@click.pass_context
+def reject(ctx: click.Context, locator: str, comment: str) -> None:
+    """Reject the waiting stage PIPELINE/COUNTER/STAGE: it is marked rejected and the run ends."""
+    from ..approvals import reject as do_reject
+    from ..identity import current_user
+
+    ws = _ws(ctx)
+    user = current_user()
+    run = do_reject(ws, locator, user=user, comment=comment)
+    click.echo(f"rejected {locator} as {user}: {comment}\n{run.locator}: {run.status}")
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def approvals(ctx: click.Context, fmt: str) -> None:
+    """Stages waiting for approval, and who may approve each."""
+    from ..approvals import pending_approvals
+    from ..reporting import print_table
+
+    rows = pending_approvals(_ws(ctx))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no stage is waiting for approval")
+    else:
+        print_table(rows, ["locator", "label", "approvers"])
+
+
+@main.command()
+@click.argument("locator")
+@click.option("--reason", "-m", default=None, help="Why (kept with the rollback and in the audit).")
+@click.pass_context
+def rollback(ctx: click.Context, locator: str, reason: str | None) -> None:
+    """Put 100% of the traffic back on the previous stack for the run PIPELINE/COUNTER."""
+    from ..identity import current_user
+    from ..traffic import rollback as do_rollback
+
+    ws = _ws(ctx)
+    user = current_user()
+    done = do_rollback(ws, locator, user=user, reason=reason)
+    for d in done:
+        click.echo(f"route {d['route']}: {_weights(d['from'])} -> {_weights(d['to'])}")
+    click.echo(f"{locator} rolled back by {user}" + (f": {reason}" if reason else ""))
+
+
+def _weights(w: dict[str, int] | None) -> str:
+    return " ".join(f"{k}={v}%" for k, v in (w or {}).items())
+
+
+@main.command()
+@click.argument("route", required=False)
+@click.option("--set", "weight", type=click.IntRange(0, 100), default=None,
+              help="Move N% of ROUTE to the new (candidate) stack, the rest to the live one.")
+@click.option("--reason", "-m", default=None, help="Why (kept with the change).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def traffic(ctx: click.Context, route: str | None, weight: int | None, reason: str | None, fmt: str) -> None:
+    """Show the routes' weights (re-applying recorded weights a provider lost), or move one with --set."""
+    from ..approvals import authorize, record
+    from ..identity import current_user
+    from ..reporting import print_table
+    from ..traffic import move, reconcile, route_of, route_status
+
+    ws = _ws(ctx)
+    if weight is not None:
+        if route is None:
+            raise click.UsageError("--set needs a ROUTE")
+        route_of(ws.config, route, ws.root)
+        subject = [s.approval for p in ws.config.pipelines.values() for s in p.stages
+                   if s.approval.manual and s.traffic is not None and s.traffic.route == route]
+        user = authorize(ws, subject, current_user(), "traffic", target=f"route:{route}", comment=reason)
+        weights = move(ws, route, weight, actor=user, reason=reason or f"set by hand by {user}")
+        record(ws, user, "traffic", f"route:{route}", "ok", comment=reason, detail=_weights(weights))
+        click.echo(f"route {route}: {_weights(weights)} (by {user})")
+        return
+    names = [route] if route else None
+    notes = []
+    for row in route_status(ws):
+        if names and row["route"] not in names:
+            continue
+        r = reconcile(ws, row["route"])
+        if r.get("reapplied"):
+            notes.append(f"route {row['route']}: the provider served {_weights(r['served'])}; "
+                         f"re-applied the recorded {_weights(r['recorded'])}")
+    rows = [r for r in route_status(ws) if not names or r["route"] in names]
+    if names and not rows:
+        route_of(ws.config, route or "", ws.root)  # NotFound with the known names
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        table = [{**r, "weights": _weights(r["weights"]), "run": r["run"] or ""} for r in rows]
+        print_table(table, ["route", "provider", "weights", "live", "candidate", "run"])
+    for n in notes:
+        click.echo(n, err=True)
+
+
+@main.command()
+@click.option("--limit", "-n", type=int, default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_context
+def audit(ctx: click.Context, limit: int, fmt: str) -> None:
+    """Every decision and refused attempt, newest first: who, when, what, comment, outcome."""
+    from ..reporting import print_table
+
+    ws = _ws(ctx)
+    df = ws.frames.audit.tail(limit).iloc[::-1]
+    rows = [{**r, "at": r["at"].isoformat(timespec="seconds"),
+             "counter": None if r["counter"] is None or str(r["counter"]) == "<NA>" else int(r["counter"])}
+            for r in df.astype(object).where(df.notna(), None).to_dict("records")]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        print_table(rows, ["at", "user", "action", "target", "outcome", "comment", "detail"])

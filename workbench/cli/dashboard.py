@@ -1,0 +1,64 @@
+"""``workbench dashboard``: the release dashboard as a web page, served by Voila on loopback.
+
+For release managers who do not use JupyterLab. The page's kernel acts as
+the user who started the server (``$JUPYTERHUB_USER``, else the OS user), so
+anyone who can open the page can approve as that user: the server therefore
+listens on a loopback address only. To share a dashboard between people,
+each opens ``notebooks/release_dashboard.ipynb`` in their own JupyterHub
+session, where the hub says who they are.
+"""
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import os
+import subprocess
+import sys
+
+import click
+
+from . import main, _ws
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8866, show_default=True)
+@click.option("--ip", default="127.0.0.1", show_default=True, help="A loopback address (see --help).")
+@click.option("--notebook", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Another dashboard notebook (default: notebooks/release_dashboard.ipynb).")
+@click.pass_context
+def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> None:
+    """Serve the release dashboard with Voila on http://127.0.0.1:PORT/ until Ctrl-C.
+
+    The page acts as you (approvals, traffic, rollbacks), so it listens on
+    loopback only; others open notebooks/release_dashboard.ipynb in their
+    own JupyterLab.
+    """
+    from ..errors import UsageError
+    from ..metrics.report import find_notebook
+
+    if not _loopback(ip):
+        raise UsageError(f"{ip} is not a loopback address: the dashboard acts as you, so it is served on "
+                         "127.0.0.1 or ::1 only (others open notebooks/release_dashboard.ipynb in JupyterLab)")
+    if importlib.util.find_spec("voila") is None:
+        raise UsageError("`workbench dashboard` needs Voila: install the dashboard extra "
+                         "(pip install 'release-workbench[dashboard]')")
+    ws = _ws(ctx)
+    ws.config  # a broken config is reported here, not in the browser
+    nb = notebook or str(find_notebook(ws.root, "release_dashboard.ipynb"))
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(ws.root)}
+    argv = [sys.executable, "-m", "voila", nb, f"--port={port}", f"--Voila.ip={ip}", "--no-browser",
+            "--Voila.port_retries=0", "--show_tracebacks=False", "--theme=light"]
+    host = f"[{ip}]" if ":" in ip else ip
+    click.echo(f"release dashboard of {ws.root} at http://{host}:{port}/ (Ctrl-C stops it)", err=True)
+    code = subprocess.call(argv, env=env)
+    if code not in (0, -2, 130):
+        raise UsageError(f"Voila stopped with status {code}")

@@ -1,0 +1,56 @@
+"""Reading what the live parts of the dashboard need, cheaply enough to do every second or two.
+
+The board needs the latest few runs of each pipeline, not the history: one
+windowed query (``ROW_NUMBER() OVER (PARTITION BY pipeline …)``) and one for
+their stage runs, whatever the history's size. Charts read the full frames,
+on their own slower refresh.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from ..store import schema as S
+from ..store.frames import Frames
+
+
+def latest_runs(store: Any, per_pipeline: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The newest ``per_pipeline`` runs of every pipeline and all their stage runs."""
+    pr, sr = S.pipeline_runs, S.stage_runs
+    rn = sa.func.row_number().over(partition_by=pr.c.pipeline, order_by=pr.c.counter.desc()).label("rn")
+    sub = sa.select(pr.c.id.label("run_id"), pr.c.pipeline, pr.c.counter, pr.c.label, pr.c.group_name, pr.c.status,
+                    pr.c.created_at, pr.c.started_at, pr.c.finished_at, rn).subquery()
+    q = sa.select(*(c for c in sub.c if c.name != "rn")).where(sub.c.rn <= per_pipeline)
+    frames = Frames(store)
+    runs = frames.query(q)
+    if runs.empty:
+        stages = frames.query(sa.select(sr.c.id.label("stage_run_id"), sr.c.pipeline_run_id.label("run_id"),
+                                        sr.c.name.label("stage"), sr.c.position, sr.c.counter.label("stage_counter"),
+                                        sr.c.status, sr.c.approval_type, sr.c.created_at, sr.c.started_at,
+                                        sr.c.finished_at).where(sa.false()))
+    else:
+        ids = [int(i) for i in runs["run_id"]]
+        stages = frames.query(sa.select(
+            sr.c.id.label("stage_run_id"), sr.c.pipeline_run_id.label("run_id"), sr.c.name.label("stage"), sr.c.position,
+            sr.c.counter.label("stage_counter"), sr.c.status, sr.c.approval_type, sr.c.created_at, sr.c.started_at,
+            sr.c.finished_at,
+        ).where(sr.c.pipeline_run_id.in_(ids)))
+    Frames.utc(runs, "created_at", "started_at", "finished_at")
+    Frames.utc(stages, "created_at", "started_at", "finished_at")
+    return runs, stages
+
+
+def layout(cfg: Any) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Pipeline → configured stage names, and pipeline → group, in the config's order."""
+    return ({n: tuple(s.name for s in p.stages) for n, p in cfg.pipelines.items()},
+            {n: p.group for n, p in cfg.pipelines.items()})
+
+
+def recent_runs(store: Any, limit: int = 200) -> list[tuple[str, int]]:
+    """(label for a dropdown, run id), newest first."""
+    pr = S.pipeline_runs
+    q = sa.select(pr.c.id, pr.c.pipeline, pr.c.counter, pr.c.label, pr.c.status).order_by(pr.c.id.desc()).limit(limit)
+    with store.read() as conn:
+        return [(f"{r.pipeline} #{r.counter} ({r.label}) · {r.status}", int(r.id)) for r in conn.execute(q)]

@@ -1,0 +1,367 @@
+"""The release dashboard's widgets: thin views over :mod:`.data`, :mod:`.charts` and :mod:`.actions`.
+
+One :class:`Dashboard` (an ``ipywidgets.VBox``) with four tabs — pipelines
+and approvals, traffic, delivery metrics, one run — and a background thread
+that refreshes the live parts (board, approvals, routes) every ``interval``
+seconds while runs progress. Every button calls :mod:`.actions`, which goes
+through the approvals module's authorization; a refusal is shown, never
+swallowed, and changes nothing.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import Any, Callable
+
+import ipywidgets as W
+
+from ..errors import WorkbenchError
+from . import actions, charts, data, source
+
+OK = "#2e7d32"
+BAD = "#c62828"
+
+
+def _say(widget: W.HTML, text: str, colour: str = "#333") -> None:
+    widget.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
+
+
+class ApprovalRow(W.HBox):
+    def __init__(self, dash: "Dashboard", p: data.Pending) -> None:
+        self.dash = dash
+        self.pending = p
+        since = p.waiting_since.strftime("%Y-%m-%d %H:%M UTC") if p.waiting_since is not None else "?"
+        who = "you may approve" if p.may else html.escape(p.why)
+        self.info = W.HTML(f"<b>{html.escape(p.locator)}</b> ({html.escape(p.label)}) waiting since {since}<br>"
+                           f"<small>approvers: {html.escape(p.approvers)} — {who}</small>",
+                           layout=W.Layout(width="46%"))
+        self.comment = W.Text(placeholder="comment (required to reject)", layout=W.Layout(width="24%"))
+        self.approve = W.Button(description="Approve", button_style="success", disabled=not p.may,
+                                tooltip=p.why or f"approve {p.locator}")
+        self.reject = W.Button(description="Reject", button_style="danger", disabled=not p.may,
+                               tooltip=p.why or f"reject {p.locator}")
+        self.approve.add_class("wb-approve")
+        self.reject.add_class("wb-reject")
+        self.approve.on_click(lambda _b: dash.act(lambda: self._approve()))
+        self.reject.on_click(lambda _b: dash.act(lambda: self._reject()))
+        super().__init__([self.info, self.comment, self.approve, self.reject])
+        self.add_class("wb-approval")
+
+    def _approve(self) -> str:
+        run = actions.approve(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value,
+                              drive=self.dash.drive, on_done=lambda _r: self.dash.refresh_live())
+        return f"approved {self.pending.locator} as {self.dash.user}; {run.locator} goes on"
+
+    def _reject(self) -> str:
+        actions.reject(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value)
+        return f"rejected {self.pending.locator} as {self.dash.user}"
+
+
+class RouteRow(W.VBox):
+    def __init__(self, dash: "Dashboard", view: data.RouteView) -> None:
+        self.dash = dash
+        self.view = view
+        self.weights = W.HTML()
+        self.slider = W.IntSlider(min=0, max=100, step=5, value=view.candidate_weight, continuous_update=False,
+                                  description=f"{view.candidate or '-'} %", layout=W.Layout(width="420px"))
+        self.move = W.Button(description="Move…", tooltip="choose a weight, then confirm")
+        self.reason = W.Text(placeholder="reason (kept in the audit)", layout=W.Layout(width="260px"))
+        self.rollback = W.Button(description="Roll back", button_style="danger")
+        self.confirm_text = W.HTML()
+        self.confirm = W.Button(description="Confirm", button_style="warning")
+        self.cancel = W.Button(description="Cancel")
+        self.confirm_box = W.HBox([self.confirm_text, self.confirm, self.cancel], layout=W.Layout(display="none"))
+        self._pending: tuple[str, Any] | None = None
+        for b, cls in ((self.move, "wb-move"), (self.rollback, "wb-rollback"), (self.confirm, "wb-confirm"),
+                       (self.cancel, "wb-cancel")):
+            b.add_class(cls)
+        self.slider.add_class("wb-slider")
+        self.move.on_click(lambda _b: self.ask_move())
+        self.rollback.on_click(lambda _b: self.ask_rollback())
+        self.confirm.on_click(lambda _b: dash.act(self._do))
+        self.cancel.on_click(lambda _b: self._hide())
+        super().__init__([W.HTML(f"<b>route {html.escape(view.route)}</b>"), self.weights,
+                          W.HBox([self.slider, self.move, self.reason, self.rollback]), self.confirm_box])
+        self.add_class("wb-route")
+        self.show(view)
+
+    def show(self, view: data.RouteView) -> None:
+        self.view = view
+        bar = "".join(
+            f'<span style="display:inline-block;width:{max(w, 0) * 3}px;background:{"#2e9e44" if s == view.live else "#f0ad1e"};'
+            f'height:14px"></span>' for s, w in view.weights.items())
+        text = " · ".join(f"{html.escape(s)} {w}%{' (live)' if s == view.live else ''}" for s, w in view.weights.items())
+        owner = f" — rollout of {html.escape(view.run)}" if view.run else ""
+        self.weights.value = f"<div>{bar}</div><small>{text}{owner}</small>"
+        if self._pending is None and self.slider.value != view.candidate_weight:
+            self.slider.value = view.candidate_weight
+        self.rollback.disabled = not view.can_rollback
+        self.rollback.tooltip = view.why_not or f"put 100% back on {view.live} for {view.run}"
+
+    def ask_move(self) -> None:
+        w = int(self.slider.value)
+        self._pending = ("move", w)
+        self.confirm_text.value = html.escape(data.move_summary(self.view, w))
+        self.confirm_box.layout.display = "flex"
+
+    def ask_rollback(self) -> None:
+        if not self.view.can_rollback:
+            _say(self.dash.message, self.view.why_not, BAD)
+            return
+        self._pending = ("rollback", self.view.run)
+        self.confirm_text.value = html.escape(f"Roll back {self.view.run}: 100% back on {self.view.live}?")
+        self.confirm_box.layout.display = "flex"
+
+    def _hide(self) -> None:
+        self._pending = None
+        self.confirm_box.layout.display = "none"
+
+    def _do(self) -> str:
+        pending, self._pending = self._pending, None
+        self.confirm_box.layout.display = "none"
+        if pending is None:
+            return "nothing to confirm"
+        reason = self.reason.value.strip() or None
+        if pending[0] == "move":
+            weights = actions.set_weights(self.dash.ws, self.view.route, int(pending[1]), user=self.dash.user,
+                                          reason=reason)
+            return f"route {self.view.route}: " + " ".join(f"{k}={v}%" for k, v in weights.items())
+        actions.rollback(self.dash.ws, str(pending[1]), user=self.dash.user, reason=reason)
+        return f"{pending[1]} rolled back by {self.dash.user}"
+
+
+class Dashboard(W.VBox):
+    """The release dashboard of one workspace, for one user (the current one by default)."""
+
+    def __init__(self, ws: Any, *, user: str | None = None, interval: float = 2.0, runs_per_pipeline: int = 3,
+                 autostart: bool = True, drive: bool = True, charts_on_start: bool = True) -> None:
+        from ..identity import current_user
+
+        self.ws = ws
+        self.user = user or current_user()
+        self.interval = interval
+        self.per_pipeline = runs_per_pipeline
+        self.drive = drive
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._routes: dict[str, RouteRow] = {}
+        self._approval_rows: dict[str, ApprovalRow] = {}
+        self.status = W.HTML()
+        self.message = W.HTML()
+        self.message.add_class("wb-message")
+        self.live = W.ToggleButton(value=autostart, description="live", tooltip="refresh while runs progress")
+        self.live.observe(lambda ch: self.start() if ch["new"] else self.stop(), names="value")
+        self.board = W.HTML()
+        self.board.add_class("wb-board-html")
+        self.approvals = W.VBox()
+        self.approvals.add_class("wb-approvals")
+        self.routes = W.VBox()
+        self.metrics_html = W.HTML()
+        self.period = W.Dropdown(options=[("all history", None), ("last 7 days", 7), ("last 30 days", 30),
+                                          ("last 90 days", 90)], value=None, description="period")
+        self.freq = W.Dropdown(options=[("day", "D"), ("week", "W"), ("month", "M")], value="W", description="per")
+        self.refresh_charts_button = W.Button(description="Refresh charts")
+        self.refresh_charts_button.on_click(lambda _b: self.refresh_charts())
+        self.figures: dict[str, Any] = {}
+        self.runs = W.Dropdown(options=[], description="run", layout=W.Layout(width="520px"))
+        self.runs.observe(lambda ch: self.show_run(ch["new"]), names="value")
+        self.gantt: Any = None
+        self.stream: Any = None
+        header = W.HBox([W.HTML(f"<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
+                         W.HTML(f"signed in as <b>{html.escape(self.user)}</b>&nbsp;&nbsp;"), self.live, self.status])
+        self.chart_box = W.VBox()
+        self.run_box = W.VBox([self.runs])
+        tabs = W.Tab(children=[
+            W.VBox([self.board, W.HTML("<h4>Waiting for approval</h4>"), self.approvals]),
+            self.routes,
+            W.VBox([W.HBox([self.period, self.freq, self.refresh_charts_button]), self.metrics_html, self.chart_box]),
+            self.run_box,
+        ])
+        for i, t in enumerate(("Pipelines", "Traffic", "Metrics", "Run")):
+            tabs.set_title(i, t)
+        super().__init__([header, self.message, tabs])
+        self.add_class("wb-dashboard")
+        self.refresh_live()
+        self._fill_runs()
+        if charts_on_start:
+            self.refresh_charts()
+        if autostart:
+            self.start()
+
+    # -- actions ----------------------------------------------------------------------
+    def act(self, fn: Callable[[], str]) -> bool:
+        """Run a button's action: success or the workbench's own error message, then refresh."""
+        try:
+            text = fn()
+        except WorkbenchError as exc:
+            _say(self.message, str(exc), BAD)
+            ok = False
+        else:
+            _say(self.message, text, OK)
+            ok = True
+        self.refresh_live()
+        return ok
+
+    # -- live refresh --------------------------------------------------------------------
+    def refresh_live(self) -> None:
+        """Board, approvals and routes from the store (cheap: the newest runs only)."""
+        with self._lock:
+            cfg = self.ws.config
+            runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
+            stage_layout, groups = source.layout(cfg)
+            self.board.value = data.board_html(data.board(runs, stages, stage_layout, groups))
+            self._refresh_approvals()
+            self._refresh_routes()
+            _say(self.status, f"updated {time.strftime('%H:%M:%S')}")
+
+    def _refresh_approvals(self) -> None:
+        from ..approvals import pending_approvals
+
+        rows = data.approvals_for(pending_approvals(self.ws), self.user,
+                                  lambda p: actions.may_approve(self.ws, p["locator"], self.user))
+        keep = {}
+        for p in rows:
+            row = self._approval_rows.get(p.locator)
+            keep[p.locator] = row if row is not None and row.pending == p else ApprovalRow(self, p)
+        changed = list(keep) != list(self._approval_rows) or any(keep[k] is not self._approval_rows.get(k) for k in keep)
+        if changed or not self.approvals.children:
+            self._approval_rows = keep
+            self.approvals.children = list(keep.values()) or [W.HTML("<i>nothing is waiting for approval</i>")]
+
+    def _refresh_routes(self) -> None:
+        try:
+            from ..traffic import route_status
+        except ImportError:
+            return
+        status = route_status(self.ws)
+        if not status:
+            if not self.routes.children:
+                self.routes.children = [W.HTML("<i>no routes are configured (routes: in the pipeline files)</i>")]
+            return
+        frames = self.ws.frames
+        views = data.route_views(status, frames.traffic, frames.rollbacks)
+        for v in views:
+            row = self._routes.get(v.route)
+            if row is None:
+                self._routes[v.route] = RouteRow(self, v)
+            else:
+                row.show(v)
+        if len(self.routes.children) != len(self._routes):
+            self.routes.children = list(self._routes.values())
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="wb-dashboard", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh_live()
+            except Exception as exc:  # a locked store or a config being edited: say so, keep going
+                _say(self.status, f"refresh failed: {exc}", BAD)
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    # -- charts and one run -----------------------------------------------------------------
+    def _metrics(self) -> Any:
+        import pandas as pd
+
+        from ..metrics import metrics_from_workspace
+
+        days = self.period.value
+        since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days) if days else None
+        return metrics_from_workspace(self.ws, since=since)
+
+    def refresh_charts(self) -> None:
+        import plotly.graph_objects as go
+
+        m = self._metrics()
+        freq = self.freq.value
+        figs = {
+            "lead": charts.lead_time_figure(charts.lead_time_data(m.lead_times, m.period, freq)),
+            "freq": charts.frequency_figure(m.frequency(freq)),
+            "cfr": charts.rate_figure(charts.rate_data(m.deployments, "failed_change", m.period, freq),
+                                      "Change fail rate", data.STYLES["failed"][0]),
+            "recovery": charts.recovery_figure(charts.recovery_data(m.deployments, m.period)),
+            "rework": charts.rate_figure(charts.rate_data(m.deployments, "rework", m.period, freq),
+                                         "Deployment rework rate", data.STYLES["running"][0]),
+            "stages": charts.stage_duration_figure(charts.stage_duration_data(m.stage_times)),
+        }
+        with self._lock:
+            for key, fig in figs.items():
+                fw = self.figures.get(key)
+                if fw is None:
+                    self.figures[key] = go.FigureWidget(fig)
+                else:
+                    with fw.batch_update():
+                        fw.data = []
+                        fw.add_traces(list(fig.data))
+                        fw.layout = fig.layout
+            self.metrics_html.value = summary_html(m)
+            f = self.figures
+            self.chart_box.children = [W.HBox([f["lead"], f["freq"]]), W.HBox([f["cfr"], f["recovery"]]),
+                                       W.HBox([f["rework"], f["stages"]])]
+
+    def _fill_runs(self) -> None:
+        options = source.recent_runs(self.ws.store)
+        self.runs.options = options
+        if options and self.runs.value is None:
+            self.runs.value = options[0][1]
+
+    def show_run(self, run_id: int | None) -> None:
+        if run_id is None:
+            return
+        import plotly.graph_objects as go
+
+        from ..metrics import load
+
+        h, _rule = load(self.ws)
+        g = charts.gantt_figure(charts.gantt_data(h.stages, h.jobs, int(run_id)), "Stages and jobs")
+        n, e = charts.value_stream_data(h, int(run_id))
+        vs = charts.value_stream_figure(n, e, "Value stream: commits → runs → deployments")
+        self.gantt, self.stream = go.FigureWidget(g), go.FigureWidget(vs)
+        self.run_box.children = [self.runs, self.gantt, self.stream]
+
+
+def summary_html(m: Any) -> str:
+    """The DORA five with their bands, as a small table."""
+    s = m.summary
+    if s.empty:
+        return "<i>no data</i>"
+    r = s.iloc[0]
+
+    def td(v: Any) -> str:
+        import pandas as pd
+
+        if v is None or v is pd.NaT or (isinstance(v, float) and v != v):
+            return "–"
+        if isinstance(v, pd.Timedelta):
+            return charts._short(v.total_seconds())
+        if isinstance(v, float):
+            return f"{v:.2f}"
+        return html.escape(str(v))
+
+    rows = [
+        ("Deployment frequency", f"{td(r['deployments'])} deployments, {td(r['per_week'])}/week, {td(r['frequency_bucket'])}",
+         r["deployment_frequency_band"]),
+        ("Change lead time", f"median {td(r['lead_time_median'])}, p90 {td(r['lead_time_p90'])} ({td(r['commits'])} commits)",
+         r["lead_time_band"]),
+        ("Change fail rate", f"{r['change_fail_rate']:.0%}" if r["change_fail_rate"] == r["change_fail_rate"] else "–",
+         r["change_fail_rate_band"]),
+        ("Failed deployment recovery", f"median {td(r['recovery_median'])} ({td(r['unrecovered'])} unrecovered)",
+         r["recovery_band"]),
+        ("Deployment rework rate", f"{r['rework_rate']:.0%}" if r["rework_rate"] == r["rework_rate"] else "–", None),
+    ]
+    body = "".join(f"<tr><td>{a}</td><td>{b}</td><td><b>{td(c) if c else '–'}</b></td></tr>" for a, b, c in rows)
+    return ("<table class='wb-dora' style='font-size:13px'><tr><th>metric</th><th>value</th><th>DORA 2024 band</th></tr>"
+            f"{body}</table>")

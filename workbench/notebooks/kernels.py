@@ -1,0 +1,317 @@
+"""Kernels for notebook jobs, started before they are needed.
+
+A Python kernel takes most of a second to become ready (importing IPython,
+ipykernel, zmq, debugpy), which is most of what a trivial notebook job costs.
+So, while one notebook job runs, the pool starts the kernel the next one will
+use (GoCD agents keep warm too).  A warm kernel was launched with the
+workbench's own environment in a neutral folder; before a job uses it, a
+silent preamble moves it into the job's folder and environment.  Only
+variables read at interpreter start (``PYTHON*``, ``LD_*``, locale) cannot be
+changed that way, so a job whose values of those differ gets a cold kernel
+launched with its exact environment.  Kernels that are not Python get cold
+kernels always.
+
+Kernels run in their own session (process group); :meth:`Kernel.kill`
+kills the whole group, so a cell's child processes die with the kernel.
+Set ``WORKBENCH_WARM_KERNELS=0`` to disable warming.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Read by the interpreter before any code runs: a warm kernel cannot adopt them.
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "DYLD_", "LC_", "MALLOC_")
+_STARTUP_NAMES = ("LANG", "LANGUAGE", "VIRTUAL_ENV")
+
+_HISTORY = "--HistoryManager.hist_file=:memory:"  # never write job code (or secrets) to ~/.ipython
+
+
+def run_async(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a coroutine function in a private event loop, then close the loop.
+
+    jupyter_core's ``run_sync`` leaves one loop per thread for the garbage
+    collector (and a ResourceWarning); short-lived threads use this instead.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(fn(*args, **kwargs))
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def close_thread_loop() -> None:
+    """Close the event loop nbclient left in this thread (a new one is made if it is needed again)."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        return
+    if loop.is_running() or loop.is_closed():
+        return
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
+def startup_signature(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_STARTUP_PREFIXES) or k in _STARTUP_NAMES))
+
+
+@dataclass
+class Kernel:
+    """One started kernel process and its manager."""
+
+    km: Any  # jupyter_client.AsyncKernelManager
+    kernel_name: str
+    key: tuple[Any, ...]
+    launch_cwd: str
+    stderr_path: str
+    started_at: float = field(default_factory=time.monotonic)
+    warm: bool = False  # launched ahead of need: the job must run the preamble
+    leased: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
+        return proc.pid if proc is not None else None
+
+    def alive(self) -> bool:
+        proc = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
+        return proc is not None and proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
+        return None if proc is None else proc.poll()
+
+    def kill(self) -> None:
+        """SIGKILL the kernel's whole process group and reap it; safe to call twice."""
+        proc = getattr(self.km.provisioner, "process", None) if self.km.provisioner else None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the kernel leads its own session
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            proc.kill()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except Exception:  # pragma: no cover - a process that survives SIGKILL
+            pass
+
+    def dispose(self) -> None:
+        """Kill and remove the connection file, sockets and stderr spool."""
+        self.kill()
+        try:
+            os.unlink(self.stderr_path)
+        except OSError:
+            pass
+        try:
+            run_async(self.km.cleanup_resources)
+        except Exception:  # best effort: the files are in our private folder anyway
+            pass
+
+    def preamble(self, cwd: str, env: Mapping[str, str]) -> str:
+        """Code that moves a warm kernel into a job's folder and environment."""
+        return (
+            "import os as _wb_os, sys as _wb_sys, time as _wb_time\n"
+            f"_wb_os.chdir({cwd!r})\n"
+            "_wb_os.environ.clear()\n"
+            f"_wb_os.environ.update({dict(env)!r})\n"
+            f"_wb_sys.path[:] = [{cwd!r} if _p == {self.launch_cwd!r} else _p for _p in _wb_sys.path]\n"
+            "if hasattr(_wb_time, 'tzset'):\n    _wb_time.tzset()\n"
+            "del _wb_os, _wb_sys, _wb_time\n"
+        )
+
+
+class KernelPool:
+    """Starts kernels (cold, or warm ahead of need) and keeps the warm ones for a while."""
+
+    def __init__(self, *, idle_seconds: float | None = None, enabled: bool | None = None) -> None:
+        self.idle_seconds = idle_seconds if idle_seconds is not None else float(os.environ.get("WORKBENCH_KERNEL_IDLE_SECONDS", "60"))
+        self.enabled = enabled if enabled is not None else os.environ.get("WORKBENCH_WARM_KERNELS", "1") != "0"
+        self.max_warm = max(2, os.cpu_count() or 2)
+        self._idle: list[Kernel] = []
+        self._starting = 0
+        self._active = 0
+        self._lock = threading.Lock()
+        self._launch_lock = threading.Lock()  # jupyter_client's factories are not thread-safe
+        self._counter = itertools.count(1)
+        self._dir: str | None = None
+        self._reaper: threading.Thread | None = None
+        self._closed = False
+        self._python_kernels: dict[str, bool] = {}
+
+    # -- launching -------------------------------------------------------
+    @property
+    def folder(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="wb-kernels-")  # 0700: sockets and connection files
+        return self._dir
+
+    def is_python(self, kernel_name: str) -> bool:
+        if kernel_name not in self._python_kernels:
+            from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+            try:
+                spec = KernelSpecManager().get_kernel_spec(kernel_name)
+                self._python_kernels[kernel_name] = spec.language.lower() == "python"
+            except NoSuchKernel:
+                self._python_kernels[kernel_name] = False
+        return self._python_kernels[kernel_name]
+
+    def launch(self, kernel_name: str, env: Mapping[str, str], cwd: str, *, warm: bool = False) -> Kernel:
+        """Start a kernel process now (it becomes ready in the background)."""
+        from jupyter_client import AsyncKernelManager
+        from jupyter_client.kernelspec import NoSuchKernel
+
+        n = next(self._counter)
+        stderr_path = os.path.join(self.folder, f"kernel-{n}.stderr")
+        km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(self.folder, f"k{n}"))
+        with self._launch_lock, open(stderr_path, "wb") as err:
+            try:
+                run_async(
+                    km.start_kernel, extra_arguments=[_HISTORY], cwd=cwd, env=dict(env),
+                    stdin=-3, stdout=-3, stderr=err,  # subprocess.DEVNULL is -3
+                )
+            except NoSuchKernel:
+                from ..tasks import TaskError
+
+                from jupyter_client.kernelspec import KernelSpecManager
+
+                known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+                raise TaskError(f"no Jupyter kernel named {kernel_name!r} (installed kernels: {known})") from None
+        key = (kernel_name, startup_signature(env))
+        return Kernel(km, kernel_name, key, cwd, stderr_path, warm=warm)
+
+    # -- leasing ---------------------------------------------------------
+    def acquire(self, kernel_name: str, env: Mapping[str, str], cwd: str) -> Kernel:
+        """A kernel for one job: a warm one when a compatible one is idle, else a cold one."""
+        key = (kernel_name, startup_signature(env))
+        kernel: Kernel | None = None
+        with self._lock:
+            self._active += 1
+            for k in list(self._idle):
+                if k.key == key:
+                    self._idle.remove(k)
+                    if k.alive():
+                        kernel = k
+                        break
+                    threading.Thread(target=k.dispose, daemon=True).start()
+        if kernel is None:
+            try:
+                kernel = self.launch(kernel_name, env, cwd)
+            except BaseException:
+                with self._lock:
+                    self._active = max(0, self._active - 1)
+                raise
+        kernel.leased = True
+        return kernel
+
+    def release(self, kernel: Kernel) -> None:
+        """The job is done with ``kernel`` (idempotent); it must have been killed."""
+        with self._lock:
+            if kernel.leased:
+                kernel.leased = False
+                self._active = max(0, self._active - 1)
+
+    def prewarm(self, kernel_name: str = "python3", count: int = 1) -> None:
+        """Start up to ``count`` warm kernels in the background (e.g. for the next stage)."""
+        for _ in range(count):
+            self.replenish(kernel_name, want=count)
+
+    def replenish(self, kernel_name: str, want: int | None = None) -> None:
+        """Start a warm kernel if fewer are idle or booting than jobs are running (or ``want``)."""
+        if not self.enabled or self._closed or not self.is_python(kernel_name):
+            return
+        env = _neutral_env()
+        key = (kernel_name, startup_signature(env))
+        with self._lock:
+            idle = sum(1 for k in self._idle if k.key == key)
+            target = min(self.max_warm, want if want is not None else max(1, self._active))
+            if idle + self._starting >= target:
+                return
+            self._starting += 1
+        threading.Thread(target=self._start_warm, args=(kernel_name, env), name="wb-kernel-warm", daemon=True).start()
+
+    def _start_warm(self, kernel_name: str, env: dict[str, str]) -> None:
+        try:
+            kernel = self.launch(kernel_name, env, self.folder, warm=True)
+        except Exception:
+            with self._lock:
+                self._starting -= 1
+            return
+        with self._lock:
+            self._starting -= 1
+            if self._closed:
+                kernel.dispose()
+                return
+            self._idle.append(kernel)
+            self._ensure_reaper()
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(target=self._reap, name="wb-kernel-reaper", daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(min(5.0, max(self.idle_seconds / 4, 0.05)))
+            with self._lock:
+                now = time.monotonic()
+                old = [k for k in self._idle if now - k.started_at > self.idle_seconds or not k.alive()]
+                for k in old:
+                    self._idle.remove(k)
+                left = len(self._idle)
+            for k in old:
+                k.dispose()
+            if not left:
+                return
+
+    def idle_pids(self) -> list[int]:
+        with self._lock:
+            return [k.pid for k in self._idle if k.pid is not None]
+
+    def shutdown(self) -> None:
+        """Kill every idle kernel (at exit, or from tests), after those still booting have landed."""
+        end = time.monotonic() + 10
+        while self._starting and time.monotonic() < end:
+            time.sleep(0.02)
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for k in idle:
+            k.dispose()
+
+    def close(self) -> None:
+        self._closed = True
+        self.shutdown()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _neutral_env() -> dict[str, str]:
+    """The environment warm kernels start with: ours, without any job's identity."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GO_", "WORKBENCH_JOB", "WORKBENCH_STAGE", "WORKBENCH_RUN"))}
+
+
+POOL = KernelPool()
+atexit.register(POOL.close)

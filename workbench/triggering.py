@@ -1,0 +1,559 @@
+"""Scheduling passes: what starts pipelines by themselves, from cron, a loop, or a git hook.
+
+One pass (:meth:`Scheduler.decide`) recovers jobs whose process died, polls
+the git materials, and triggers what changed: batched or one run per commit,
+dependency materials when their upstream stage passed, fan-in, timers, pipeline
+locks. It holds a file lock on the workspace so overlapping passes (cron firing
+while the last tick still runs) take turns, and every automatic run is created
+with a revision key the store keeps unique per pipeline: even without the lock,
+one revision set never yields two runs. Driving the runs happens outside the
+lock, in threads, with the compare-and-set stage claims of the engine.
+
+``tick`` does passes until nothing is left to do here (meant for cron);
+``serve`` loops, woken by its interval, by a passed stage (so downstream
+pipelines follow at once) and by ``notify`` (a git post-receive hook).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import sqlalchemy as sa
+from filelock import FileLock, Timeout
+
+from .config.model import GitMaterial, Pipeline
+from .errors import MaterialError, UsageError, WorkbenchError
+from .status import Status
+
+__all__ = ["Scheduler", "TickReport", "tick", "serve", "notify", "serve_running"]
+
+LOCK_TIMEOUT = 60.0  # a pass waits this long for an overlapping one to finish deciding
+DRIVE_THREADS = 16
+WATCH_SECONDS = 0.02  # how often serve looks for notifications
+
+
+@dataclass
+class TickReport:
+    """What a scheduling pass (or a whole tick) did, for the terminal and for tests."""
+
+    recovered: list[str] = field(default_factory=list)
+    polled: int = 0
+    material_errors: list[str] = field(default_factory=list)
+    triggered: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    waiting: list[str] = field(default_factory=list)
+    timers: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    passes: int = 0
+    seconds: float = 0.0
+
+    def lines(self, *, verbose: bool = False) -> list[str]:
+        """One line per event; nothing when nothing happened (cron mails only non-empty output)."""
+        out = [f"recovered {r}" for r in self.recovered]
+        out += [f"material error: {e}" for e in self.material_errors]
+        out += [f"timer: {t}" for t in self.timers]
+        out += [f"triggered {t}" for t in self.triggered]
+        out += self.finished
+        out += [f"error: {e}" for e in self.errors]
+        if verbose:
+            out += [f"waiting: {w}" for w in self.waiting]
+            out.append(f"{self.passes} pass(es), {self.polled} repositories polled, {self.duplicates} duplicate "
+                       f"trigger(s) refused, {self.seconds:.2f}s")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_clock(now: Any) -> Callable[[], float]:
+    if now is None:
+        return time.time
+    value = now.timestamp() if hasattr(now, "timestamp") else float(now)
+    return lambda: value
+
+
+class Scheduler:
+    """Scheduling passes and run driving for one workspace (one per tick or serve process)."""
+
+    def __init__(self, ws: Any, *, now: Any = None, lock: bool = True, executor: Any = None,
+                 max_parallel: int | None = None, listener: Callable[..., None] | None = None,
+                 stale_after: float | None = None) -> None:
+        from .materials.recovery import STALE_AFTER
+
+        self.ws = ws
+        self.clock = _as_clock(now)
+        self.use_lock = lock
+        self.stale_after = STALE_AFTER if stale_after is None else stale_after
+        self.report = TickReport()
+        self.user_listener = listener
+        self.engine = ws.engine(executor=executor, max_parallel=max_parallel, listener=self._on_event)
+        self._pool = ThreadPoolExecutor(max_workers=DRIVE_THREADS, thread_name_prefix="wb-drive")
+        self._drives: dict[int, Future[Any]] = {}
+        self._wake = threading.Event()
+        self._progress = False
+        self._forced: set[str] = set()
+        self._forced_all = False
+        self._mutex = threading.Lock()
+        self._config_sig: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> "Scheduler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.engine.close()
+
+    def _on_event(self, event: str, **data: Any) -> None:
+        if event == "stage_finished" and data["stage"].status == Status.PASSED:
+            self._poke()  # a downstream pipeline may follow now
+        elif event == "run_finished":
+            run = data["run"]
+            self.report.finished.append(f"{run.locator} {run.status}" + (f": {run.reason}" if run.reason else ""))
+            self._poke()
+        if self.user_listener is not None:
+            self.user_listener(event, **data)
+
+    def _poke(self) -> None:
+        self._progress = True
+        self._wake.set()
+
+    def force(self, keys: Iterable[str] | None) -> None:
+        """Poll these materials (fingerprints, URLs or names; None = all) on the next pass, auto_update or not."""
+        with self._mutex:
+            if keys is None:
+                self._forced_all = True
+            else:
+                self._forced.update(keys)
+        self._wake.set()
+
+    # -- one pass ------------------------------------------------------------------
+    def decide(self, *, poll_all: bool = True) -> list[Any]:
+        """Recover, poll, trigger; returns the runs created. Holds the workspace's scheduler lock."""
+        if not self.use_lock:
+            return self._decide(poll_all)
+        lock = FileLock(str(self.ws.state / "scheduler.lock"), timeout=LOCK_TIMEOUT)
+        self.ws.state.mkdir(parents=True, exist_ok=True)
+        try:
+            with lock:
+                return self._decide(poll_all)
+        except Timeout:
+            self.report.errors.append(f"another scheduling pass held the lock for {LOCK_TIMEOUT:.0f}s; skipped this one")
+            return []
+
+    def _decide(self, poll_all: bool) -> list[Any]:
+        from .materials import MaterialSource
+        from .materials.recovery import recover_orphans
+
+        self.report.passes += 1
+        now = self.clock()
+        store = self.ws.store
+        for r in recover_orphans(store, now=now, stale_after=self.stale_after):
+            self.report.recovered.append(f"{r.locator}: {r.reason}")
+        cfg = self._config()
+        with self._mutex:
+            forced, forced_all = set(self._forced), self._forced_all
+            self._forced.clear()
+            self._forced_all = False
+        source = MaterialSource(self.ws)
+        timer_due = self._timers_due(cfg, now)
+        to_poll = [
+            (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
+            and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
+        ]
+        source.poll(m for _, m in to_poll)
+        self.report.polled += len({source.url(m) for _, m in to_poll})
+        self._record_errors(cfg, source, [pm for pm in to_poll], now)
+        latest = store.latest_runs()
+        created = []
+        for p in cfg.pipelines.values():
+            if not p.materials:
+                continue
+            try:
+                created += self._pipeline(p, source, latest.get(p.name), timer_due.get(p.name))
+            except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
+                self.report.errors.append(f"{p.name}: {exc}")
+        if timer_due:
+            self._save_timers(timer_due, now)
+        return created
+
+    def _pipeline(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> list[Any]:
+        from .materials.controls import pipeline_lock
+
+        holder = pipeline_lock(self.ws.store, p)
+        if holder is not None:
+            self.report.waiting.append(f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})")
+            return []
+        decision = source.decide(p, last)
+        plans = list(decision.plans)
+        if decision.waiting:
+            self.report.waiting.append(f"{p.name}: {decision.waiting}")
+        if fire is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fire))
+            if plans:
+                plans = [_replace(pl, trigger="timer", reason=f"timer {p.timer.spec} at {when}; {pl.reason}") for pl in plans]
+            elif p.timer is not None and not p.timer.only_on_changes and not decision.waiting:
+                manual = source.plan_manual(p, last)
+                plans = [_replace(manual, trigger="timer", reason=f"timer {p.timer.spec} at {when}", key_extra=f"timer@{fire:.0f}")]
+            else:
+                self.report.timers.append(f"{p.name}: fired at {when}, nothing changed (only_on_changes)")
+        if p.lock_behavior != "none":
+            plans = plans[:1]  # a locked pipeline runs one revision set at a time
+        created = []
+        for plan in plans:
+            run = self._trigger(p, plan)
+            if run is not None:
+                created.append(run)
+        return created
+
+    def _trigger(self, p: Pipeline, plan: Any) -> Any:
+        from .store import DuplicateTrigger
+
+        try:
+            run = self.engine.trigger(p.name, trigger=plan.trigger, triggered_by=_who(plan), plan=plan,
+                                      revision_key=plan.revision_key)
+        except DuplicateTrigger:
+            self.report.duplicates += 1
+            return None
+        self.report.triggered.append(f"{run.locator} ({plan.describe()})")
+        return run
+
+    # -- config, timers, errors ---------------------------------------------------
+    def _config(self) -> Any:
+        """The config, reloaded when a pipeline file changed (a long-running serve picks up edits)."""
+        folder = self.ws.pipelines_dir
+        try:
+            sig = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir()))
+        except OSError:
+            sig = None
+        if self._config_sig is not None and sig != self._config_sig:
+            old = self.ws.config
+            try:
+                self.ws.reload()
+            except WorkbenchError as exc:  # a half-saved file must not stop a serve loop: keep the last good config
+                self.ws.__dict__["config"] = old
+                self.report.errors.append(f"pipeline files not reloaded: {exc}")
+        self._config_sig = sig
+        return self.ws.config
+
+    def _timers_due(self, cfg: Any, now: float) -> dict[str, float]:
+        from .materials import tables as T
+        from .materials import timers
+
+        timed = {name: p for name, p in cfg.pipelines.items() if p.timer is not None}
+        if not timed:
+            return {}
+        ts = T.timer_state
+        with self.ws.store.read() as conn:
+            state = {r.pipeline: r for r in conn.execute(sa.select(ts).where(ts.c.pipeline.in_(list(timed))))}
+        due: dict[str, float] = {}
+        fresh = []
+        for name, p in timed.items():
+            row = state.get(name)
+            if row is None or row.spec != p.timer.spec:
+                fresh.append(name)  # start counting from now
+                continue
+            try:
+                fire = timers.due(p.timer.spec, row.last_checked, now)
+            except timers.TimerSpecError as exc:
+                self.report.errors.append(f"{name}: {exc}")
+                continue
+            if fire is not None:
+                due[name] = fire
+        if fresh:
+            with self.ws.store.write() as conn:
+                conn.execute(sa.delete(ts).where(ts.c.pipeline.in_(fresh)))
+                conn.execute(ts.insert(), [dict(pipeline=n, spec=timed[n].timer.spec, last_checked=now) for n in fresh])
+        return due
+
+    def _save_timers(self, due: dict[str, float], now: float) -> None:
+        from .materials import tables as T
+
+        ts = T.timer_state
+        with self.ws.store.write() as conn:
+            for name, fire in due.items():
+                conn.execute(ts.update().where(ts.c.pipeline == name).values(last_checked=now, last_fired=fire))
+
+    def _record_errors(self, cfg: Any, source: Any, polled: list[tuple[Pipeline, GitMaterial]], now: float) -> None:
+        from .materials import tables as T
+
+        e = T.material_errors
+        with self.ws.store.read() as conn:
+            open_rows = {(r.pipeline, r.material): r for r in conn.execute(
+                sa.select(e.c.id, e.c.pipeline, e.c.material, e.c.message).where(e.c.resolved_at.is_(None)))}
+        inserts, updates, resolved = [], [], []
+        for p, m in polled:
+            result = source.heads.get(source.fingerprint(m))
+            row = open_rows.get((p.name, m.name))
+            if isinstance(result, MaterialError):
+                self.report.material_errors.append(f"{p.name}/{m.name}: {result}")
+                if row is None:
+                    inserts.append(dict(fingerprint=source.fingerprint(m), pipeline=p.name, material=m.name,
+                                        url=source.url(m), message=str(result), first_seen=now, last_seen=now))
+                else:
+                    updates.append((row.id, str(result)))
+            elif row is not None:
+                resolved.append(row.id)
+        if not (inserts or updates or resolved):
+            return
+        with self.ws.store.write() as conn:
+            if inserts:
+                conn.execute(e.insert(), inserts)
+            for rid, message in updates:
+                conn.execute(e.update().where(e.c.id == rid).values(last_seen=now, message=message))
+            if resolved:
+                conn.execute(e.update().where(e.c.id.in_(resolved)).values(resolved_at=now))
+
+    # -- driving -----------------------------------------------------------------
+    def drive_all(self) -> None:
+        """Drive every active run this process is not already driving (scheduled, approved, waiting)."""
+        store = self.ws.store
+        names = set(self.ws.config.pipelines)
+        active = store.pipeline_runs(statuses=[Status.SCHEDULED, Status.RUNNING, Status.WAITING])
+        for run in reversed(active):  # oldest first
+            if run.pipeline not in names:
+                continue
+            fut = self._drives.get(run.id)
+            if fut is not None and not fut.done():
+                continue
+            self._drives[run.id] = self._pool.submit(self._drive, run.id)
+
+    def _drive(self, run_id: int) -> None:
+        try:
+            self.engine.drive(run_id)
+        except WorkbenchError as exc:
+            self.report.errors.append(f"run {run_id}: {exc}")
+        finally:
+            self._wake.set()
+
+    def busy(self) -> bool:
+        self._drives = {k: f for k, f in self._drives.items() if not f.done()}
+        return bool(self._drives)
+
+    # -- loops -------------------------------------------------------------------
+    def run_until_idle(self, *, max_passes: int = 100) -> TickReport:
+        """A tick: passes and driving until no run is in progress here and nothing new triggers."""
+        started = time.monotonic()
+        try:
+            self._progress = True
+            first = True
+            while True:
+                if self._progress and self.report.passes < max_passes:
+                    self._progress = False
+                    self.decide(poll_all=first)
+                    first = False
+                    self.drive_all()
+                if not self.busy() and not self._progress:
+                    break
+                self._wake.wait(1.0)
+                self._wake.clear()
+        except KeyboardInterrupt:
+            self.engine.cancel()
+            self._pool.shutdown(wait=True)
+            raise
+        finally:
+            self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def serve_forever(self, interval: float, *, on_pass: Callable[[TickReport], None] | None = None,
+                      stop: threading.Event | None = None) -> None:
+        """Loop until Ctrl-C (or ``stop``): a full pass every ``interval`` s, sooner when woken."""
+        stop = stop or threading.Event()
+        watcher = threading.Thread(target=self._watch_notifications, args=(stop,), name="wb-notify", daemon=True)
+        watcher.start()
+        next_full = 0.0
+        try:
+            while not stop.is_set():
+                full = time.monotonic() >= next_full
+                forced = bool(self._forced or self._forced_all)
+                if full or forced or self._progress:
+                    self._progress = False
+                    mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
+                            len(self.report.material_errors), len(self.report.errors))
+                    try:
+                        self.decide(poll_all=full)
+                        self.drive_all()
+                    except WorkbenchError as exc:  # e.g. the store is busy: try again on the next pass
+                        self.report.errors.append(str(exc))
+                    if full:
+                        next_full = time.monotonic() + interval
+                    if on_pass is not None:
+                        on_pass(_since(self.report, mark))
+                self._wake.wait(max(0.0, min(interval, next_full - time.monotonic())))
+                self._wake.clear()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop.set()
+            self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
+            self._pool.shutdown(wait=True)
+
+    def _watch_notifications(self, stop: threading.Event) -> None:
+        folder = _notify_dir(self.ws)
+        folder.mkdir(parents=True, exist_ok=True)
+        while not stop.wait(WATCH_SECONDS):
+            try:
+                entries = [e for e in os.scandir(folder) if e.name.endswith(".req")]
+            except OSError:
+                continue
+            if not entries:
+                continue
+            keys: set[str] = set()
+            everything = False
+            for entry in entries:
+                try:
+                    text = Path(entry.path).read_text().strip()
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                if text:
+                    keys.add(text)
+                else:
+                    everything = True
+            self.force(None if everything else keys)
+
+
+def _since(report: TickReport, mark: tuple[int, ...]) -> TickReport:
+    return TickReport(recovered=report.recovered[mark[2]:], material_errors=report.material_errors[mark[3]:],
+                      triggered=report.triggered[mark[0]:], finished=report.finished[mark[1]:], errors=report.errors[mark[4]:],
+                      polled=report.polled, passes=report.passes)
+
+
+def _replace(plan: Any, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(plan, **changes)
+
+
+def _who(plan: Any) -> str:
+    return {"timer": "timer", "dependency": "changes (upstream)", "material": "changes"}.get(plan.trigger, plan.trigger)
+
+
+def _is_forced(source: Any, m: GitMaterial, forced: set[str]) -> bool:
+    if not forced:
+        return False
+    return bool({m.name, source.url(m), source.fingerprint(m), m.url} & forced)
+
+
+# -- entry points ------------------------------------------------------------------
+
+
+def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[..., None] | None = None,
+         force: Iterable[str] | None = (), executor: Any = None, max_parallel: int | None = None) -> TickReport:
+    """One scheduling pass, and the runs it starts driven until they finish or wait (meant for cron).
+
+    ``now`` (epoch seconds or a datetime) replaces the clock for timers and
+    heartbeat ages; ``force`` names materials to poll even with auto_update off
+    (None: all of them).
+    """
+    with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel) as s:
+        if force is None or force:
+            s.force(None if force is None else list(force))
+        return s.run_until_idle()
+
+
+def _notify_dir(ws: Any) -> Path:
+    return ws.state / "notify"
+
+
+def _serve_lock(ws: Any) -> FileLock:
+    ws.state.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(ws.state / "serve.lock"), timeout=0)
+
+
+def serve_running(ws: Any) -> str | None:
+    """The pid file's content when a ``workbench serve`` runs for this workspace, else None."""
+    lock = _serve_lock(ws)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            return (ws.state / "serve.pid").read_text().strip() or "?"
+        except OSError:
+            return "?"
+    lock.release()
+    return None
+
+
+def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], None] | None = None,
+          listener: Callable[..., None] | None = None, executor: Any = None, max_parallel: int | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Scheduling passes in a loop until Ctrl-C; one serve per workspace."""
+    from .store import owner_id
+
+    if interval <= 0:
+        raise UsageError("--interval must be more than 0 seconds")
+    lock = _serve_lock(ws)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UsageError(f"a `workbench serve` already runs for this workspace ({serve_running(ws)})") from None
+    try:
+        (ws.state / "serve.pid").write_text(owner_id())
+        with Scheduler(ws, listener=listener, executor=executor, max_parallel=max_parallel) as s:
+            s.serve_forever(interval, on_pass=on_pass, stop=stop)
+    finally:
+        try:
+            (ws.state / "serve.pid").unlink()
+        except OSError:
+            pass
+        lock.release()
+
+
+def material_keys(ws: Any, what: str | None) -> list[str] | None:
+    """``notify`` argument → the material keys it names (None: all). Unknown names are a usage error."""
+    from .materials.git import normalize_url
+
+    if not what:
+        return None
+    keys = set()
+    try:
+        wanted_url = normalize_url(what, ws.root)
+    except (OSError, ValueError):
+        wanted_url = what
+    for p in ws.config.pipelines.values():
+        for m in p.materials:
+            if not isinstance(m, GitMaterial):
+                continue
+            url = normalize_url(m.url, ws.root)
+            if what in (m.name, m.url) or wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git"):
+                keys.add(url)
+    if not keys:
+        known = sorted({m.name for p in ws.config.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)})
+        raise UsageError(f"no git material has the URL or name {what!r} (materials: {', '.join(known) or 'none'})")
+    return sorted(keys)
+
+
+def notify(ws: Any, what: str | None = None, **tick_options: Any) -> TickReport | str:
+    """A change happened (git post-receive hook): the running ``serve`` polls now, else a tick runs here.
+
+    Returns the serve's pid (as text) when a serve was told, else the tick's report.
+    """
+    keys = material_keys(ws, what)
+    running = serve_running(ws)
+    if running is not None:
+        folder = _notify_dir(ws)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        tmp = folder / f"{name}.tmp"
+        tmp.write_text("" if keys is None else "\n".join(keys))
+        if keys is not None and len(keys) > 1:  # one request per key keeps the watcher simple
+            tmp.unlink()
+            for k in keys:
+                t = folder / f"{uuid.uuid4().hex}.tmp"
+                t.write_text(k)
+                os.replace(t, t.with_suffix(".req"))
+        else:
+            os.replace(tmp, tmp.with_suffix(".req"))
+        return running
+    return tick(ws, force=keys, **tick_options)
