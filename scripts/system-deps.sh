@@ -7,6 +7,10 @@ command -v git >/dev/null 2>&1 || need+=(git)
 # traffic providers: real nginx and HAProxy in front of test backends (tests/test_traffic.py)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# the dashboard's browser test: Debian's Chromium driven by Playwright (tests/e2e/test_dashboard_browser.py)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+# the store suite on a real PostgreSQL: a throw-away cluster made with initdb/pg_ctl (tests/pg.py)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -95,7 +95,8 @@ class PgServer:
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         subprocess.run(
-            self._cmd("pg_ctl", "-D", str(data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-o", opts, "start"),
+            self._cmd("pg_ctl", "-D", str(data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-o", opts,
+                      "start"),
             check=True, capture_output=True, text=True, timeout=90,
         )
 

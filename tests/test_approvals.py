@@ -16,6 +16,8 @@ from workbench.config.model import Approval, Config, Job, Pipeline, ScriptTask, 
 from workbench.errors import InvalidState, NotFound, Unauthorized, UsageError
 from workbench.status import Status
 
+pytestmark = pytest.mark.timeout(180)
+
 PIPELINE = """
 format_version: 10
 roles:
@@ -300,3 +302,50 @@ def test_waiting_run_shows_in_frames_and_status(workspace: Any) -> None:
     [row] = status_rows(ws)
     assert row["status"] == "waiting"
     assert [s["status"] for s in row["stages"]] == ["passed", "waiting", "not run"]
+
+
+def test_approvals_audit_traffic_and_rollback_on_postgresql(workspace: Any, pg_server: Any, tmp_path: Path) -> None:
+    """The same path on PostgreSQL: compare-and-set approvals, the audit ("user" is a reserved word there), traffic."""
+    import sys
+
+    from workbench import Workspace
+    from workbench.traffic import rollback
+
+    lb = tmp_path / "lb.py"
+    lb.write_text("import sys\nopen(sys.argv[0] + '.out', 'w').write(' '.join(sys.argv[1:]))\n")
+    url = pg_server.create_database()
+    text = PIPELINE.format(approval=MANUAL).replace("pipelines:\n", (
+        "routes:\n  shop:\n    provider: command\n    stacks: {blue: 'b:1', green: 'g:1'}\n"
+        f"    argv: ['{sys.executable}', '{lb}']\n"
+        "pipelines:\n")).replace("      - smoke:\n", "          traffic: {route: shop, weight: 50}\n      - smoke:\n")
+    workspace.write("rel.yaml", text)
+    ws = Workspace.open(workspace.root, store_url=url)
+    assert ws.store.engine.dialect.name == "postgresql"
+    assert ws.run("rel").status == Status.WAITING
+    results: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+
+    def go(user: str) -> None:
+        mine = Workspace.open(workspace.root, store_url=url)
+        barrier.wait()
+        try:
+            results[user] = approve(mine, "rel/1/deploy", user=user)
+        except InvalidState as exc:
+            results[user] = exc
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=go, args=(u,)) for u in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(type(r).__name__ for r in results.values()) == ["InvalidState", "PipelineRun"]
+    assert (lb.parent / "lb.py.out").read_text() == "shop blue=50 green=50"
+    with pytest.raises(Unauthorized):
+        rollback(ws, "rel/1", user="carol")
+    rollback(ws, "rel/1", user="erin", reason="pg")
+    assert (lb.parent / "lb.py.out").read_text() == "shop blue=100 green=0"
+    assert sorted(r["outcome"] for r in audit_rows(ws)) == ["ok", "ok", "refused", "unauthorized"]
+    assert ws.frames.rollbacks.loc[0, "by"] == "erin" and len(ws.frames.traffic) == 2
+    ws.close()

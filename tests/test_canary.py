@@ -137,9 +137,12 @@ def test_canary_notebook_standalone_with_papermill_cli(tmp_path: Path) -> None:
     out = (tmp_path / "out.ipynb").read_text()
     assert "canary pass" in out and "canary passed" in out
 
-    bad = papermill(tmp_path, "-p", "csv_path", str(write_samples(tmp_path / "bad.csv", 40, canary_latency_shift=60)))
-    assert bad.returncode != 0
-    assert "CanaryFailed" in (tmp_path / "out.ipynb").read_text()
+    import papermill as pm  # the failing case through papermill's Python API (same notebook, no workbench job)
+
+    with pytest.raises(pm.PapermillExecutionError, match="CanaryFailed"):
+        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "bad.ipynb"), progress_bar=False, cwd=str(tmp_path),
+                            parameters={"csv_path": str(write_samples(tmp_path / "bad.csv", 40, canary_latency_shift=60))})
+    assert "latency_ms high" in (tmp_path / "bad.ipynb").read_text()
 
     few = papermill(tmp_path, "-p", "csv_path", str(write_samples(tmp_path / "few.csv", 4)))
     assert few.returncode != 0

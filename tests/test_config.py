@@ -868,6 +868,7 @@ def test_top_level(tmp_path: Path) -> None:
     assert errors(tmp_path, a="- a\n- b\n") == [
         "a.yaml:1:1: a pipeline file must be a mapping with keys such as format_version, pipelines and environments; "
         "found a list"]
+    assert load_texts({"mem.yaml": PIPE.format(name="p")}).files == ("mem.yaml",)  # unsaved text, e.g. an editor
     config = load(tmp_path, a="# nothing yet\n")
     assert config.pipelines == {} and [str(w) for w in config.warnings] == ["a.yaml:1:1: warning: the file is empty"]
 
@@ -1047,11 +1048,17 @@ def mutated_yaml(draw: st.DrawFn) -> str:
     return text
 
 
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz") / "fuzz.yaml"
+
+
 @settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(mutated_yaml(), st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))))
-def test_any_text_loads_or_gives_located_problems(text: str) -> None:
+@given(text=st.one_of(mutated_yaml(), st.text(max_size=60), st.binary(max_size=60)))
+def test_any_text_loads_or_gives_located_problems(fuzz_file: Path, text: str | bytes) -> None:
+    fuzz_file.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
     try:
-        config = load_texts({"fuzz.yaml": text})
+        config = load_config([fuzz_file], base=fuzz_file.parent)
     except ConfigError as exc:
         assert exc.problems and all(isinstance(p, Problem) and LOCATED.match(str(p)) for p in exc.problems)
     else:

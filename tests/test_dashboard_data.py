@@ -44,7 +44,7 @@ def test_board_shows_latest_counter_of_each_stage_and_not_run_cells():
     # running and waiting are told apart by class, symbol and words, not by colour alone
     assert 'class="wb-cell wb-running" data-stage="test" data-status="running"' in html
     assert 'class="wb-cell wb-waiting" data-stage="p25" data-status="waiting"' in html
-    assert "▶ test" in html and "⏸ p25" in html
+    assert "▶ test" in html and "‖ p25" in html
     assert "awaiting approval" in html and "@keyframes" in html
 
 

@@ -182,11 +182,14 @@ def test_charts_and_run_view_build_from_the_store(workspace: Any, tmp_path: Path
     ws = _workspace(workspace, tmp_path)
     from workbench.dashboard import dashboard
 
-    dash = dashboard(ws, user="alice", autostart=False, charts_on_start=True)
+    dash = dashboard(ws, user="alice", autostart=False)
+    assert not dash.figures  # built when the Metrics tab is first opened
+    dash.tabs.selected_index = 2
     assert set(dash.figures) == {"lead", "freq", "cfr", "recovery", "rework", "stages"}
     assert "Deployment frequency" in dash.metrics_html.value
     run_id = ws.store.get_pipeline_run("release", 1).id
-    dash.show_run(run_id)
+    dash.tabs.selected_index = 3
+    assert dash.runs.value == run_id and dash.gantt is not None
     lanes = set(dash.gantt.data[0].y) | set(dash.gantt.data[-1].y)
     assert "build" in lanes
     dash.close()

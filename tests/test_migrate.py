@@ -5,6 +5,7 @@ throw-away PostgreSQL server, so the copy is proven into both.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
@@ -138,6 +139,41 @@ def test_cli_migrate_to_postgresql(history: WorkspaceFactory, pg_server: object)
     assert again.code == 2 and "not empty" in again.err
     # the workspace now reads its history from the new store
     (history.root / "workbench.yaml").write_text(f"store:\n  url: {store_url}\n")
-    status = history.cli("history", "--format", "json")
-    assert status.code == 0, status.err
-    assert '"counter": 3' in status.out and '"status": "failed"' in status.out
+    (history.root / ".workbench" / "store.db").unlink()
+    with history.open() as ws:
+        assert ws.store.url == store_url
+        assert ws.frames.pipeline_runs["status"].tolist() == ["failed", "passed", "passed"]
+
+
+def test_workspace_file_chooses_store_executor_and_artifacts(workspace: WorkspaceFactory, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench import Workspace
+
+    monkeypatch.delenv("WORKBENCH_STORE_URL", raising=False)
+    monkeypatch.delenv("WORKBENCH_ARTIFACTS_URL", raising=False)
+    monkeypatch.setenv("WB_TEST_HOST", "sched.example")
+    (workspace.root / "workbench.yaml").write_text(
+        "executor: {kind: dask, address: 'tcp://${WB_TEST_HOST}:8786', agent_wait_timeout: 30}\n"
+        "store: {url: history/runs.db}\n"
+        "artifacts: file:///shared/artifacts\n"
+    )
+    ws = workspace.open()
+    s = ws.settings
+    assert s.executor == "dask://tcp://sched.example:8786" and dict(s.executor_options) == {"agent_wait_timeout": 30}
+    assert s.executor_for(None) == ("dask://tcp://sched.example:8786", {"agent_wait_timeout": 30})
+    assert s.executor_for("dask://local") == ("dask://local", {"agent_wait_timeout": 30})  # same kind: options kept
+    assert s.executor_for("local") == ("local", {})
+    assert ws.artifacts_url == "file:///shared/artifacts"
+    # store: explicit argument > $WORKBENCH_STORE_URL > workbench.yaml > .workbench/store.db
+    assert ws.store.url == f"sqlite:///{workspace.root / 'history' / 'runs.db'}"
+    ws.close()
+    monkeypatch.setenv("WORKBENCH_STORE_URL", str(tmp_path / "env.db"))
+    with Workspace.open(workspace.root) as env_ws:
+        assert env_ws.store.url == f"sqlite:///{tmp_path / 'env.db'}"
+    with Workspace.open(workspace.root, store_url=str(tmp_path / "arg.db")) as arg_ws:
+        assert arg_ws.store.url == f"sqlite:///{tmp_path / 'arg.db'}"
+    (workspace.root / "workbench.yaml").unlink()
+    monkeypatch.delenv("WORKBENCH_STORE_URL")
+    with Workspace.open(workspace.root) as plain:
+        assert plain.store.url == f"sqlite:///{workspace.root / '.workbench' / 'store.db'}"
+        assert plain.settings.executor is None

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from workbench import Workspace
-from workbench.config.model import Config, GenericTask, Job, Pipeline, ScriptTask, Stage
+from workbench.config.model import Config, GenericTask, Job, Pipeline, Stage
 from workbench.errors import SecretError
 from workbench.secrets import MASK, decrypt_variables, encrypt, generate_key, key_path, mask, mask_data, rotate
 from workbench.status import Status
 from workbench.tasks.process import OutputPump
+
+pytestmark = pytest.mark.timeout(180)
 
 SECRET = "s3cr3t-Pa55-xyzzy-4711"
 OTHER = "db-pw-QWERTY-0815"

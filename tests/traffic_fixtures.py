@@ -72,6 +72,12 @@ class SteadyClient:
             except OSError as exc:
                 self.failures.append(repr(exc))
 
+    def wait_for(self, ok: int, timeout: float = 30) -> None:
+        """Until ``ok`` requests have succeeded (or a failure happened); bounded."""
+        end = time.monotonic() + timeout
+        while self.ok < ok and not self.failures and time.monotonic() < end and self._thread.is_alive():
+            time.sleep(0.01)
+
     def __enter__(self) -> "SteadyClient":
         self._thread.start()
         return self

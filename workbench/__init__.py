@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .errors import WorkbenchError
+from .record import glue, record
 from .workspace import Workspace
 
 __version__ = "0.1.0"
-__all__ = ["Workspace", "WorkbenchError", "__version__"]
+__all__ = ["Workspace", "WorkbenchError", "__version__", "glue", "record"]

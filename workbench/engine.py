@@ -227,7 +227,7 @@ class Engine:
 
     def _drive(self, run_id: int) -> PipelineRun:
         while True:
-            detail = self.store.run_detail(run_id)
+            detail = self.store.run_detail(run_id, jobs=False)  # the stage rows decide; jobs are read when needed
             run = detail.run
             if run.status.finished:
                 return run
@@ -262,14 +262,13 @@ class Engine:
             try:
                 if existing is not None and existing.status == Status.SCHEDULED:
                     stage_run = self.store.set_stage_status(existing.id, Status.RUNNING, expect=[Status.SCHEDULED])
-                    jobs = list(detail.jobs.get(existing.id, ()))
-                else:
-                    created, _ = self.store.create_stage_run(
-                        run_id, stage_cfg.name, decision.position,
-                        approval_type=stage_cfg.approval.type, expect_stage_runs=len(detail.stages),
+                    jobs = self.store.job_runs(existing.id)
+                else:  # created already running, with its jobs: one transaction (benchmarks/README.md)
+                    wanted = [i for job in stage_cfg.jobs for i in job_instances(job, self._agent_count(job, pipeline))]
+                    stage_run, jobs = self.store.create_stage_run(
+                        run_id, stage_cfg.name, decision.position, approval_type=stage_cfg.approval.type,
+                        status=Status.RUNNING, jobs=wanted, expect_stage_runs=len(detail.stages),
                     )
-                    stage_run = self.store.set_stage_status(created.id, Status.RUNNING, expect=[Status.SCHEDULED])
-                    jobs = []
             except InvalidState:
                 continue  # another driver got there first; look again
             if run.status != Status.RUNNING:

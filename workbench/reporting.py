@@ -62,7 +62,21 @@ def status_rows(ws: Any) -> list[dict[str, Any]]:
             row["stages"] = [{"name": st.name, "counter": 0, "status": "not run", "approved_by": None, "duration_s": None}
                              for st in p.stages]
         rows.append(row)
+    errors = _material_errors(ws)
+    for row in rows:  # unreachable remotes, bad branches: the pipeline cannot trigger until fixed
+        row["material_errors"] = [
+            {"material": e["material"], "url": e["url"], "message": e["message"], "since": _iso(e["first_seen"])}
+            for e in errors.get(row["pipeline"], ())
+        ]
     return rows
+
+
+def _material_errors(ws: Any) -> dict[str, list[dict[str, Any]]]:
+    try:
+        from .materials import open_material_errors
+    except ImportError:  # the materials feature is not installed
+        return {}
+    return open_material_errors(ws.store)
 
 
 def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, Any]]:
@@ -139,6 +153,9 @@ def print_status(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         for w in r.get("waiting_jobs") or ():
             console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
+        for e in r.get("material_errors") or ():
+            console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
+                          markup=False, style="red")
 
 
 def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:

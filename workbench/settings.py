@@ -11,13 +11,16 @@ PostgreSQL store::
       agent_wait_timeout: 600         # seconds a job may wait for a matching agent
     store:
       url: postgresql+psycopg://workbench@db.internal/workbench
+    artifacts:
+      url: s3://releases/workbench    # any fsspec URL every agent can reach
 
-Short forms: ``executor: dask://tcp://ci-sched:8786`` and ``store: URL``.
+Short forms: ``executor: dask://tcp://ci-sched:8786``, ``store: URL``, ``artifacts: URL``.
 ``${NAME}`` in a value is replaced by the environment variable NAME (so a
 password need not be committed; libpq's ``~/.pgpass`` and ``PGPASSWORD`` work
 too). Precedence for the store: an explicit argument, then
 ``$WORKBENCH_STORE_URL``, then this file, then ``.workbench/store.db``; for the
-executor: ``--executor``/``executor=``, then this file, then local.
+executor: ``--executor``/``executor=``, then this file, then local; for
+artifacts: ``$WORKBENCH_ARTIFACTS_URL``, then this file, then ``.workbench/artifacts``.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from .errors import ConfigError, Problem
 
 FILE_NAME = "workbench.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOP_KEYS = ("executor", "store")
+_TOP_KEYS = ("executor", "store", "artifacts")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Settings:
     executor: str | None = None  # "local", "dask://local", "dask://tcp://host:8786"
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     store_url: str | None = None
+    artifacts_url: str | None = None
 
     def executor_for(self, requested: str | None) -> tuple[str | None, dict[str, Any]]:
         """The executor to make and its options: ``requested`` wins; options apply to the same kind."""
@@ -87,10 +91,12 @@ def load_settings(root: Path) -> Settings:
         if key not in _TOP_KEYS:
             problem(str(key), f"unknown key {key!r} (known: {', '.join(_TOP_KEYS)})")
     executor, options = _executor(data.get("executor"), lambda m: problem("executor", m))
-    store_url = _store(data.get("store"), root, lambda m: problem("store", m))
+    store_url = _url(data.get("store"), "store", root, lambda m: problem("store", m))
+    artifacts_url = _url(data.get("artifacts"), "artifacts", root, lambda m: problem("artifacts", m))
     if problems:
         raise ConfigError(problems)
-    return Settings(path=path, executor=executor, executor_options=options, store_url=store_url)
+    return Settings(path=path, executor=executor, executor_options=options, store_url=store_url,
+                    artifacts_url=artifacts_url)
 
 
 def _expand(value: Any, report: Any) -> Any:
@@ -127,19 +133,25 @@ def _executor(value: Any, report: Any) -> tuple[str | None, dict[str, Any]]:
     return (f"{kind}://{address}" if address else kind), options
 
 
-def _store(value: Any, root: Path, report: Any) -> str | None:
+_URL_HELP = {
+    "store": "a SQLAlchemy URL (postgresql+psycopg://USER@HOST/DB) or a SQLite file path",
+    "artifacts": "an fsspec URL (s3://bucket/path, file:///shared/folder) or a folder path",
+}
+
+
+def _url(value: Any, key: str, root: Path, report: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dict):
         unknown = sorted(set(value) - {"url"})
         if unknown:
-            report(f"unknown store key(s): {', '.join(map(str, unknown))} (known: url)")
+            report(f"unknown {key} key(s): {', '.join(map(str, unknown))} (known: url)")
         value = value.get("url")
     if not isinstance(value, str) or not value:
-        report("store needs url: a SQLAlchemy URL (postgresql+psycopg://USER@HOST/DB) or a SQLite file path")
+        report(f"{key} needs url: {_URL_HELP[key]}")
         return None
     url = _expand(value, report)
-    if "://" not in url:  # a SQLite file, relative to the workspace
+    if "://" not in url:  # a local file or folder, relative to the workspace
         url = str((root / url).resolve())
     return url
 

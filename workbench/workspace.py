@@ -54,7 +54,7 @@ class Workspace:
 
     @property
     def artifacts_url(self) -> str:
-        return os.environ.get("WORKBENCH_ARTIFACTS_URL") or str(self.state / "artifacts")
+        return os.environ.get("WORKBENCH_ARTIFACTS_URL") or self.settings.artifacts_url or str(self.state / "artifacts")
 
     # -- loaded things -------------------------------------------------------
     @cached_property

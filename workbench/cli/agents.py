@@ -92,7 +92,8 @@ def agent(address: str, resources: str, environments: str, name: str | None, nth
     click.echo(f"agent {name}: resources {', '.join(res) or '-'}; environments {', '.join(envs) or '(none)'}; "
                f"scheduler {normalize_address(address)}", err=True)
     argv = [normalize_address(address), "--name", name, "--nthreads", str(nthreads), "--nworkers", "1",
-            "--resources", " ".join(f"{k}={v:g}" for k, v in tags.items()), *dask_args]
+            "--resources", " ".join(f"{k}={v:g}" for k, v in tags.items()),
+            "--preload", "workbench.executors.dask_agent", *dask_args]
     dask_worker.main.main(args=argv, prog_name="workbench agent", standalone_mode=True)
 
 

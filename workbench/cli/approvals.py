@@ -7,6 +7,7 @@ never a flag (it is $JUPYTERHUB_USER, else the OS user).
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -44,10 +45,16 @@ def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool,
         run = do_approve(ws, locator, user=user, comment=comment, drive=False)
         click.echo(f"approved {locator} as {user}; the run continues under `workbench tick` or `serve`")
         return
+    run = do_approve(ws, locator, user=user, comment=comment, drive=False)
+    click.echo(f"approved {locator} as {user}; continuing the run here")
     progress = Progress(quiet=quiet)
-    with progress:
-        run = do_approve(ws, locator, user=user, comment=comment, drive=True, listener=progress)
-    click.echo(f"approved {locator} as {user}")
+    with ws.engine(listener=progress) as engine:
+        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())  # Ctrl-C cancels the jobs, as in `run`
+        try:
+            with progress:
+                run = engine.drive(run.id)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     _finish(ws, run)
 
 
@@ -113,35 +120,35 @@ def _weights(w: dict[str, int] | None) -> str:
 @click.pass_context
 def traffic(ctx: click.Context, route: str | None, weight: int | None, reason: str | None, fmt: str) -> None:
     """Show the routes' weights (re-applying recorded weights a provider lost), or move one with --set."""
-    from ..approvals import authorize, record
     from ..identity import current_user
     from ..reporting import print_table
-    from ..traffic import move, reconcile, route_of, route_status
+    from ..traffic import reconcile, route_of, route_status, set_weights
 
     ws = _ws(ctx)
     if weight is not None:
         if route is None:
             raise click.UsageError("--set needs a ROUTE")
-        route_of(ws.config, route, ws.root)
-        subject = [s.approval for p in ws.config.pipelines.values() for s in p.stages
-                   if s.approval.manual and s.traffic is not None and s.traffic.route == route]
-        user = authorize(ws, subject, current_user(), "traffic", target=f"route:{route}", comment=reason)
-        weights = move(ws, route, weight, actor=user, reason=reason or f"set by hand by {user}")
-        record(ws, user, "traffic", f"route:{route}", "ok", comment=reason, detail=_weights(weights))
+        user = current_user()
+        weights = set_weights(ws, route, weight, user=user, reason=reason)
         click.echo(f"route {route}: {_weights(weights)} (by {user})")
         return
-    names = [route] if route else None
+    if route is not None:
+        route_of(ws.config, route, ws.root)  # NotFound naming the known routes
+    from ..errors import TrafficError
+
     notes = []
     for row in route_status(ws):
-        if names and row["route"] not in names:
+        if route is not None and row["route"] != route:
             continue
-        r = reconcile(ws, row["route"])
+        try:
+            r = reconcile(ws, row["route"])
+        except TrafficError as exc:
+            notes.append(f"route {row['route']}: cannot compare with what the provider serves: {exc}")
+            continue
         if r.get("reapplied"):
             notes.append(f"route {row['route']}: the provider served {_weights(r['served'])}; "
                          f"re-applied the recorded {_weights(r['recorded'])}")
-    rows = [r for r in route_status(ws) if not names or r["route"] in names]
-    if names and not rows:
-        route_of(ws.config, route or "", ws.root)  # NotFound with the known names
+    rows = [r for r in route_status(ws) if route is None or r["route"] == route]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -56,7 +56,10 @@ def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> N
     nb = notebook or str(find_notebook(ws.root, "release_dashboard.ipynb"))
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(ws.root)}
     argv = [sys.executable, "-m", "voila", nb, f"--port={port}", f"--Voila.ip={ip}", "--no-browser",
-            "--Voila.port_retries=0", "--show_tracebacks=False", "--theme=light"]
+            "--Voila.port_retries=0", "--show_tracebacks=False", "--theme=light",
+            # a closed tab leaves its kernel (and its refresh thread) behind: cull it once it is quiet
+            "--MappingKernelManager.cull_interval=60", "--MappingKernelManager.cull_idle_timeout=600",
+            "--MappingKernelManager.cull_connected=False"]
     host = f"[{ip}]" if ":" in ip else ip
     click.echo(f"release dashboard of {ws.root} at http://{host}:{port}/ (Ctrl-C stops it)", err=True)
     code = subprocess.call(argv, env=env)

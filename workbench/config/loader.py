@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from .context import (NAME_RE, PARAM_NAME_RE, Ctx, body as _body, is_null as _is_null, loc_at, looks_like_ciphertext,
                       named as _named, parse_variables, suggest)
-from .jobs import _JOB_KEYS, _STAGE_BASE_KEYS, STAGE_KEYS, TASK_KINDS, StageKeyParser, TaskParser, parse_stages, template_stages
+from .jobs import (_JOB_KEYS, _STAGE_BASE_KEYS, STAGE_KEYS, TASK_KINDS, StageKeyParser, TaskParser, parse_approval,
+                   parse_job, parse_stage, parse_stages, parse_task, parse_tasks, template_stages)
 from .model import LOCK_BEHAVIORS, DependencyMaterial, Environment, GitMaterial, Loc, Material, Pipeline, Stage, Timer
 from .yamlnodes import Map, Node, Scalar, describe
 
@@ -370,3 +371,11 @@ def parse_file(node: Node | None, ctx: Ctx, file: str) -> FileParts:
         if name in node:
             parts.sections.append((name, parse_fn(node.get(name), ctx), node.key(name)))  # type: ignore[arg-type]
     return parts
+
+
+__all__ = [  # the piece parsers of jobs.py are re-exported: tests and tools parse any fragment from here
+    "FileParts", "SECTIONS", "STAGE_KEYS", "TASK_KINDS", "looks_like_ciphertext", "parse_approval", "parse_environment",
+    "parse_file", "parse_job", "parse_material", "parse_materials", "parse_parameters", "parse_pipeline", "parse_stage",
+    "parse_stages", "parse_task", "parse_tasks", "parse_variables", "register_pipeline_key", "register_section",
+    "register_stage_key", "register_task_kind", "template_stages",
+]

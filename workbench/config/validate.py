@@ -56,6 +56,10 @@ def assemble(parts: list[FileParts], ctx: Ctx, files: tuple[str, ...]) -> Config
             except RecursionError:
                 ctx.error(key, f"pipeline {key.text!r} is nested too deeply to read")
                 continue
+            except Exception as exc:  # a bug (ours or an extension's) must not hide the other pipelines' problems
+                ctx.error(key, f"internal error while reading pipeline {key.text!r} ({type(exc).__name__}: {exc}); "
+                               "please report it")
+                continue
             if pipeline is None:
                 continue
             first = by_lower.get(pipeline.name.lower())

@@ -38,7 +38,7 @@ def lead_time_data(leads: pd.DataFrame, period: Period | None = None, freq: str 
         "bucket": _bucket_start(_local_naive(lt["deployed_at"], period.tz), freq).to_numpy(),
         "hours": (lt["lead_time"] / HOURS).to_numpy(),
         "sha": lt["sha"].str.slice(0, 10).to_numpy(),
-        "deployed_at": lt["deployed_at"].to_numpy(),
+        "deployed_at": lt["deployed_at"].reset_index(drop=True),
     }).sort_values("bucket", kind="stable").reset_index(drop=True)
 
 
@@ -62,11 +62,12 @@ def recovery_data(dep: pd.DataFrame, period: Period | None = None) -> pd.DataFra
     period = period or Period()
     d = _period_rows(dep, "at", period)
     d = d.loc[d["failed_change"]] if len(d) else d
+    d = d.reset_index(drop=True)
     return pd.DataFrame({
-        "at": d["at"].to_numpy() if len(d) else pd.Series(dtype="datetime64[ns, UTC]"),
-        "hours": (d["recovery_time"] / HOURS).to_numpy() if len(d) else pd.Series(dtype=float),
-        "label": d["label"].to_numpy() if len(d) else pd.Series(dtype=str),
-        "recovered": d["restored_at"].notna().to_numpy() if len(d) else pd.Series(dtype=bool),
+        "at": d["at"] if len(d) else pd.Series(dtype="datetime64[ns, UTC]"),
+        "hours": d["recovery_time"] / HOURS if len(d) else pd.Series(dtype=float),
+        "label": d["label"] if len(d) else pd.Series(dtype=str),
+        "recovered": d["restored_at"].notna() if len(d) else pd.Series(dtype=bool),
     })
 
 
@@ -193,32 +194,43 @@ def _layout(fig: Any, title: str, **kw: Any) -> Any:
     return fig
 
 
+def _naive(s: pd.Series) -> list[str]:
+    """UTC times as plain date strings: plotly.js reads neither offsets nor plotly.py's binary datetime arrays."""
+    return [v.strftime("%Y-%m-%d %H:%M:%S.%f") if not pd.isna(v) else None for v in pd.to_datetime(s, utc=True)]
+
+
+def _day(s: pd.Series) -> list[str]:
+    """Bucket starts as day labels: a category axis keeps one bar readable (a date axis zooms to 0.4 ms)."""
+    return [pd.Timestamp(v).strftime("%Y-%m-%d") for v in s]
+
+
 def lead_time_figure(data: pd.DataFrame) -> Any:
     go = _go()
-    fig = go.Figure(go.Box(x=data["bucket"], y=data["hours"], boxpoints="all", jitter=0.3, name="lead time",
+    fig = go.Figure(go.Box(x=_day(data["bucket"]), y=data["hours"], boxpoints="all", jitter=0.3, name="lead time",
                            text=data["sha"], hovertemplate="%{text}: %{y:.1f} h<extra></extra>"))
-    return _layout(fig, "Change lead time per commit (hours)", yaxis_title="hours", showlegend=False)
+    return _layout(fig, "Change lead time per commit (hours)", yaxis_title="hours", showlegend=False,
+                   xaxis_type="category")
 
 
 def frequency_figure(counts: pd.DataFrame) -> Any:
     go = _go()
-    fig = go.Figure(go.Bar(x=counts["period"], y=counts["deployments"], name="deployments",
+    fig = go.Figure(go.Bar(x=_day(counts["period"]), y=counts["deployments"], name="deployments",
                            marker_color=STYLES["passed"][0]))
-    return _layout(fig, "Deployment frequency", yaxis_title="deployments")
+    return _layout(fig, "Deployment frequency", yaxis_title="deployments", xaxis_type="category")
 
 
 def rate_figure(data: pd.DataFrame, title: str, colour: str) -> Any:
     go = _go()
-    fig = go.Figure(go.Bar(x=data["period"], y=data["rate"], marker_color=colour,
+    fig = go.Figure(go.Bar(x=_day(data["period"]), y=data["rate"], marker_color=colour,
                            customdata=np.stack([data["hits"], data["deployments"]], axis=-1) if len(data) else None,
                            hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
-    return _layout(fig, title, yaxis_tickformat=".0%", yaxis_range=[0, 1])
+    return _layout(fig, title, yaxis_tickformat=".0%", yaxis_range=[0, 1], xaxis_type="category")
 
 
 def recovery_figure(data: pd.DataFrame) -> Any:
     go = _go()
     rec = data.loc[data["recovered"]] if len(data) else data
-    fig = go.Figure(go.Scatter(x=rec["at"], y=rec["hours"], mode="markers", text=rec["label"], name="recovered",
+    fig = go.Figure(go.Scatter(x=_naive(rec["at"]), y=rec["hours"], mode="markers", text=rec["label"], name="recovered",
                                marker=dict(size=9, color=STYLES["failed"][0]),
                                hovertemplate="%{text}: %{y:.1f} h<extra></extra>"))
     return _layout(fig, "Failed deployment recovery time (hours)", yaxis_title="hours", showlegend=False)
@@ -237,13 +249,15 @@ def gantt_figure(data: pd.DataFrame, title: str = "Run timeline") -> Any:
     fig = go.Figure()
     now = pd.Timestamp.now(tz="UTC")
     for kind, g in data.groupby("kind", sort=False):
-        finish = g["finish"].fillna(now)
-        ms = (finish - g["start"]) / pd.Timedelta(milliseconds=1)
+        start = pd.to_datetime(g["start"], utc=True)
+        finish = pd.to_datetime(g["finish"], utc=True).fillna(now)
+        ms = (finish - start) / pd.Timedelta(milliseconds=1)
         colours = [STYLES.get(s, STYLES["not run"])[0] if kind != "approval wait" else "#c9b3e6" for s in g["status"]]
-        fig.add_trace(go.Bar(y=g["lane"], x=ms, base=g["start"], orientation="h", name=kind, marker_color=colours,
+        fig.add_trace(go.Bar(y=g["lane"], x=ms, base=_naive(start), orientation="h", name=kind, marker_color=colours,
                              customdata=g["status"], hovertemplate="%{y}: %{customdata}<extra>" + kind + "</extra>"))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="date")
+    fig.update_yaxes(autorange="reversed", type="category", categoryorder="array",
+                     categoryarray=list(dict.fromkeys(data["lane"])))
+    fig.update_xaxes(type="date", title_text="UTC")
     return _layout(fig, title, barmode="overlay", height=max(220, 26 * max(1, data["lane"].nunique()) + 80))
 
 

@@ -14,12 +14,12 @@ from typing import Any, Callable, Iterable, Mapping
 import pandas as pd
 
 # status → (fill, text colour, symbol, words). Running and waiting must differ at a glance,
-# also without colour: running has a moving stripe and ▶, waiting a dashed outline and ⏸.
+# also without colour: running has a moving stripe and ▶, waiting a dashed outline and ‖ (pause).
 STYLES: dict[str, tuple[str, str, str, str]] = {
     "passed": ("#2e9e44", "#fff", "✓", "passed"),
     "failed": ("#d9342b", "#fff", "✗", "failed"),
     "running": ("#f0ad1e", "#222", "▶", "running"),
-    "waiting": ("#ffffff", "#7a3fb5", "⏸", "awaiting approval"),
+    "waiting": ("#ffffff", "#7a3fb5", "‖", "awaiting approval"),
     "scheduled": ("#9fc9ee", "#123", "…", "scheduled"),
     "cancelled": ("#9e9e9e", "#fff", "■", "cancelled"),
     "rejected": ("#8b1d1d", "#fff", "⊘", "rejected"),
@@ -146,7 +146,8 @@ def board_html(rows: Iterable[BoardRow]) -> str:
         for i, run in enumerate(row.runs):
             cls = "" if i == 0 else ' class="wb-old"'
             name = f"<b>{html.escape(row.pipeline)}</b>" if i == 0 else ""
-            label = "never run" if run.counter == 0 else f"#{run.counter} {html.escape(run.label)} · {html.escape(run.status)}"
+            shown = "" if run.label == str(run.counter) else f" {html.escape(run.label)}"
+            label = "never run" if run.counter == 0 else f"#{run.counter}{shown} · {html.escape(run.status)}"
             cells = "".join(_cell_html(c) for c in run.cells)
             parts.append(f'<tr{cls} data-pipeline="{html.escape(row.pipeline)}" data-counter="{run.counter}">'
                          f'<td>{name}</td><td class="wb-run">{label}</td><td>{cells}</td></tr>')

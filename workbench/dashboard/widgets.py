@@ -135,7 +135,7 @@ class Dashboard(W.VBox):
     """The release dashboard of one workspace, for one user (the current one by default)."""
 
     def __init__(self, ws: Any, *, user: str | None = None, interval: float = 2.0, runs_per_pipeline: int = 3,
-                 autostart: bool = True, drive: bool = True, charts_on_start: bool = True) -> None:
+                 autostart: bool = True, drive: bool = True, charts_on_start: bool = False) -> None:
         from ..identity import current_user
 
         self.ws = ws
@@ -159,8 +159,8 @@ class Dashboard(W.VBox):
         self.approvals.add_class("wb-approvals")
         self.routes = W.VBox()
         self.metrics_html = W.HTML()
-        self.period = W.Dropdown(options=[("all history", None), ("last 7 days", 7), ("last 30 days", 30),
-                                          ("last 90 days", 90)], value=None, description="period")
+        self.period = W.Dropdown(options=[("all history", 0), ("last 7 days", 7), ("last 30 days", 30),
+                                          ("last 90 days", 90)], value=0, description="period")
         self.freq = W.Dropdown(options=[("day", "D"), ("week", "W"), ("month", "M")], value="W", description="per")
         self.refresh_charts_button = W.Button(description="Refresh charts")
         self.refresh_charts_button.on_click(lambda _b: self.refresh_charts())
@@ -181,12 +181,15 @@ class Dashboard(W.VBox):
         ])
         for i, t in enumerate(("Pipelines", "Traffic", "Metrics", "Run")):
             tabs.set_title(i, t)
+        self.tabs = tabs
+        # charts and the run view cost seconds (plotly's widget bundle): built when first looked at
+        tabs.observe(self._on_tab, names="selected_index")
         super().__init__([header, self.message, tabs])
         self.add_class("wb-dashboard")
         self.refresh_live()
-        self._fill_runs()
         if charts_on_start:
             self.refresh_charts()
+            self._fill_runs()
         if autostart:
             self.start()
 
@@ -211,10 +214,19 @@ class Dashboard(W.VBox):
             cfg = self.ws.config
             runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
             stage_layout, groups = source.layout(cfg)
-            self.board.value = data.board_html(data.board(runs, stages, stage_layout, groups))
+            board = data.board_html(data.board(runs, stages, stage_layout, groups))
+            before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
+            self.board.value = board
             self._refresh_approvals()
             self._refresh_routes()
-            _say(self.status, f"updated {time.strftime('%H:%M:%S')}")
+            # the status only changes with the data: an unwatched page's kernel then goes quiet
+            # and Voila can cull it (see cli/dashboard.py)
+            if before != (self.board.value, self.approvals.children, self.routes.children, self._route_values()) \
+                    or not self.status.value:
+                _say(self.status, f"last change {time.strftime('%H:%M:%S')}")
+
+    def _route_values(self) -> tuple[Any, ...]:
+        return tuple((r.weights.value, r.rollback.disabled) for r in self._routes.values())
 
     def _refresh_approvals(self) -> None:
         from ..approvals import pending_approvals
@@ -311,6 +323,15 @@ class Dashboard(W.VBox):
             f = self.figures
             self.chart_box.children = [W.HBox([f["lead"], f["freq"]]), W.HBox([f["cfr"], f["recovery"]]),
                                        W.HBox([f["rework"], f["stages"]])]
+
+    def _on_tab(self, change: dict[str, Any]) -> None:
+        try:
+            if change["new"] == 2 and not self.figures:
+                self.refresh_charts()
+            elif change["new"] == 3 and not self.runs.options:
+                self._fill_runs()
+        except WorkbenchError as exc:
+            _say(self.message, str(exc), BAD)
 
     def _fill_runs(self) -> None:
         options = source.recent_runs(self.ws.store)

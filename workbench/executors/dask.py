@@ -25,6 +25,7 @@ to the *i*-th matching worker. What Dask does not do, this class does:
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import queue
@@ -51,6 +52,7 @@ from .dask_agent import (
 log = logging.getLogger(__name__)
 
 RESUBMITS = 5  # a job queued on lost workers (never started) is sent again at most this often
+_ALL_WORKERS = {"n_workers": -1} if "n_workers" in inspect.signature(Client.scheduler_info).parameters else {}
 
 
 def normalize_address(address: str) -> str:
@@ -112,7 +114,8 @@ class DaskExecutor(Executor):
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     self._cluster = LocalCluster(
                         n_workers=n_workers or max_parallel or os.cpu_count() or 2, threads_per_worker=1,
-                        processes=True, dashboard_address="127.0.0.1:0", memory_limit=memory_limit, silence_logs=logging.ERROR,
+                        processes=True, dashboard_address="127.0.0.1:0", memory_limit=memory_limit,
+                        silence_logs=logging.ERROR,
                     )
                 self.client = Client(self._cluster, set_as_default=False)
             else:
@@ -154,9 +157,11 @@ class DaskExecutor(Executor):
         return sum(1 for w in workers.values() if serves(w.get("resources") or {}, needs))
 
     def workers(self) -> dict[str, Mapping[str, Any]]:
-        return dict(self.client.scheduler_info()["workers"])
+        """Live workers by address (all of them: some Dask versions list 5 unless told otherwise)."""
+        return dict(self.client.scheduler_info(**_ALL_WORKERS)["workers"])
 
-    def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None) -> "Future[JobOutcome]":
+    def submit(self, spec: JobSpec, cancel: threading.Event,
+               on_start: StartCallback | None = None) -> "Future[JobOutcome]":
         future: Future[JobOutcome] = Future()
         if cancel.is_set() or self._closed.is_set():
             future.set_result(JobOutcome(Status.CANCELLED, reason="cancelled before it started", agent="dask"))
@@ -293,8 +298,11 @@ class DaskExecutor(Executor):
             self._resolve(rec, JobOutcome(Status.FAILED, reason=f"executor error: {type(exc).__name__}: {exc}",
                                           agent=rec.agent or "dask"))
         elif dfut.status == "cancelled":
-            why = "cancelled" if rec.cancel.is_set() else "the Dask task was cancelled"
-            self._resolve(rec, JobOutcome(Status.CANCELLED, reason=why, agent=rec.agent or "dask"))
+            if rec.cancel.is_set():
+                self._resolve(rec, JobOutcome(Status.CANCELLED, reason="cancelled", agent=rec.agent or "dask"))
+            else:  # nobody here cancelled it: the scheduler went away or restarted
+                self._resolve(rec, JobOutcome(Status.FAILED, agent=rec.agent or "dask",
+                                              reason="the Dask scheduler dropped the job (restarted or unreachable)"))
         else:
             self._resolve(rec, JobOutcome(Status.FAILED, reason="the agent finished without reporting an outcome",
                                           agent=rec.agent or "dask"))
@@ -345,7 +353,8 @@ class DaskExecutor(Executor):
         for rec in recs:
             if rec.attempt is not None:
                 self._set_cancel(rec)
-            self._resolve(rec, JobOutcome(Status.CANCELLED, reason="the executor was closed", agent=rec.agent or "dask"))
+            self._resolve(rec, JobOutcome(Status.CANCELLED, reason="the executor was closed",
+                                          agent=rec.agent or "dask"))
 
     # -- the watcher: cancels, agents that are missing or gone ---------------------
     def _watch(self) -> None:
@@ -432,7 +441,7 @@ def list_agents(address: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     except (OSError, TimeoutError, ValueError) as exc:
         raise ExecutionError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     try:
-        workers = client.scheduler_info()["workers"]
+        workers = client.scheduler_info(**_ALL_WORKERS)["workers"]
         try:
             running = client.run(running_keys)
         except Exception:  # workers without the workbench installed: what the scheduler assigned them

@@ -108,6 +108,14 @@ def agent_name(worker: Any) -> str:
     return f"{socket.gethostname()}/{worker.address.split('://')[-1]}"
 
 
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook (``workbench agent`` passes ``--preload`` of this module): the feature
+    modules are imported while the agent starts, not in its first job's time."""
+    from .. import features
+
+    features.load()
+
+
 def running_keys(dask_worker: Any = None) -> list[str]:
     """Run on a worker by ``workbench agents`` (``Client.run``): the keys it is executing now."""
     return [str(ts.key) for ts in dask_worker.state.executing]
@@ -116,11 +124,11 @@ def running_keys(dask_worker: Any = None) -> list[str]:
 # -- on the worker ------------------------------------------------------------
 def run_on_worker(spec: Any, base_env: Mapping[str, str], channel: str, cancel_name: str) -> None:
     """One attempt at a job on this worker; everything it reports goes out as events."""
-    from distributed import Event, get_worker
+    from distributed import Event, get_client, get_worker
 
-    from .base import JobOutcome
     from ..status import Status
     from ..tasks import run_job
+    from .base import JobOutcome
 
     worker = get_worker()
     agent = agent_name(worker)
@@ -129,10 +137,11 @@ def run_on_worker(spec: Any, base_env: Mapping[str, str], channel: str, cancel_n
     def send(**msg: Any) -> None:
         worker.log_event(TOPIC, {"ch": channel, "job": spec.job_run_id, "at": attempt, **msg})
 
-    remote = Event(cancel_name)
-    if remote.is_set():
-        send(kind="done", outcome=_plain(JobOutcome(Status.CANCELLED, reason="cancelled before it started", agent=agent)))
-        return
+    # No look at the cancel flag before starting: that is a round trip to the
+    # scheduler per job (milliseconds). A job cancelled before it starts is
+    # cancelled as a Dask task; one that slips through stops at the first poll.
+    # the worker's client, resolved here: the watcher thread is not a task thread
+    remote = Event(cancel_name, client=get_client())
     send(kind="start", agent=agent, worker=worker.address)
     local = _localize(spec, base_env, Path(worker.local_directory), attempt)
     cancel, stop = threading.Event(), threading.Event()

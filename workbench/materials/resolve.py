@@ -53,6 +53,7 @@ class MaterialSource:
         self.failed_urls: dict[str, MaterialError] = {}
         self._mirrors: dict[str, Mirror] = {}
         self._deps: dict[tuple[str, str], list[UpstreamRun]] = {}
+        self._asked: set[int] = set()  # the material objects polled for themselves this pass
 
     # -- git -------------------------------------------------------------------
     def fingerprint(self, m: GitMaterial) -> str:
@@ -77,6 +78,7 @@ class MaterialSource:
         """Ask each repository once for its heads; fetch the ones that moved."""
         by_url: dict[str, list[GitMaterial]] = {}
         for m in materials:
+            self._asked.add(id(m))
             by_url.setdefault(self.url(m), []).append(m)
         if not by_url:
             return
@@ -143,7 +145,10 @@ class MaterialSource:
         for m in p.materials:
             if isinstance(m, GitMaterial):
                 try:
-                    head = self.head(m)
+                    # auto_update: false moves only when polled for it (notify, timer, manual), even if
+                    # another pipeline's poll of the same URL already fetched the new head
+                    kept = None if m.auto_update or id(m) in self._asked else self._git_previous(m, last)
+                    head = kept or self.head(m)
                 except MaterialError as exc:
                     return Decision(waiting=f"material {m.name}: {exc}")
                 cands[m.name] = [fanin.Candidate(head, {self.fingerprint(m): head})]

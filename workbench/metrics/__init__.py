@@ -85,7 +85,8 @@ class Metrics:
 
     @cached_property
     def four_keys(self) -> pd.DataFrame:
-        return four_keys(self.deployments, self.lead_times, self.incidents, self.period, by=self.by)
+        return four_keys(self.deployments, self.lead_times, self.incidents, self.period, by=self.by,
+                         precomputed=self.summary)
 
     def frequency(self, freq: str = "D") -> pd.DataFrame:
         return deployment_counts(self.deployments, self.period, freq=freq, by=self.by)

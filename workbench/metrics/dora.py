@@ -52,11 +52,15 @@ def deployments(h: History, rule: DeployRule) -> pd.DataFrame:
     if not prod or runs.empty or stages.empty:
         return _empty(DEPLOYMENT_COLUMNS)
     st = stages.loc[stages["pipeline"].isin(prod), ["run_id", "pipeline", "stage", "status", "started_at", "finished_at"]]
-    key = st["pipeline"].astype(str) + "/" + st["stage"].astype(str)
-    point_keys = [f"{p}/{s}" for p, ss in rule.points.items() for s in ss]
-    rollout_keys = [f"{p}/{s}" for p, ss in rule.rollout.items() for s in ss] + point_keys
-    passed = st.loc[key.isin(point_keys) & (st["status"] == "passed")].groupby("run_id")["finished_at"].min()
-    touched = st.loc[key.isin(rollout_keys) & st["started_at"].notna()].groupby("run_id")["started_at"].min()
+    pipeline, stage = st["pipeline"], st["stage"]
+    is_point = np.zeros(len(st), dtype=bool)
+    is_rollout = np.zeros(len(st), dtype=bool)
+    for p in prod:  # a handful of production pipelines: one vectorized pass each
+        mine = (pipeline == p).to_numpy()
+        is_point |= mine & stage.isin(rule.points[p]).to_numpy()
+        is_rollout |= mine & stage.isin((*rule.rollout.get(p, ()), *rule.points[p])).to_numpy()
+    passed = st.loc[is_point & (st["status"] == "passed").to_numpy()].groupby("run_id")["finished_at"].min()
+    touched = st.loc[is_rollout & st["started_at"].notna().to_numpy()].groupby("run_id")["started_at"].min()
     r = runs.loc[runs["pipeline"].isin(prod)].set_index("run_id")
     deployed_at = passed.reindex(r.index)
     first_touch = touched.reindex(r.index)
@@ -212,6 +216,7 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") 
     if c.empty:
         return _empty(LEAD_COLUMNS)
     runs = h.runs[["run_id", "pipeline", "counter"]].dropna(subset=["run_id"])
+    c = c[["sha", "material", "author", "author_time", "commit_time", "pipeline_run_id"]]  # the frame's own run columns vary
     cc = c.merge(runs.rename(columns={"run_id": "pipeline_run_id"}), on="pipeline_run_id", how="left")
     when = cc[time_col]
     if time_col == "commit_time":
@@ -420,7 +425,7 @@ def _closed(period: Period, dep: pd.DataFrame) -> Period:
 
 
 def four_keys(dep: pd.DataFrame, leads: pd.DataFrame, incidents: pd.DataFrame, period: Period | None = None, *,
-              by: str | None = None) -> pd.DataFrame:
+              by: str | None = None, precomputed: pd.DataFrame | None = None) -> pd.DataFrame:
     """The classic Four Keys dashboard: four metrics with Four Keys' own buckets.
 
     As Four Keys: time to restore is each incident's resolved − opened time
@@ -430,7 +435,7 @@ def four_keys(dep: pd.DataFrame, leads: pd.DataFrame, incidents: pd.DataFrame, p
     """
     period = period or Period()
     col = group_col(by)
-    s = summary(dep, leads, period, by=by)
+    s = summary(dep, leads, period, by=by) if precomputed is None else precomputed
     inc = incidents.loc[period.mask(incidents["opened_at"])] if len(incidents) else incidents
     if len(inc) and col is not None:
         info = dep.set_index("run_id")[col]

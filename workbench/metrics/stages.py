@@ -100,12 +100,12 @@ def failure_rates(h: History, period: Period | None = None, *, level: str = "sta
         df = df.loc[period.mask(df[when])]
     df = _with_groups(df, h, col)
     keys = [*([col] if col and col != "pipeline" else []), "pipeline", "stage", *(["job"] if level == "job" else [])]
-    status = df["status"].astype(str)
-    frame = pd.DataFrame({k: df[k].astype(str) for k in keys})
+    status = df["status"]
+    frame = df[keys].copy(deep=False)
     frame["passed"] = (status == "passed").to_numpy()
     frame["failed"] = (status == "failed").to_numpy()
     frame["finished"] = status.isin(["passed", "failed", "cancelled", "rejected", "skipped"]).to_numpy()
-    g = frame.groupby(keys, sort=True)
+    g = frame.groupby(keys, sort=True, observed=True)
     out = g[["finished", "passed", "failed"]].sum()
     decided = out["passed"] + out["failed"]
     out["failure_rate"] = out["failed"] / decided.where(decided > 0)
@@ -121,11 +121,9 @@ def reruns(h: History, period: Period | None = None, *, by: str | None = None) -
         s = s.loc[period.mask(s["created_at"])]
     s = _with_groups(s, h, col)
     keys = [*([col] if col and col != "pipeline" else []), "pipeline", "stage"]
-    frame = pd.DataFrame({k: s[k].astype(str) for k in keys})
+    frame = s[[*keys, "run_id", "stage_counter"]].copy(deep=False)
     frame["rerun"] = (s["stage_counter"] > 1).to_numpy()
-    frame["run_id"] = s["run_id"].to_numpy()
-    frame["stage_counter"] = s["stage_counter"].to_numpy()
-    g = frame.groupby(keys, sort=True)
+    g = frame.groupby(keys, sort=True, observed=True)
     out = pd.DataFrame({"stage_runs": g.size(), "reruns": g["rerun"].sum(), "max_counter": g["stage_counter"].max()})
     rr = frame.loc[frame["rerun"]]
     out["runs_rerun"] = rr.groupby(keys)["run_id"].nunique().reindex(out.index, fill_value=0) if len(rr) else 0

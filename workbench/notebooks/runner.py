@@ -53,7 +53,7 @@ from nbclient.exceptions import DeadKernelError  # noqa: E402
 from nbclient.util import ensure_async, run_sync  # noqa: E402
 from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines  # noqa: E402
-from papermill.exceptions import PapermillExecutionError, PapermillException  # noqa: E402
+from papermill.exceptions import PapermillExecutionError  # noqa: E402
 from papermill.execute import execute_notebook  # noqa: E402
 from papermill.inspection import _infer_parameters  # noqa: E402
 from papermill.iorw import load_notebook_node  # noqa: E402

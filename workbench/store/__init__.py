@@ -79,12 +79,15 @@ class Store:
             url = _sqlite_url(path)
         try:
             engine = _make_engine(url)
+            if engine.dialect.name != "sqlite":  # a server: say "cannot reach it" before anything else
+                with engine.connect():
+                    pass
             store = cls(engine, url)
             store._migrate()
         except StoreError:
             raise
-        except DatabaseError as exc:  # corrupt file, not a database, locked
-            raise StoreError(f"cannot open store {url}: {_short(exc)}") from None
+        except DatabaseError as exc:  # corrupt file, not a database, locked, server unreachable
+            raise StoreError(f"cannot open store {_safe_url(url)}: {_short(exc)}") from None
         return store
 
     def close(self) -> None:
@@ -201,20 +204,29 @@ class Store:
         values: dict[str, Any] = {"status": status.value}
         if reason is not None:
             values["reason"] = reason
-        if status == Status.RUNNING:
-            values["started_at"] = sa.func.coalesce(S.pipeline_runs.c.started_at, t)
+        started = status == Status.RUNNING
+        if started:
             values["finished_at"] = None
         if status in FINISHED:
             values["finished_at"] = t
+        pr = S.pipeline_runs
+
+        def build() -> Any:
+            sets = _sets(values)
+            if started:  # the first start counts: keep it when a rerun runs the run again
+                sets["started_at"] = sa.func.coalesce(pr.c.started_at, _P("b_started_at"))
+            return pr.update().where(pr.c.id == _P("b_id")).values(**sets)
+
+        stmt = _cached(("set_pipeline_status", tuple(values), started), build)
+        params = {"b_id": run_id, **_params(values)}
+        if started:
+            params["b_started_at"] = t
         with self.write() as conn:
-            conn.execute(S.pipeline_runs.update().where(S.pipeline_runs.c.id == run_id).values(**values))
+            conn.execute(stmt, params)
 
     def get_pipeline_run_by_id(self, run_id: int) -> PipelineRun:
         with self.read() as conn:
-            row = conn.execute(sa.select(S.pipeline_runs).where(S.pipeline_runs.c.id == run_id)).mappings().first()
-        if row is None:
-            raise NotFound(f"no pipeline run with id {run_id}")
-        return _pipeline_run(row)
+            return _get_run(conn, run_id)
 
     def get_pipeline_run(self, pipeline: str, counter: int | str | None = None) -> PipelineRun:
         """A run by counter; None or 'latest' gives the latest."""
@@ -251,27 +263,22 @@ class Store:
         with self.read() as conn:
             return {r["pipeline"]: _pipeline_run(r) for r in conn.execute(q).mappings()}
 
-    def run_detail(self, run: PipelineRun | int) -> RunDetail:
-        if isinstance(run, int):
-            run = self.get_pipeline_run_by_id(run)
+    def run_detail(self, run: PipelineRun | int, *, jobs: bool = True) -> RunDetail:
+        """A run with all its stage runs and, unless ``jobs=False``, their job runs.
+
+        ``jobs=False`` is what the engine asks between stages: the stage rows
+        decide the next step, and reading every job row of a wide run there
+        cost milliseconds per stage (see benchmarks/README.md).
+        """
         with self.read() as conn:
-            stages = [
-                _stage_run(r)
-                for r in conn.execute(
-                    sa.select(S.stage_runs)
-                    .where(S.stage_runs.c.pipeline_run_id == run.id)
-                    .order_by(S.stage_runs.c.position, S.stage_runs.c.counter)
-                ).mappings()
-            ]
-            jobs: dict[int, list[JobRun]] = {s.id: [] for s in stages}
-            if stages:
-                for r in conn.execute(
-                    sa.select(S.job_runs)
-                    .where(S.job_runs.c.stage_run_id.in_(list(jobs)))
-                    .order_by(S.job_runs.c.id)
-                ).mappings():
-                    jobs[r["stage_run_id"]].append(_job_run(r))
-        return RunDetail(run, tuple(stages), {k: tuple(v) for k, v in jobs.items()})
+            if isinstance(run, int):
+                run = _get_run(conn, run)
+            stages = [_stage_run(r) for r in conn.execute(_STAGES_OF_RUN, {"b_id": run.id}).mappings()]
+            by_stage: dict[int, list[JobRun]] = {s.id: [] for s in stages}
+            if stages and jobs:
+                for r in conn.execute(_JOBS_OF_STAGES, {"b_ids": list(by_stage)}).mappings():
+                    by_stage[r["stage_run_id"]].append(_job_run(r))
+        return RunDetail(run, tuple(stages), {k: tuple(v) for k, v in by_stage.items()})
 
     # -- stage runs ------------------------------------------------------
     def create_stage_run(
@@ -291,7 +298,9 @@ class Store:
         ``expect_stage_runs`` is the number of stage runs the caller saw when it
         decided: if another process advanced the run meanwhile, nothing is
         written and :class:`InvalidState` is raised, so a stage is never
-        scheduled twice by two drivers.
+        scheduled twice by two drivers. With ``status=RUNNING`` the stage is
+        created already claimed (``started_at`` set): the engine starts a
+        stage in this one transaction instead of three.
         """
         t = now()
         sr = S.stage_runs
@@ -316,6 +325,7 @@ class Store:
                     approval_type=approval_type,
                     approved_by=approved_by,
                     created_at=t,
+                    started_at=t if status == Status.RUNNING else None,
                 )
             ).inserted_primary_key[0]
             if jobs:
@@ -326,13 +336,8 @@ class Store:
                         for n, i, c in jobs
                     ],
                 )
-            stage = _stage_run(conn.execute(sa.select(sr).where(sr.c.id == sid)).mappings().one())
-            job_rows = [
-                _job_run(r)
-                for r in conn.execute(
-                    sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == sid).order_by(S.job_runs.c.id)
-                ).mappings()
-            ]
+            stage = _stage_run(conn.execute(_STAGE_BY_ID, {"b_id": sid}).mappings().one())
+            job_rows = [_job_run(r) for r in conn.execute(_JOBS_OF_STAGE, {"b_id": sid}).mappings()] if jobs else []
         return stage, job_rows
 
     def add_job_runs(self, stage_run_id: int, jobs: Sequence[tuple[str, int, int]]) -> list[JobRun]:
@@ -369,12 +374,20 @@ class Store:
             values["started_at"] = t
         if status in FINISHED:
             values["finished_at"] = t
-        with self.write() as conn:
-            q = sr.update().where(sr.c.id == stage_run_id)
+        def build() -> Any:
+            q = sr.update().where(sr.c.id == _P("b_id"))
             if expect is not None:
-                q = q.where(sr.c.status.in_([s.value for s in expect]))
-            n = conn.execute(q.values(**values)).rowcount
-            row = conn.execute(sa.select(sr).where(sr.c.id == stage_run_id)).mappings().first()
+                q = q.where(sr.c.status.in_(_P("b_expect", expanding=True)))
+            return q.values(**_sets(values))
+
+        stmt = _cached(("set_stage_status", tuple(values), expect is not None), build)
+        params = {"b_id": stage_run_id, **_params(values)}
+        if expect is not None:
+            expect = list(expect)
+            params["b_expect"] = [s.value for s in expect]
+        with self.write() as conn:
+            n = conn.execute(stmt, params).rowcount
+            row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
         if row is None:
             raise NotFound(f"no stage run with id {stage_run_id}")
         if n == 0:
@@ -386,28 +399,21 @@ class Store:
 
     def get_stage_run(self, stage_run_id: int) -> StageRun:
         with self.read() as conn:
-            row = conn.execute(sa.select(S.stage_runs).where(S.stage_runs.c.id == stage_run_id)).mappings().first()
+            row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
         if row is None:
             raise NotFound(f"no stage run with id {stage_run_id}")
         return _stage_run(row)
 
     # -- job runs --------------------------------------------------------
     def start_job(self, job_run_id: int, *, agent: str, log_path: str | None, owner: str | None = None) -> None:
-        t = now()
+        params = {"b_id": job_run_id, "b_agent": agent, "b_log_path": log_path, "b_owner": owner or owner_id(), "b_t": now()}
         with self.write() as conn:
-            conn.execute(
-                S.job_runs.update()
-                .where(S.job_runs.c.id == job_run_id)
-                .values(status="running", agent=agent, log_path=log_path, owner=owner or owner_id(), started_at=t, heartbeat_at=t)
-            )
+            conn.execute(_START_JOB, params)
 
     def finish_job(self, job_run_id: int, status: Status, *, exit_code: int | None = None, reason: str | None = None) -> None:
+        params = {"b_id": job_run_id, "b_status": status.value, "b_exit_code": exit_code, "b_reason": reason, "b_t": now()}
         with self.write() as conn:
-            conn.execute(
-                S.job_runs.update()
-                .where(S.job_runs.c.id == job_run_id)
-                .values(status=status.value, exit_code=exit_code, reason=reason, finished_at=now())
-            )
+            conn.execute(_FINISH_JOB, params)
 
     def note_job(self, job_run_id: int, reason: str | None) -> None:
         """Say why a scheduled job has not started (e.g. waiting for an agent); None clears it."""
@@ -423,12 +429,7 @@ class Store:
 
     def job_runs(self, stage_run_id: int) -> list[JobRun]:
         with self.read() as conn:
-            return [
-                _job_run(r)
-                for r in conn.execute(
-                    sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == stage_run_id).order_by(S.job_runs.c.id)
-                ).mappings()
-            ]
+            return [_job_run(r) for r in conn.execute(_JOBS_OF_STAGE, {"b_id": stage_run_id}).mappings()]
 
     def active_job_runs(self) -> list[JobRun]:
         with self.read() as conn:
@@ -451,6 +452,52 @@ class Store:
             return True
         with self.read() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+# -- hot-path statements ------------------------------------------------------
+# Built once, executed with parameters: building a SQLAlchemy expression (and
+# its cache key) per call cost more than SQLite's own work, several times per
+# job (profile in benchmarks/README.md). Names are prefixed ``b_`` because
+# SQLAlchemy reserves bare column names for its own VALUES/SET parameters.
+
+_P = sa.bindparam
+_STAGES_OF_RUN = (sa.select(S.stage_runs).where(S.stage_runs.c.pipeline_run_id == _P("b_id"))
+                  .order_by(S.stage_runs.c.position, S.stage_runs.c.counter))
+_STAGE_BY_ID = sa.select(S.stage_runs).where(S.stage_runs.c.id == _P("b_id"))
+_RUN_BY_ID = sa.select(S.pipeline_runs).where(S.pipeline_runs.c.id == _P("b_id"))
+_JOBS_OF_STAGE = sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == _P("b_id")).order_by(S.job_runs.c.id)
+_JOBS_OF_STAGES = (sa.select(S.job_runs).where(S.job_runs.c.stage_run_id.in_(_P("b_ids", expanding=True)))
+                   .order_by(S.job_runs.c.id))
+_START_JOB = S.job_runs.update().where(S.job_runs.c.id == _P("b_id")).values(
+    status="running", agent=_P("b_agent"), log_path=_P("b_log_path"), owner=_P("b_owner"), started_at=_P("b_t"),
+    heartbeat_at=_P("b_t"))
+_FINISH_JOB = S.job_runs.update().where(S.job_runs.c.id == _P("b_id")).values(
+    status=_P("b_status"), exit_code=_P("b_exit_code"), reason=_P("b_reason"), finished_at=_P("b_t"))
+_STATEMENTS: dict[Any, Any] = {}
+
+
+def _cached(key: Any, build: Any) -> Any:
+    """A statement whose shape depends on which values are set: built once per shape."""
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
+def _sets(values: Mapping[str, Any]) -> dict[str, Any]:
+    """SET column = :b_column for each value (the statement's shape, cached by :func:`_cached`)."""
+    return {k: _P(f"b_{k}") for k in values}
+
+
+def _params(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"b_{k}": v for k, v in values.items()}
+
+
+def _get_run(conn: sa.Connection, run_id: int) -> PipelineRun:
+    row = conn.execute(_RUN_BY_ID, {"b_id": run_id}).mappings().first()
+    if row is None:
+        raise NotFound(f"no pipeline run with id {run_id}")
+    return _pipeline_run(row)
 
 
 # -- helpers ----------------------------------------------------------------

@@ -45,7 +45,8 @@ def copy_store(source: Store, target_url: str, *, batch: int = 1000,
         counts: dict[str, int] = {}
         with source.read() as src, target.write() as dst:
             for t in tables:
-                counts[t.name] = _copy_table(src, dst, t, src_cols.get(t.name, set()), batch) if t.name in src_cols else 0
+                present = src_cols.get(t.name)
+                counts[t.name] = _copy_table(src, dst, t, present, batch) if present else 0
                 if progress:
                     progress(t.name, counts[t.name])
             _copy_meta(src, dst)
@@ -57,7 +58,8 @@ def copy_store(source: Store, target_url: str, *, batch: int = 1000,
                 _reset_sequences(dst, tables)
         return counts
     except DBAPIError as exc:
-        raise StoreError(f"copy failed, nothing was written: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from None
+        why = str(getattr(exc, "orig", exc)).splitlines()[0]
+        raise StoreError(f"copy failed, nothing was written: {why}") from None
     finally:
         target.close()
 
@@ -94,7 +96,8 @@ def _reset_sequences(conn: sa.Connection, tables: list[sa.Table]) -> None:
         seq = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": t.name, "c": pk[0].name}).scalar()
         if seq:
             top = conn.execute(sa.select(sa.func.max(pk[0]))).scalar()
-            conn.execute(sa.text("SELECT setval(:s, :v, :called)"), {"s": seq, "v": top or 1, "called": top is not None})
+            conn.execute(sa.text("SELECT setval(:s, :v, :called)"),
+                         {"s": seq, "v": top or 1, "called": top is not None})
 
 
 def _same(a: str, b: str) -> bool:

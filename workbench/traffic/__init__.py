@@ -8,7 +8,8 @@ config section when the loader offers extension points.
 
 Public API::
 
-    move(ws, "shop", 25, actor="alice", reason="...")   # 25% on the candidate stack
+    set_weights(ws, "shop", 25, user="alice", reason="...")  # a person: authorized and audited
+    move(ws, "shop", 25, actor="run shop/7", reason="...")     # 25% on the candidate stack, no check
     rollback(ws, "shop-release/7", user="alice", reason="5xx on canary")
     reconcile(ws, "shop") / reconcile_all(ws)           # re-apply recorded weights
     route_status(ws)                                     # rows for the CLI and dashboards
@@ -25,7 +26,7 @@ from .providers import PROVIDERS, Provider, check_weights, provider_for, registe
 from .rollback import rollback
 from .rollout import expand_rollout, rollout_problems
 from .routes import Route, parse_route, parse_routes, route_of, routes_of
-from .shift import STAGE_HOOK, move, plan, reconcile, reconcile_all, route_status
+from .shift import STAGE_HOOK, move, plan, reconcile, reconcile_all, route_status, set_weights, traffic_approvers
 
 register_stage_hook(STAGE_HOOK)
 
@@ -78,5 +79,5 @@ _register_config()
 __all__ = [
     "PROVIDERS", "Provider", "Route", "check_weights", "expand_rollout", "move", "parse_route", "parse_routes", "plan",
     "provider_for", "reconcile", "reconcile_all", "register_provider", "rollback", "rollout_problems", "route_of",
-    "route_status", "routes_of",
+    "route_status", "routes_of", "set_weights", "traffic_approvers",
 ]

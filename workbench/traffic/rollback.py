@@ -78,8 +78,12 @@ def rollback(ws: "Workspace", locator: str, *, user: str | None = None, reason: 
             out.append({"route": name, "from": st.weights, "to": weights, "live": st.live})
     _mark_run(ws, run, f"rolled back by {actor}: {why}")
     record(ws, actor, "rollback", target, "ok", comment=reason, pipeline=run.pipeline, counter=run.counter,
-           detail="; ".join(f"{o['route']}: {o['from']} -> {o['to']}" for o in out))
+           detail="; ".join(f"{o['route']}: {_pct(o['from'])} -> {_pct(o['to'])}" for o in out))
     return out
+
+
+def _pct(weights: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}%" for k, v in weights.items())
 
 
 def _mark_run(ws: "Workspace", run: "PipelineRun", reason: str) -> None:

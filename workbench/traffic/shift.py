@@ -82,6 +82,30 @@ def move(ws: "Workspace", route_name: str, weight: int, *, actor: str, reason: s
         return weights
 
 
+def traffic_approvers(ws: "Workspace", route_name: str) -> list[Any]:
+    """Who may move a route by hand: the manual approvals of every stage that moves it."""
+    return [s.approval for p in ws.config.pipelines.values() for s in p.stages
+            if s.approval.manual and s.traffic is not None and s.traffic.route == route_name]
+
+
+def set_weights(ws: "Workspace", route_name: str, weight: int, *, user: str | None = None,
+                reason: str | None = None) -> dict[str, int]:
+    """A person moves ``weight`` % of a route to its candidate stack (``workbench traffic --set``, dashboards).
+
+    Authorized through ``approvals.authorize`` (the approvers of the stages
+    moving that route; anyone when none names anybody) and audited.
+    """
+    from ..approvals import authorize, record
+
+    route_of(ws.config, route_name, ws.root)
+    actor = authorize(ws, traffic_approvers(ws, route_name), user, "traffic", target=f"route:{route_name}",
+                      comment=reason)
+    weights = move(ws, route_name, weight, actor=actor, reason=reason or f"set by hand by {actor}")
+    record(ws, actor, "traffic", f"route:{route_name}", "ok", comment=reason,
+           detail=" ".join(f"{k}={v}%" for k, v in weights.items()))
+    return weights
+
+
 def reconcile(ws: "Workspace", route_name: str) -> dict[str, Any]:
     """Re-apply the recorded weights when the provider serves others (e.g. HAProxy after a reload).
 

@@ -1,0 +1,259 @@
+"""Benchmarks of the delivery metrics and the dashboard, each against a baseline measured in the same run.
+
+1. Every metric (DORA's five, four keys, stage times and waits, failure rates
+   by stage and job, reruns) over synthetic histories of 10k, 100k and 1M job
+   runs (1k, 10k, 100k pipeline runs); baseline: the same core numbers (per-job
+   failure rates, deployments, median lead time) in a plain per-row Python
+   loop over the same frames. Target (issue 6): ≤ 1 s at 1M job runs.
+2. The dashboard's live refresh (board, approvals, routes) over a real SQLite
+   store of 10k pipeline runs; baseline: reading the full run and stage frames
+   a naive board would start from. Target: ≤ 300 ms.
+3. One chart's data (lead time per commit, per week) at that size: from the
+   frames in memory, and from the store including reading the frames; baseline:
+   the per-row loop. Target: ≤ 200 ms.
+
+    .venv/bin/python benchmarks/bench_metrics.py [--sizes 10000,100000,1000000] [--repeat 3]
+
+Medians of ``--repeat`` runs after one warm-up. Synthetic data are built with
+numpy (not timed). The machine is a shared 2-core box: compare ours/baseline
+ratios of one run rather than absolute numbers across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workbench.metrics import DeployRule, History, Metrics  # noqa: E402
+
+N_PIPELINES = 20
+PROD = ("deploy_eu", "deploy_us")  # the production pipelines
+STAGES = ("build", "test", "package", "approve", "release")
+JOBS_PER_STAGE = 2
+T0 = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def synthetic(job_runs: int, seed: int = 7) -> tuple[History, DeployRule]:
+    """``job_runs`` job runs: runs of 20 pipelines × 5 stages × 2 jobs, 2 of them production."""
+    rng = np.random.default_rng(seed)
+    n_runs = job_runs // (len(STAGES) * JOBS_PER_STAGE)
+    names = [f"ci_{i}" for i in range(N_PIPELINES - len(PROD))] + list(PROD)
+    pipe = rng.choice(len(names), size=n_runs, p=[0.8 / (N_PIPELINES - 2)] * (N_PIPELINES - 2) + [0.1, 0.1])
+    start_ns = np.datetime64("2024-01-01T00:00:00", "ns") + np.sort(rng.uniform(0, 365 * 86400e9, n_runs)).astype("timedelta64[ns]")
+    start = pd.to_datetime(start_ns, utc=True)
+    run_id = np.arange(1, n_runs + 1)
+    pipe_names = np.array(names)[pipe]
+    counter = pd.Series(pipe_names).groupby(pipe_names).cumcount().to_numpy() + 1
+    status = np.where(rng.random(n_runs) < 0.08, "failed", "passed")
+    runs = pd.DataFrame({"run_id": run_id, "pipeline": pipe_names, "counter": counter, "label": counter.astype(str),
+                         "group_name": np.where(np.isin(pipe_names, PROD), "release", "ci"),
+                         "environment": np.where(np.isin(pipe_names, PROD), "production", None), "status": status,
+                         "created_at": start, "started_at": start, "finished_at": start + pd.Timedelta(minutes=30)})
+    # stages: 5 per run; a failed run fails at a random stage and skips the rest
+    s_run = np.repeat(run_id, len(STAGES))
+    pos = np.tile(np.arange(len(STAGES)), n_runs)
+    fail_at = np.where(status == "failed", rng.integers(0, len(STAGES), n_runs), len(STAGES))
+    fa = np.repeat(fail_at, len(STAGES))
+    s_status = np.where(pos < fa, "passed", np.where(pos == fa, "failed", "skipped"))
+    s_start = np.repeat(start_ns, len(STAGES)) + (pos * 6 * 60 * 1e9).astype("timedelta64[ns]")
+    manual = np.array([s == "approve" for s in STAGES])[pos]
+    created = s_start - np.where(manual, rng.exponential(3600e9, len(pos)), 5e9).astype("timedelta64[ns]")
+    stage_counter = np.where(rng.random(len(pos)) < 0.02, 2, 1)
+    stages = pd.DataFrame({
+        "stage_run_id": np.arange(1, len(pos) + 1), "run_id": s_run, "pipeline": np.repeat(pipe_names, len(STAGES)),
+        "counter": np.repeat(counter, len(STAGES)), "stage": np.array(STAGES)[pos], "position": pos,
+        "stage_counter": stage_counter, "status": s_status,
+        "approval_type": np.where(manual, "manual", "success"),
+        "created_at": pd.to_datetime(created, utc=True), "started_at": pd.to_datetime(s_start, utc=True),
+        "finished_at": pd.to_datetime(s_start + np.timedelta64(5 * 60, "s"), utc=True)})
+    j_idx = np.repeat(np.arange(len(stages)), JOBS_PER_STAGE)
+    jobs = pd.DataFrame({
+        "job_run_id": np.arange(1, len(j_idx) + 1), "stage_run_id": stages["stage_run_id"].to_numpy()[j_idx],
+        "run_id": s_run[j_idx], "pipeline": stages["pipeline"].to_numpy()[j_idx],
+        "stage": stages["stage"].to_numpy()[j_idx], "stage_counter": stage_counter[j_idx],
+        "job": np.tile(["unit", "lint"], len(stages)), "status": s_status[j_idx],
+        "started_at": stages["started_at"].to_numpy()[j_idx], "finished_at": stages["finished_at"].to_numpy()[j_idx]})
+    # one commit per CI run; each production run descends from the latest run of two CI pipelines
+    ci = runs.loc[~runs["pipeline"].isin(PROD)]
+    commits = pd.DataFrame({"sha": [f"{i:040x}" for i in ci["run_id"]], "material": "repo", "author": "dev",
+                            "author_time": ci["created_at"] - pd.Timedelta(hours=3),
+                            "commit_time": ci["created_at"] - pd.Timedelta(hours=2),
+                            "pipeline_run_id": ci["run_id"].to_numpy()})
+    prod = runs.loc[runs["pipeline"].isin(PROD)]
+    edges = []
+    for k in range(2):
+        src = ci.loc[ci["pipeline"] == f"ci_{k}", ["run_id", "created_at"]].rename(columns={"run_id": "upstream_run_id"})
+        m = pd.merge_asof(prod[["run_id", "created_at"]], src, on="created_at", direction="backward").dropna()
+        edges.append(pd.DataFrame({"upstream_run_id": m["upstream_run_id"].astype("int64"),
+                                   "downstream_run_id": m["run_id"]}))
+    provenance = pd.concat(edges, ignore_index=True)
+    pr = prod["run_id"].to_numpy()
+    incidents = pd.DataFrame({"incident_id": np.arange(1, len(pr) // 50 + 1), "title": "x", "severity": "major"})
+    blamed = rng.choice(pr, len(incidents), replace=False) if len(incidents) else pr[:0]
+    opened = runs.set_index("run_id").loc[blamed, "finished_at"].to_numpy() if len(blamed) else []
+    incidents["caused_by_run_id"] = blamed
+    incidents["opened_at"] = pd.to_datetime(opened, utc=True) + pd.Timedelta(hours=1)
+    incidents["resolved_at"] = incidents["opened_at"] + pd.Timedelta(hours=3)
+    rb = rng.choice(pr, len(pr) // 40, replace=False) if len(pr) >= 40 else pr[:0]
+    rollbacks = pd.DataFrame({"run_id": rb, "at": pd.to_datetime(runs.set_index("run_id").loc[rb, "finished_at"].to_numpy(), utc=True)})
+    marks = pd.DataFrame({"run_id": rng.choice(pr, len(pr) // 60, replace=False) if len(pr) >= 60 else pr[:0],
+                          "mark": "unplanned", "incident_id": pd.NA})
+    h = History.of(runs=runs, stages=stages, jobs=jobs, commits=commits, provenance=provenance, incidents=incidents,
+                   marks=marks, rollbacks=rollbacks)
+    rule = DeployRule.explicit({p: ["release"] for p in PROD}, environment={p: "production" for p in PROD})
+    return h, rule
+
+
+def everything(h: History, rule: DeployRule) -> Metrics:
+    m = Metrics(h, rule)
+    for part in ("summary", "four_keys", "stage_summary", "stage_failures", "job_failures", "reruns"):
+        getattr(m, part)
+    m.frequency("W")
+    return m
+
+
+def naive(h: History, rule: DeployRule) -> dict[str, Any]:
+    """The core numbers with per-row Python loops: what a hand-written script would do."""
+    fail: dict[tuple[str, str, str], list[int]] = {}
+    for r in h.jobs.itertuples(index=False):
+        c = fail.setdefault((r.pipeline, r.stage, r.job), [0, 0])
+        c[0] += r.status == "failed"
+        c[1] += r.status in ("passed", "failed")
+    deployed: dict[int, Any] = {}
+    points = {(p, s) for p, ss in rule.points.items() for s in ss}
+    for r in h.stages.itertuples(index=False):
+        if (r.pipeline, r.stage) in points and r.status == "passed":
+            deployed[r.run_id] = min(deployed.get(r.run_id, r.finished_at), r.finished_at)
+    ups: dict[int, list[int]] = {}
+    for r in h.provenance.itertuples(index=False):
+        ups.setdefault(r.upstream_run_id, []).append(r.downstream_run_id)
+    leads = []
+    for r in h.commits.itertuples(index=False):
+        times = [deployed[d] for d in ups.get(r.pipeline_run_id, ()) if d in deployed]
+        if times:
+            leads.append((min(times) - r.commit_time).total_seconds())
+    return {"failure_rates": {k: a / b for k, (a, b) in fail.items() if b}, "deployments": len(deployed),
+            "median_lead_s": statistics.median(leads) if leads else None}
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def row(what: str, ours: float, base: float, target: float | None, base_name: str) -> None:
+    ok = "" if target is None else ("  (target ≤ %.0f ms: %s)" % (target * 1000, "met" if ours <= target else "MISSED"))
+    print(f"{what:<44} ours {ours * 1000:9.1f} ms   {base_name} {base * 1000:10.1f} ms   "
+          f"baseline/ours {base / ours:6.1f}x{ok}", flush=True)
+
+
+# -- the store-backed parts --------------------------------------------------------------------------
+
+
+def store_workspace(root: Path, h: History) -> Any:
+    """A real workspace whose SQLite store holds ``h`` (bulk-inserted) and whose config matches it."""
+    import sqlalchemy as sa
+    import yaml
+
+    from workbench.store import schema as S
+    from workbench.workspace import Workspace
+
+    pipelines = {}
+    for name in sorted(h.runs["pipeline"].unique()):
+        stages = []
+        for s in STAGES:
+            body: dict[str, Any] = {"jobs": {j: {"tasks": [{"exec": {"command": "true"}}]} for j in ("unit", "lint")}}
+            if s == "approve":
+                body["approval"] = {"type": "manual", "roles": ["release-managers"]}
+            stages.append({s: body})
+        pipelines[name] = {"group": "release" if name in PROD else "ci", "stages": stages}
+    doc = {"format_version": 10, "roles": {"release-managers": ["alice"]},
+           "environments": {"production": {"production": True, "pipelines": list(PROD)}}, "pipelines": pipelines}
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    ws = Workspace.open(root)
+    ws.config
+    secs = lambda s: (pd.to_datetime(s, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()  # noqa: E731
+    r = h.runs
+    last = r.groupby("pipeline")["counter"].transform("max") == r["counter"]
+    status = np.where(last & (r.index % 7 == 0), "waiting", r["status"].astype(str))  # a few runs wait for approval
+    with ws.store.write() as conn:
+        conn.execute(S.pipeline_runs.insert(), pd.DataFrame({
+            "id": r["run_id"], "pipeline": r["pipeline"], "counter": r["counter"], "label": r["label"],
+            "group_name": r["group_name"], "trigger": "manual", "triggered_by": "bench", "status": status,
+            "revisions": [{}] * len(r), "environment": r["environment"], "created_at": secs(r["created_at"]),
+            "started_at": secs(r["started_at"]), "finished_at": secs(r["finished_at"])}).to_dict("records"))
+        s = h.stages
+        waiting_runs = set(r.loc[status == "waiting", "run_id"])
+        st = np.where(s["run_id"].isin(waiting_runs) & (s["stage"] == "approve"), "waiting", s["status"].astype(str))
+        conn.execute(S.stage_runs.insert(), pd.DataFrame({
+            "id": s["stage_run_id"], "pipeline_run_id": s["run_id"], "name": s["stage"], "position": s["position"],
+            "counter": 1, "status": st, "approval_type": s["approval_type"], "created_at": secs(s["created_at"]),
+            "started_at": secs(s["started_at"]), "finished_at": secs(s["finished_at"])}).to_dict("records"))
+        j = h.jobs
+        conn.execute(S.job_runs.insert(), pd.DataFrame({
+            "id": j["job_run_id"], "stage_run_id": j["stage_run_id"], "name": j["job"], "run_index": 1, "run_count": 1,
+            "status": j["status"], "created_at": secs(j["started_at"]), "started_at": secs(j["started_at"]),
+            "finished_at": secs(j["finished_at"])}).to_dict("records"))
+    del sa
+    return ws
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000", help="job runs per synthetic history")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dashboard-runs", type=int, default=10000, help="pipeline runs in the dashboard's store")
+    args = ap.parse_args(argv)
+    print(f"pandas {pd.__version__}, numpy {np.__version__}; medians of {args.repeat} runs after a warm-up")
+    print("\n1. every metric over the history (in memory)")
+    for size in [int(s) for s in args.sizes.split(",")]:
+        h, rule = synthetic(size)
+        ours = timed(lambda: everything(h, rule), args.repeat)
+        base = timed(lambda: naive(h, rule), 1 if size >= 1_000_000 else args.repeat)
+        target = 1.0 if size >= 1_000_000 else None
+        row(f"{size:>9,} job runs ({len(h.runs):,} pipeline runs)", ours, base, target, "per-row loop")
+
+    print(f"\n2./3. dashboard and chart data over a SQLite store of {args.dashboard_runs:,} pipeline runs")
+    h, rule = synthetic(args.dashboard_runs * len(STAGES) * JOBS_PER_STAGE)
+    with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
+        ws = store_workspace(Path(tmp), h)
+        from workbench.dashboard import charts
+        from workbench.dashboard.widgets import Dashboard
+        from workbench.metrics import metrics_from_workspace
+
+        dash = Dashboard(ws, user="alice", autostart=False)
+        full = lambda: (ws.frames.pipeline_runs, ws.frames.stage_runs)  # noqa: E731
+        row("dashboard live refresh", timed(dash.refresh_live, args.repeat), timed(full, args.repeat), 0.3,
+            "read run+stage frames")
+        m = Metrics(h, rule)
+        lead_mem = lambda: charts.lead_time_data(Metrics(h, rule).lead_times)  # noqa: E731
+        row("lead-time chart data (frames in memory)", timed(lead_mem, args.repeat),
+            timed(lambda: naive(h, rule), args.repeat), 0.2, "per-row loop")
+        store_m = lambda: charts.lead_time_data(metrics_from_workspace(ws).lead_times)  # noqa: E731
+        row("lead-time chart data (incl. reading store)", timed(store_m, args.repeat),
+            timed(lambda: naive(h, rule), args.repeat), None, "per-row loop")
+        freq = lambda: charts.rate_data(m.deployments, "failed_change", freq="W")  # noqa: E731
+        row("change-fail-rate chart data (deployments ready)", timed(freq, args.repeat),
+            timed(lambda: naive(h, rule), args.repeat), 0.2, "per-row loop")
+        dash.close()
+        ws.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

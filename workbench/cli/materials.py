@@ -1,0 +1,208 @@
+"""Commands of the materials feature: tick, serve, notify, trigger, rerun, cancel, unlock."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from . import EXIT_FAILED, EXIT_INTERRUPTED, _result_line, _ws, main
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _print_report(report: Any, fmt: str, verbose: bool) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    for line in report.lines(verbose=verbose):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--verbose", "-v", is_flag=True, help="Also say why pipelines wait, and what the pass cost.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--no-lock", is_flag=True, hidden=True, help="Skip the workspace lock (tests: the store alone must keep triggering at most once).")
+@click.pass_context
+def tick(ctx: click.Context, verbose: bool, fmt: str, no_lock: bool) -> None:
+    """One scheduling pass, for cron: poll materials, trigger, run what is ready, exit.
+
+    Prints one line per thing that happened and nothing otherwise, so cron
+    mails only when there is news. Crontab: `* * * * * workbench -w /srv/ws tick`.
+    """
+    from ..triggering import tick as do_tick
+
+    ws = _ws(ctx)
+    ws.config  # config errors before anything runs
+    report = do_tick(ws, lock=not no_lock)
+    _print_report(report, fmt, verbose)
+    if report.errors:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--interval", "-i", type=float, default=10.0, show_default=True, help="Seconds between full polls.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def serve(ctx: click.Context, interval: float, quiet: bool) -> None:
+    """Scheduling passes in a loop (Ctrl-C stops, cancelling jobs still running)."""
+    from ..triggering import serve as do_serve
+
+    ws = _ws(ctx)
+    ws.config
+
+    def on_pass(report: Any) -> None:
+        for line in report.lines():
+            if not quiet or line.startswith(("error", "material error")):
+                click.echo(f"{_stamp()} {line}", err=line.startswith(("error", "material error")))
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    if not quiet:
+        click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; `workbench notify` polls now; Ctrl-C stops)")
+    try:
+        do_serve(ws, interval, on_pass=on_pass)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not quiet:
+        click.echo(f"{_stamp()} stopped")
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command()
+@click.argument("what", required=False)
+@click.pass_context
+def notify(ctx: click.Context, what: str | None) -> None:
+    """A repository changed (git post-receive hook): poll WHAT (URL or material name; default all) now.
+
+    Tells the running `workbench serve`; without one, runs a tick here.
+    """
+    from ..triggering import notify as do_notify
+
+    ws = _ws(ctx)
+    result = do_notify(ws, what)
+    if isinstance(result, str):
+        click.echo(f"serve ({result}) notified: polling {what or 'all materials'} now")
+        return
+    _print_report(result, "text", False)
+
+
+def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | None, parallel: int | None) -> None:
+    """Run ``start(engine) -> run`` and drive it here like `workbench run` (same output and exit codes)."""
+    from ..progress import Progress
+    from ..status import Status
+
+    ws = _ws(ctx)
+    progress = Progress(quiet=quiet)
+    with ws.engine(executor=executor, max_parallel=parallel, listener=progress) as engine:
+        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
+        try:
+            with progress:
+                result = engine.drive(start(engine))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    click.echo(_result_line(ws, result))
+    if result.status == Status.WAITING:
+        return
+    if result.status == Status.CANCELLED:
+        sys.exit(EXIT_INTERRUPTED)
+    if result.status != Status.PASSED:
+        sys.exit(EXIT_FAILED)
+
+
+def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
+    from ..errors import UsageError
+
+    out = {}
+    for v in values:
+        name, sep, rev = v.partition("=")
+        if not sep or not name or not rev:
+            raise UsageError(f"--revision {v!r}: expected MATERIAL=REVISION")
+        out[name] = rev
+    return out
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--revision", "-r", "revisions", multiple=True, metavar="MATERIAL=REV",
+              help="Use this revision of a material (sha, branch, tag; for an upstream: COUNTER or PIPELINE/COUNTER).")
+@click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
+@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once.")
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], executor: str | None,
+            parallel: int | None, quiet: bool) -> None:
+    """Trigger PIPELINE by hand with chosen material revisions, and run it here."""
+    ws = _ws(ctx)
+    ws.config.pipeline(pipeline)
+    chosen = _revision_options(revisions)
+    _foreground(ctx, lambda engine: engine.trigger(pipeline, revisions=chosen or None), quiet, executor, parallel)
+
+
+@main.command()
+@click.argument("locator", metavar="PIPELINE/COUNTER/STAGE")
+@click.option("--failed-jobs", is_flag=True, help="Rerun only the jobs that did not pass.")
+@click.option("--executor", default=None)
+@click.option("--parallel", "-j", type=int, default=None)
+@click.option("--quiet", "-q", is_flag=True)
+@click.pass_context
+def rerun(ctx: click.Context, locator: str, failed_jobs: bool, executor: str | None, parallel: int | None,
+          quiet: bool) -> None:
+    """Run a stage of a past run again: new stage counter, the run's revisions, the current config."""
+    from ..engine import find_run
+    from ..errors import UsageError
+    from ..materials.controls import check_unlocked
+
+    ws = _ws(ctx)
+    run, rest = find_run(ws.store, locator)
+    if len(rest) != 1:
+        raise UsageError(f"{locator!r}: expected PIPELINE/COUNTER/STAGE")
+    check_unlocked(ws.store, ws.config.pipeline(run.pipeline), allow_run=run.counter)
+    _foreground(ctx, lambda engine: engine.rerun(run, rest[0], failed_jobs=failed_jobs), quiet, executor, parallel)
+
+
+@main.command()
+@click.argument("locator", metavar="PIPELINE/COUNTER")
+@click.option("--wait", "wait_s", type=float, default=60.0, show_default=True,
+              help="Seconds to wait for the process running the jobs to stop them.")
+@click.pass_context
+def cancel(ctx: click.Context, locator: str, wait_s: float) -> None:
+    """Cancel a run: its jobs are stopped (on_cancel tasks run), wherever they are driven."""
+    from ..engine import find_run
+    from ..materials.controls import request_cancel
+
+    ws = _ws(ctx)
+    run, _ = find_run(ws.store, locator)
+    if request_cancel(ws, run):
+        click.echo(f"{run.locator}: cancelled")
+        return
+    click.echo(f"{run.locator}: cancel requested; waiting for the process running it")
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        current = ws.store.get_pipeline_run_by_id(run.id)
+        if current.status.finished:
+            click.echo(f"{run.locator}: {current.status}" + (f" — {current.reason}" if current.reason else ""))
+            return
+        time.sleep(0.2)
+    click.echo(f"{run.locator}: still running after {wait_s:g}s; the request stands and its process will act on it",
+               err=True)
+    sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.pass_context
+def unlock(ctx: click.Context, pipeline: str) -> None:
+    """Release the lock a failed run holds on PIPELINE (lock_behavior: lockOnFailure)."""
+    from ..materials.controls import unlock as do_unlock
+
+    ws = _ws(ctx)
+    holder = do_unlock(ws, ws.config.pipeline(pipeline))
+    click.echo(f"{pipeline} unlocked (was locked by {pipeline}/{holder})")
