@@ -103,6 +103,7 @@ def generate(out: Path, *, releases: int = 8) -> dict[str, Any]:
         doc = _config(repos, root / "weights.json", lb)
         (ws_dir / "pipelines" / "shops.gocd.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         os.environ["WORKBENCH_WORKSPACE"] = str(ws_dir)
+        os.environ["JUPYTERHUB_USER"] = "shops-ci"  # who triggers; approvers are named per approval
         ws = Workspace.open(ws_dir)
         say = print
 
@@ -121,9 +122,7 @@ def generate(out: Path, *, releases: int = 8) -> dict[str, Any]:
                     when = clock.iso(hours_ago=4 + 20 * k + 7 * i)
                     files = {"VERSION": f"1.{n}.{k}\n"}
                     if n == 2 and comp == "api" and k == 0:
-                        files["broken.py"] = "def oops(:\n"  # a bad commit: the build fails…
-                    if n == 2 and comp == "api" and k == 1:
-                        files["broken.py"] = "def oops():\n    return 1\n"  # …and the next one fixes it
+                        files["broken.py"] = "def oops(:\n"  # a bad commit: the build fails, a fix follows
                     _commit(repos[comp], files, f"{comp}: change {n}.{k}", when)
             for comp in changed:
                 r = run(comp)

@@ -212,3 +212,18 @@ def test_live_refresh_thread_updates_the_board(workspace: Any, tmp_path: Path) -
             time.sleep(0.1)
     finally:
         dash.close()
+
+
+def test_dashboard_cli_serves_only_on_loopback(workspace: Any, tmp_path: Path) -> None:
+    _workspace(workspace, tmp_path)
+    r = workspace.cli("dashboard", "--ip", "0.0.0.0", timeout=60)
+    assert r.code == 2 and "not a loopback address" in r.err and "Traceback" not in r.err
+
+
+def test_the_package_is_callable_like_the_function(workspace: Any, tmp_path: Path) -> None:
+    import workbench.dashboard as module
+
+    ws = _workspace(workspace, tmp_path)
+    dash = module(ws, user="alice", autostart=False)  # workbench.dashboard(ws) works whichever name it resolves to
+    assert "release/1/install_shop_5" in [r.pending.locator for r in dash.approvals.children]
+    dash.close()

@@ -22,7 +22,12 @@ from typing import Any, Iterator
 
 import pytest
 
-distributed = pytest.importorskip("distributed")
+try:
+    import distributed  # noqa: F401
+except ImportError:  # like a missing service: a skip locally, a failure under CI
+    if os.environ.get("CI"):
+        pytest.fail("Dask distributed is required under CI (pip install 'release-workbench[dask]')", pytrace=False)
+    pytest.skip("Dask distributed not installed", allow_module_level=True)
 
 from conftest import WorkspaceFactory  # noqa: E402
 from workbench.errors import ConfigError, ExecutionError, UsageError  # noqa: E402
@@ -193,7 +198,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         out.close()
     client = Client(address, set_as_default=False)
     try:
-        client.wait_for_workers(len(AGENTS), timeout=90)
+        try:
+            client.wait_for_workers(len(AGENTS), timeout=90)
+        except TimeoutError:
+            tails = {n: (logs / f"{n}.log").read_text()[-1500:] for n in AGENTS}
+            raise AssertionError(f"the agents did not all connect; their logs: {tails}") from None
         yield cl
     finally:
         client.close()

@@ -575,3 +575,23 @@ def test_deploy_rule_from_config():
     assert dep["outcome"].tolist() == ["succeeded"] and dep["at"].tolist() == [at(0, 10, 5)]
     assert dep["environment"].tolist() == ["production"]
     assert DeployRule.from_frame(rule.to_frame()) == rule
+
+
+# -- the shipped sample history (binder/) -------------------------------------------------------------
+
+
+def test_the_shipped_sample_history_has_every_metric():
+    from pathlib import Path
+
+    from workbench.metrics import metrics_from_workspace
+
+    sample = Path(__file__).resolve().parents[1] / "binder" / "sample-history"
+    m = metrics_from_workspace(sample)
+    dep = m.deployments
+    assert (dep["outcome"] == "succeeded").sum() >= 8 and dep["rolled_back_at"].notna().sum() == 1
+    assert dep["hotfix_followed"].sum() == 1 and dep["hotfix"].sum() == 1
+    s = m.summary.loc["all"]
+    assert s["commits"] > 20 and s["lead_time_median"] > pd.Timedelta(hours=1)
+    assert 0 < s["change_fail_rate"] < 0.5 and s["recovered"] == s["failed_changes"]
+    assert m.rule.points == {"prod_deploy": ("install_prod_100",)}
+    assert m.stage_summary.loc[("prod_deploy", "install_prod_25"), "approval_wait_median"] > pd.Timedelta(minutes=20)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -74,7 +74,9 @@ class Engine:
             self.executor = executor
         else:  # the name given (--executor), else workbench.yaml's, else local
             spec, options = ws.settings.executor_for(executor)
-            self.executor = make_executor(spec, max_parallel=max_parallel, **options)
+            if max_parallel is not None or "max_parallel" not in options:  # -j wins over workbench.yaml's max_parallel
+                options["max_parallel"] = max_parallel
+            self.executor = make_executor(spec, **options)
         self._owns_executor = not isinstance(executor, Executor)
         if hasattr(self.executor, "bind"):  # e.g. the Dask executor records "waiting for an agent" in the store
             self.executor.bind(self)
@@ -301,21 +303,18 @@ class Engine:
         self._ensure_heartbeat()
         failed = any(jr.status == Status.FAILED for jr in done_before)
         cancelled = any(jr.status == Status.CANCELLED for jr in done_before)
-        pending = set(specs)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                jr, spec = specs[fut]
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # an executor bug or a lost agent: the job fails, the run goes on
-                    outcome = JobOutcome(Status.FAILED, reason=f"executor error: {exc}")
-                self.store.finish_job(jr.id, outcome.status, exit_code=outcome.exit_code, reason=outcome.reason)
-                with self._lock:
-                    self._running_jobs.discard(jr.id)
-                failed |= outcome.status == Status.FAILED
-                cancelled |= outcome.status == Status.CANCELLED
-                self.listener("job_finished", run=run, stage=stage_run, job=jr, outcome=outcome)
+        for fut in as_completed(specs):  # one waiter per job; wait(FIRST_COMPLETED) in a loop was O(jobs²)
+            jr, spec = specs[fut]
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # an executor bug or a lost agent: the job fails, the run goes on
+                outcome = JobOutcome(Status.FAILED, reason=f"executor error: {exc}")
+            self.store.finish_job(jr.id, outcome.status, exit_code=outcome.exit_code, reason=outcome.reason)
+            with self._lock:
+                self._running_jobs.discard(jr.id)
+            failed |= outcome.status == Status.FAILED
+            cancelled |= outcome.status == Status.CANCELLED
+            self.listener("job_finished", run=run, stage=stage_run, job=jr, outcome=outcome)
         if failed or (jobs and not specs and not done_before):
             status, reason = Status.FAILED, "a job failed"
         elif cancelled or cancel.is_set():

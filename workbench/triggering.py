@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import sqlalchemy as sa
 from filelock import FileLock, Timeout
 
 from .config.model import GitMaterial, Pipeline
@@ -162,9 +161,15 @@ class Scheduler:
             self.report.recovered.append(f"{r.locator}: {r.reason}")
         cfg = self._config()
         with self._mutex:
-            forced, forced_all = set(self._forced), self._forced_all
+            asked, forced_all = set(self._forced), self._forced_all
             self._forced.clear()
             self._forced_all = False
+        forced: set[str] = set()
+        for what in asked:  # names or URLs as `notify` got them; resolved here, where the config is loaded
+            try:
+                forced.update(material_keys(self.ws, what) or ())
+            except UsageError as exc:
+                self.report.errors.append(f"notify: {exc}")
         source = MaterialSource(self.ws)
         timer_due = self._timers_due(cfg, now)
         to_poll = [
@@ -247,6 +252,8 @@ class Scheduler:
         return self.ws.config
 
     def _timers_due(self, cfg: Any, now: float) -> dict[str, float]:
+        import sqlalchemy as sa
+
         from .materials import tables as T
         from .materials import timers
 
@@ -285,6 +292,8 @@ class Scheduler:
                 conn.execute(ts.update().where(ts.c.pipeline == name).values(last_checked=now, last_fired=fire))
 
     def _record_errors(self, cfg: Any, source: Any, polled: list[tuple[Pipeline, GitMaterial]], now: float) -> None:
+        import sqlalchemy as sa
+
         from .materials import tables as T
 
         e = T.material_errors
@@ -537,23 +546,16 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
 def notify(ws: Any, what: str | None = None, **tick_options: Any) -> TickReport | str:
     """A change happened (git post-receive hook): the running ``serve`` polls now, else a tick runs here.
 
-    Returns the serve's pid (as text) when a serve was told, else the tick's report.
+    Returns the serve's pid (as text) when a serve was told, else the tick's report. Telling a
+    serve costs a file write and no config, git or store: the hook returns at once, and the
+    serve resolves ``what`` (an unknown name is reported in its output).
     """
-    keys = material_keys(ws, what)
     running = serve_running(ws)
     if running is not None:
         folder = _notify_dir(ws)
         folder.mkdir(parents=True, exist_ok=True)
-        name = uuid.uuid4().hex
-        tmp = folder / f"{name}.tmp"
-        tmp.write_text("" if keys is None else "\n".join(keys))
-        if keys is not None and len(keys) > 1:  # one request per key keeps the watcher simple
-            tmp.unlink()
-            for k in keys:
-                t = folder / f"{uuid.uuid4().hex}.tmp"
-                t.write_text(k)
-                os.replace(t, t.with_suffix(".req"))
-        else:
-            os.replace(tmp, tmp.with_suffix(".req"))
+        tmp = folder / f"{uuid.uuid4().hex}.tmp"
+        tmp.write_text(what or "")
+        os.replace(tmp, tmp.with_suffix(".req"))  # the watcher only reads complete requests
         return running
-    return tick(ws, force=keys, **tick_options)
+    return tick(ws, force=material_keys(ws, what), **tick_options)

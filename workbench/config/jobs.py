@@ -85,11 +85,14 @@ def _field_names(cls: type) -> frozenset[str]:
 def parse_tasks(node: Node | None, ctx: Ctx, what: str, at: Node | None = None) -> tuple[Task, ...]:
     """A task list; nested lists (from YAML aliases) are flattened as GoCD does."""
     out: list[Task] = []
+    seen = [0]  # entries visited, valid or not: nested aliases (a "billion laughs") must not expand for ever
 
     def walk(seq: Seq) -> None:
         for item in seq:
-            if len(out) >= _MAX_TASKS:
-                ctx.error(seq, f"{what} has more than {_MAX_TASKS} tasks")
+            seen[0] += 1
+            if seen[0] > _MAX_TASKS:
+                if seen[0] == _MAX_TASKS + 1:
+                    ctx.error(seq, f"{what} has more than {_MAX_TASKS} tasks")
                 return
             if isinstance(item, Seq):
                 walk(item)
@@ -350,9 +353,15 @@ def parse_stage(name: str | Scalar, node: Node | None, ctx: Ctx) -> Stage | None
 def parse_stages(node: Node | None, ctx: Ctx, what: str, at: Node | None = None) -> tuple[Stage, ...]:
     """A stage list of ``- name: {...}`` entries; nested lists are flattened as GoCD does."""
     out: list[Stage] = []
+    seen = [0]  # entries visited: nested aliases (a "billion laughs") must not expand for ever
 
     def walk(seq: Seq) -> None:
         for item in seq:
+            seen[0] += 1
+            if seen[0] > _MAX_TASKS:
+                if seen[0] == _MAX_TASKS + 1:
+                    ctx.error(seq, f"{what} has more than {_MAX_TASKS} stage entries")
+                return
             if isinstance(item, Seq):
                 walk(item)
                 continue

@@ -54,3 +54,21 @@ def recent_runs(store: Any, limit: int = 200) -> list[tuple[str, int]]:
     q = sa.select(pr.c.id, pr.c.pipeline, pr.c.counter, pr.c.label, pr.c.status).order_by(pr.c.id.desc()).limit(limit)
     with store.read() as conn:
         return [(f"{r.pipeline} #{r.counter} ({r.label}) · {r.status}", int(r.id)) for r in conn.execute(q)]
+
+
+def run_frames(store: Any, run_id: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run's stage runs and job runs (for its Gantt), without reading the history."""
+    d = store.run_detail(int(run_id))
+    to_ts = lambda t: pd.Timestamp(t, unit="s", tz="UTC") if t is not None else pd.NaT  # noqa: E731
+    stages = pd.DataFrame([{
+        "stage_run_id": s.id, "run_id": s.pipeline_run_id, "stage": s.name, "position": s.position,
+        "stage_counter": s.counter, "status": s.status.value, "approval_type": s.approval_type,
+        "created_at": to_ts(s.created_at), "started_at": to_ts(s.started_at), "finished_at": to_ts(s.finished_at),
+    } for s in d.stages], columns=["stage_run_id", "run_id", "stage", "position", "stage_counter", "status",
+                                   "approval_type", "created_at", "started_at", "finished_at"])
+    jobs = pd.DataFrame([{
+        "job_run_id": j.id, "stage_run_id": j.stage_run_id, "run_id": d.run.id, "job": j.name, "status": j.status.value,
+        "started_at": to_ts(j.started_at), "finished_at": to_ts(j.finished_at),
+    } for js in d.jobs.values() for j in js], columns=["job_run_id", "stage_run_id", "run_id", "job", "status",
+                                                       "started_at", "finished_at"])
+    return stages, jobs

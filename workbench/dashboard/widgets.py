@@ -292,7 +292,7 @@ class Dashboard(W.VBox):
 
         days = self.period.value
         since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days) if days else None
-        return metrics_from_workspace(self.ws, since=since)
+        return metrics_from_workspace(self.ws, since=since, jobs=False)  # the charts need no job rows
 
     def refresh_charts(self) -> None:
         import plotly.graph_objects as go
@@ -344,10 +344,14 @@ class Dashboard(W.VBox):
             return
         import plotly.graph_objects as go
 
-        from ..metrics import load
+        from ..metrics import History
 
-        h, _rule = load(self.ws)
-        g = charts.gantt_figure(charts.gantt_data(h.stages, h.jobs, int(run_id)), "Stages and jobs")
+        stages, jobs = source.run_frames(self.ws.store, int(run_id))
+        g = charts.gantt_figure(charts.gantt_data(stages, jobs, int(run_id)), "Stages and jobs")
+        frames = self.ws.frames
+        names = set(frames.names())
+        h = History.of(runs=frames.pipeline_runs, **{k: getattr(frames, k) for k in ("commits", "provenance")
+                                                    if k in names})
         n, e = charts.value_stream_data(h, int(run_id))
         vs = charts.value_stream_figure(n, e, "Value stream: commits → runs → deployments")
         self.gantt, self.stream = go.FigureWidget(g), go.FigureWidget(vs)

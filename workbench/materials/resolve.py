@@ -17,7 +17,7 @@ from ..config.model import DependencyMaterial, GitMaterial, Pipeline
 from ..errors import MaterialError, UsageError
 from . import fanin, filters
 from .dependency import UpstreamRun, passed_runs
-from .git import Mirror, auth_url, fingerprint, normalize_url
+from .git import CommitInfo, Mirror, auth_url, fingerprint, normalize_url
 from .plans import MaterialRev, TriggerPlan
 
 __all__ = ["Decision", "MaterialSource"]
@@ -54,6 +54,7 @@ class MaterialSource:
         self._mirrors: dict[str, Mirror] = {}
         self._deps: dict[tuple[str, str], list[UpstreamRun]] = {}
         self._asked: set[int] = set()  # the material objects polled for themselves this pass
+        self._commits: dict[tuple[str, str | None, str], list[CommitInfo]] = {}
 
     # -- git -------------------------------------------------------------------
     def fingerprint(self, m: GitMaterial) -> str:
@@ -116,8 +117,20 @@ class MaterialSource:
             raise value
         return value
 
+    def commits(self, m: GitMaterial, previous: str | None, sha: str) -> list[CommitInfo]:
+        """Commits in ``previous..sha`` with their files: one ``git log`` per range and pass."""
+        key = (self.url(m), previous, sha)
+        if key not in self._commits:
+            try:
+                self._commits[key] = self.mirror(m).commits(previous, sha, limit=1000)
+            except MaterialError:
+                if previous is None:
+                    raise
+                self._commits[key] = self.mirror(m).commits(None, sha)  # the old revision is gone (force push)
+        return self._commits[key]
+
     def _git_rev(self, m: GitMaterial, sha: str, previous: str | None, changed: bool) -> MaterialRev:
-        commits = () if previous == sha else tuple(self.mirror(m).commits(previous, sha))
+        commits = () if previous == sha else tuple(self.commits(m, previous, sha)[:500])
         return MaterialRev(m.name, "git", self.fingerprint(m), sha, previous, changed, self.url(m), m.branch,
                            commits=commits)
 
@@ -234,18 +247,21 @@ class MaterialSource:
         return Decision(tuple(plans), note)
 
     def _git_moved(self, m: GitMaterial, prev: str | None, sha: str) -> tuple[bool, bool]:
-        """(advanced, went back) for a git material; filters decide whether a move counts."""
+        """(advanced, went back) for a git material; filters decide whether a move counts.
+
+        As in GoCD, filters look at each commit (modification) in the range:
+        one commit touching a file that counts is enough. No commit in
+        ``prev..sha`` means the branch went back to an ancestor.
+        """
         if prev is None:
             return True, False
         if prev == sha:
             return False, False
-        mirror = self.mirror(m)
-        if not mirror.has(prev):
-            return True, False
-        if mirror.is_ancestor(sha, prev):
+        commits = self.commits(m, prev, sha)
+        if not commits:
             return False, True
         if m.includes or m.ignore:
-            return filters.triggers(mirror.changed_files(prev, sha), m.includes, m.ignore), False
+            return any(filters.triggers(c.files, m.includes, m.ignore) for c in commits), False
         return True, False
 
     def _each_commit_sets(self, p: Pipeline, chosen: Mapping[str, fanin.Candidate], revs: Mapping[str, tuple[str | None, bool]],
@@ -256,7 +272,7 @@ class MaterialSource:
         sets: list[dict[str, str]] = []
         for m in each:
             prev = revs[m.name][0]
-            commits = list(reversed(self.mirror(m).commits(prev, chosen[m.name].revision, limit=1000)))
+            commits = list(reversed(self.commits(m, prev, chosen[m.name].revision)))
             for c in commits:
                 if filters.triggers(c.files, m.includes, m.ignore) or (not c.files and not (m.includes or m.ignore)):
                     state[m.name] = c.sha

@@ -145,11 +145,15 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def metrics_from_workspace(ws: Any, **options: Any) -> Metrics:
-    """The metrics of a workspace's store (or of a snapshot path): the one place that reads data."""
+def metrics_from_workspace(ws: Any, *, jobs: bool = True, **options: Any) -> Metrics:
+    """The metrics of a workspace's store (or of a snapshot path): the one place that reads data.
+
+    ``jobs=False`` skips reading job runs (the largest frame), for callers that
+    need no job failure rates (the dashboard's charts).
+    """
     from .io import load
 
-    history, rule = load(ws)
+    history, rule = load(ws, jobs=jobs)
     return Metrics(history, rule, **options)
 
 

@@ -27,6 +27,16 @@ LEAD_COLUMNS = ["sha", "material", "author", "commit_time", "commit_run_id", "de
                 "group", "environment", "deployed_at", "lead_time", "counted"]
 
 
+def _ns(s: pd.Series) -> np.ndarray:
+    """UTC times as datetime64[ns] (a tz-aware ``to_numpy()`` would box every value as a Timestamp)."""
+    s = pd.to_datetime(s, utc=True)
+    return s.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+
+
+def _utc(values: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(values.astype("datetime64[ns]")).tz_localize("UTC")
+
+
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
 
@@ -76,11 +86,9 @@ def deployments(h: History, rule: DeployRule) -> pd.DataFrame:
         "group": _fill_from(r["group_name"], r["pipeline"], dict(rule.group)).to_numpy(),
         "environment": _fill_from(r["environment"], r["pipeline"], dict(rule.environment)).to_numpy(),
         "outcome": np.where(ok.to_numpy()[keep], "succeeded", "failed"),
-        "at": deployed_at.where(ok, first_touch).to_numpy()[keep],
-        "deployed_at": deployed_at.to_numpy()[keep],
+        "at": _utc(_ns(deployed_at.where(ok, first_touch))[keep]),
+        "deployed_at": _utc(_ns(deployed_at)[keep]),
     })
-    dep["at"] = pd.to_datetime(dep["at"], utc=True)
-    dep["deployed_at"] = pd.to_datetime(dep["deployed_at"], utc=True)
     dep = dep.sort_values(["at", "run_id"], kind="stable").reset_index(drop=True)
     return _interventions(h, dep)
 
@@ -146,7 +154,7 @@ def _interventions(h: History, dep: pd.DataFrame) -> pd.DataFrame:
     target = _lookup(hot["incident_id"], by_inc).astype("Float64")
     target = target.fillna(_lookup(hot["run_id"], previous).astype("Float64"))
     when = _lookup(hot["run_id"], dep.set_index("run_id")["deployed_at"])
-    fixes = pd.DataFrame({"target": target.to_numpy(), "fixed_at": pd.to_datetime(when.to_numpy(), utc=True)}).dropna()
+    fixes = pd.DataFrame({"target": target.to_numpy(), "fixed_at": _utc(_ns(when))}).dropna()
     fixed_at = fixes.groupby("target")["fixed_at"].min() if len(fixes) else pd.Series(dtype="datetime64[ns, UTC]")
     fixed_at.index = fixed_at.index.astype("int64")
     dep["hotfix_followed"] = rid.isin(fixed_at.index)
@@ -161,7 +169,7 @@ def _interventions(h: History, dep: pd.DataFrame) -> pd.DataFrame:
         left = dep.loc[failed_run, ["pipeline", "at"]].reset_index().sort_values("at")
         m = pd.merge_asof(left, good.sort_values("next_at"), left_on="at", right_on="next_at", by="pipeline",
                           direction="forward", allow_exact_matches=False)
-        nxt.loc[m["index"].to_numpy()] = m["next_at"].to_numpy()
+        nxt.loc[m["index"].to_numpy()] = _utc(_ns(m["next_at"]))
     cand = pd.concat([dep["rolled_back_at"], _lookup(rid, fixed_at).astype("datetime64[ns, UTC]"), nxt], axis=1)
     restored = cand.min(axis=1)
     # ...failing those, when its last incident was resolved (none while one is open)
@@ -225,8 +233,8 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") 
         "sha": cc["sha"].astype(str), "material": cc["material"], "author": cc["author"], "commit_time": when,
         "commit_run_id": cc["pipeline_run_id"],
     })
-    first_dep = pd.Series(np.nan, index=cc.index)
-    first_at = pd.Series(pd.NaT, index=cc.index, dtype="datetime64[ns, UTC]")
+    first_dep = np.full(len(cc), np.nan)
+    first_at = np.full(len(cc), np.datetime64("NaT"), dtype="datetime64[ns]")
     ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at"]]
     if len(ok):
         anc = ancestors(ok["run_id"], h.provenance)
@@ -243,10 +251,10 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") 
             idx = np.searchsorted(reached, k, side="left")
             hit = idx < len(reached)
             pos = np.flatnonzero(rows)[hit]
-            first_dep.iloc[pos] = part["dep"].to_numpy()[idx[hit]]
-            first_at.iloc[pos] = part["deployed_at"].to_numpy()[idx[hit]]
-    out["deployment_run_id"] = first_dep.astype("Int64")
-    out["deployed_at"] = first_at
+            first_dep[pos] = part["dep"].to_numpy()[idx[hit]]
+            first_at[pos] = _ns(part["deployed_at"])[idx[hit]]
+    out["deployment_run_id"] = pd.array(first_dep, dtype="Float64").astype("Int64")
+    out["deployed_at"] = _utc(first_at)
     out = out.sort_values(["deployed_at", "commit_time"], na_position="last", kind="stable")
     out = out.drop_duplicates("sha", keep="first")
     info = dep.set_index("run_id")[["pipeline", "group", "environment"]]
@@ -382,6 +390,7 @@ def summary(dep: pd.DataFrame, leads: pd.DataFrame, period: Period | None = None
         names = sorted(set(map(str, d[col].dropna())) | set(map(str, lt[col].dropna())) if len(lt) else
                        set(map(str, d[col].dropna())))
         parts = [(n, d.loc[d[col].astype(str) == n], lt.loc[lt[col].astype(str) == n] if len(lt) else lt) for n in names]
+    closed = _closed(period, dep)  # every group is bucketed over the same calendar
     rows = []
     for name, g, lg in parts:
         n = len(g)
@@ -389,14 +398,13 @@ def summary(dep: pd.DataFrame, leads: pd.DataFrame, period: Period | None = None
         rec = g.loc[g["failed_change"], "recovery_time"] if n else pd.Series(dtype="timedelta64[ns]")
         per_day = n / days if days == days and days > 0 else float("nan")
         lead = lg["lead_time"] if len(lg) else pd.Series(dtype="timedelta64[ns]")
-        sub = Period(period.since, period.until, period.tz)
         row = {
             "deployments": n,
             "successful": int((g["outcome"] == "succeeded").sum()) if n else 0,
             "failed": int((g["outcome"] == "failed").sum()) if n else 0,
             "per_day": per_day,
             "per_week": per_day * 7,
-            "frequency_bucket": frequency_bucket(g["at"], _closed(sub, dep)) if n or period.since is not None else None,
+            "frequency_bucket": frequency_bucket(g["at"], closed) if closed.since is not None else None,
             "commits": len(lead),
             "lead_time_median": _median(lead),
             "lead_time_p90": _quantile(lead, 0.9),
@@ -409,7 +417,7 @@ def summary(dep: pd.DataFrame, leads: pd.DataFrame, period: Period | None = None
             "rework_deployments": int(g["rework"].sum()) if n else 0,
             "rework_rate": _ratio(int(g["rework"].sum()) if n else 0, n),
         }
-        row["deployment_frequency_band"] = bands.frequency_band(row["per_day"]) if n or days == days else None
+        row["deployment_frequency_band"] = bands.frequency_band(row["per_day"])
         row["lead_time_band"] = bands.lead_time_band(row["lead_time_median"])
         row["change_fail_rate_band"] = bands.change_fail_band(row["change_fail_rate"])
         row["recovery_band"] = bands.recovery_band(row["recovery_median"])

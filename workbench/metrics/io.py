@@ -143,6 +143,13 @@ def load(source: Any, *, jobs: bool = True) -> tuple[History, DeployRule]:
         frames = {k: snap.frame(v) for k, v in SOURCES.items() if v in names and (jobs or k != "jobs")}
         return History.of(**frames), snap.rule
     ws = source
+    if isinstance(source, (str, Path)):
+        from ..workspace import Workspace
+
+        path = Path(source).expanduser()
+        if not path.is_dir():
+            raise NotFound(f"{path} is neither a snapshot (from `workbench export`) nor a workspace folder")
+        ws = Workspace.open(path)
     from .. import features
 
     features.load()

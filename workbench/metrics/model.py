@@ -55,7 +55,7 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
 
 def _empty_col(kind: str, n: int = 0) -> pd.Series:
     if kind == "t":
-        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[ns, UTC]")
+        return pd.Series(pd.NaT, index=range(n), dtype=TIME)
     if kind == "i":
         return pd.Series(pd.NA, index=range(n), dtype="Int64")
     if kind == "b":
@@ -63,13 +63,18 @@ def _empty_col(kind: str, n: int = 0) -> pd.Series:
     return pd.Series(pd.NA, index=range(n), dtype="object")
 
 
+TIME = "datetime64[ns, UTC]"  # one unit everywhere: merges refuse to mix ns and us
+
+
 def as_utc(s: pd.Series) -> pd.Series:
-    """Any time column (epoch seconds, naive = UTC, or another zone) as tz-aware UTC."""
+    """Any time column (epoch seconds, naive = UTC, or another zone) as tz-aware UTC nanoseconds."""
     if isinstance(s.dtype, pd.DatetimeTZDtype):
-        return s.dt.tz_convert(UTC) if str(s.dt.tz) != UTC else s
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        return pd.to_datetime(s.astype("float64"), unit="s", utc=True)
-    return pd.to_datetime(s, utc=True, format="mixed") if len(s) else s.astype("datetime64[ns, UTC]")
+        out = s.dt.tz_convert(UTC) if str(s.dt.tz) != UTC else s
+    elif pd.api.types.is_numeric_dtype(s.dtype):
+        out = pd.to_datetime(s.astype("float64"), unit="s", utc=True)
+    else:
+        out = pd.to_datetime(s, utc=True, format="mixed") if len(s) else s.astype(TIME)
+    return out if out.dtype == TIME else out.astype(TIME)
 
 
 def normalize(name: str, df: pd.DataFrame | None) -> pd.DataFrame:
@@ -91,7 +96,7 @@ def normalize(name: str, df: pd.DataFrame | None) -> pd.DataFrame:
     for col, kind in spec.items():
         if col not in out.columns:
             add[col] = _empty_col(kind, len(out)).set_axis(out.index)
-        elif kind == "t" and not (isinstance(out[col].dtype, pd.DatetimeTZDtype) and str(out[col].dt.tz) == UTC):
+        elif kind == "t" and out[col].dtype != TIME:
             add[col] = as_utc(out[col])
     if add:
         out = out.assign(**add)

@@ -133,17 +133,27 @@ class OutputPump:
         t.start()
         return t
 
+    def _held(self, data: bytes) -> int:
+        """How many trailing bytes of ``data`` could be the start of a secret that the next read completes."""
+        hold = 0
+        for s in self.secrets:
+            for n in range(min(len(s) - 1, len(data)), hold, -1):
+                if data.endswith(s[:n]):
+                    hold = n
+                    break
+        return hold
+
     def _pump(self, stream: IO[bytes]) -> None:
-        # line-based so a secret is never split across two reads
-        keep = max((len(s) for s in self.secrets), default=0)
+        # Mask what has arrived, then keep back only a tail that may be the
+        # beginning of a secret: a secret split across two reads (a line
+        # longer than a read, or a secret with a newline in it) is masked
+        # whole, and memory stays bounded by one read plus the longest secret.
         pending = b""
         for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
-            pending += chunk
-            cut = pending.rfind(b"\n") + 1
-            if cut == 0 and len(pending) > 65536 + keep:
-                cut = len(pending) - keep
+            pending = self.mask(pending + chunk)
+            cut = len(pending) - self._held(pending)
             if cut:
-                self.log.write(self.mask(pending[:cut]))
+                self.log.write(pending[:cut])
                 self.log.flush()
                 pending = pending[cut:]
         if pending:
