@@ -186,7 +186,7 @@ def store_workspace(root: Path, h: History) -> Any:
     (root / "pipelines").mkdir(parents=True)
     (root / "pipelines" / "bench.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     ws = Workspace.open(root)
-    ws.config
+    _ = ws.config  # load (and check) it before the bulk insert
     secs = lambda s: (pd.to_datetime(s, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()  # noqa: E731
     r = h.runs
     last = r.groupby("pipeline")["counter"].transform("max") == r["counter"]

@@ -58,12 +58,32 @@ def med(values: Iterable[float]) -> float:
 
 def run_json(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
              timeout: float = 900) -> dict[str, Any]:
-    """Run a child that prints one JSON object on its last stdout line (a peer in its own venv)."""
-    p = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(map(str, argv[:3]))} failed (exit {p.returncode}):\n{tail}")
+    """Run a child that prints one JSON object on its last stdout line (a peer in its own venv).
+
+    The child gets its own process group, killed when it exits: Prefect's
+    ephemeral API server is a grandchild that would otherwise live on (and
+    hold the output pipe open forever).
+    """
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if code != 0 or not lines:
+        tail = "\n".join((stderr or stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(map(str, argv[:3]))} failed (exit {code}):\n{tail}")
     return json.loads(lines[-1])
 
 

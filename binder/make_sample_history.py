@@ -58,6 +58,8 @@ def _config(repos: dict[str, str], weights_file: Path, lb: Path) -> dict[str, An
     doc.pop("common", None)  # its anchors are already resolved by the YAML loader
     for name in ("db", "batch", "search", "api", "ui"):
         doc["pipelines"][name]["materials"] = {name: {"git": repos[name], "branch": "master"}}
+        # build what was checked out (shops.sh otherwise generates a stand-in source tree)
+        doc["pipelines"][name].setdefault("environment_variables", {})["SHOPS_SRC"] = "."
     doc["routes"] = {"shop": {"provider": "command", "stacks": {"blue": "blue.shops.internal:80",
                                                               "green": "green.shops.internal:80"},
                               "argv": [sys.executable, str(lb), str(weights_file)]}}
@@ -95,6 +97,8 @@ def generate(out: Path, *, releases: int = 8) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wb-sample-") as tmp:
         root = Path(tmp)
         repos = make_shops_repos(root / "repos")
+        for name in ("db", "batch", "search", "api", "ui"):  # something for shops.sh to compile
+            _commit(repos[name], {"app.py": f"print('{name}')\n"}, f"{name}: the application", clock.iso(hours_ago=72))
         lb = root / "lb.py"
         lb.write_text("import json, os, sys\njson.dump(json.loads(os.environ['WORKBENCH_WEIGHTS']), open(sys.argv[1], 'w'))\n")
         ws_dir = root / "shops"

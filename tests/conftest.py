@@ -140,3 +140,19 @@ def workspace_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     if "://" in store_url:
         monkeypatch.setenv("WORKBENCH_STORE_URL", store_url)
     return store_url
+
+
+# -- soak mode (tests/test_faults.py, test_load.py, test_hostile_input.py; `make soak`) --
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-seconds", type=float, default=None, metavar="N",
+                     help="Run the fault, load and hostile-input tests for about N seconds each "
+                          "(default: $WORKBENCH_SOAK_SECONDS, else a bounded run for `make test`).")
+
+
+@pytest.fixture
+def soak_seconds(request: pytest.FixtureRequest) -> float:
+    """0 in a normal run; the seconds asked for with --soak-seconds / $WORKBENCH_SOAK_SECONDS."""
+    value = request.config.getoption("--soak-seconds")
+    if value is None:
+        value = float(os.environ.get("WORKBENCH_SOAK_SECONDS") or 0)
+    return max(float(value), 0.0)

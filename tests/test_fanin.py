@@ -46,7 +46,8 @@ def test_no_consistent_set_reports_the_conflict_in_words() -> None:
 def test_common_upstream_pipeline_must_be_the_same_run() -> None:
     # a -> b, a -> c, (b, c) -> d: b/3 came from a/2, c/7 from a/1, c/6 from a/2
     b = [Candidate("b/3", {"pipeline:b": "3", "pipeline:a": "2"})]
-    c = [Candidate("c/7", {"pipeline:c": "7", "pipeline:a": "1"}), Candidate("c/6", {"pipeline:c": "6", "pipeline:a": "2"})]
+    c = [Candidate("c/7", {"pipeline:c": "7", "pipeline:a": "1"}),
+         Candidate("c/6", {"pipeline:c": "6", "pipeline:a": "2"})]
     result = resolve({"b": b, "c": c})
     assert result.chosen["c"].revision == "c/6"
 

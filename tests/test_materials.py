@@ -110,7 +110,9 @@ def test_manual_trigger_with_chosen_revision(workspace: Any, git_repo: Any) -> N
         ws.engine().trigger("app", revisions={"code": "no-such-tag"})
 
 
-def test_unreachable_remote_is_a_material_error_and_others_carry_on(workspace: Any, git_repo: Any, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("workspace_store")  # SQLite and PostgreSQL (conftest)
+def test_unreachable_remote_is_a_material_error_and_others_carry_on(
+        workspace: Any, git_repo: Any, tmp_path: Path) -> None:
     good = git_repo("good")
     gone = tmp_path / "gone"
     ws = write(workspace,
@@ -137,9 +139,11 @@ def test_unreachable_remote_is_a_material_error_and_others_carry_on(workspace: A
     assert not errors.loc["broken", "open"] and errors.loc["badbranch", "open"]
 
 
+@pytest.mark.usefixtures("workspace_store")  # SQLite and PostgreSQL (conftest)
 def test_dependency_material_env_and_provenance(workspace: Any, git_repo: Any) -> None:
     repo = git_repo("up")
-    script = 'echo "LABEL=$GO_DEPENDENCY_LABEL_UPSTREAM LOC=$GO_DEPENDENCY_LOCATOR_UPSTREAM CH=$GO_MATERIAL_UPSTREAM_HAS_CHANGED"'
+    script = ('echo "LABEL=$GO_DEPENDENCY_LABEL_UPSTREAM LOC=$GO_DEPENDENCY_LOCATOR_UPSTREAM '
+              'CH=$GO_MATERIAL_UPSTREAM_HAS_CHANGED"')
     ws = write(workspace,
                pipeline("upstream", {"code": git_material(repo.url)}, label_template="1.0.${COUNT}",
                         stages=[{"build": {"jobs": {"job": {"tasks": [{"script": "true"}]}}}},
@@ -152,7 +156,7 @@ def test_dependency_material_env_and_provenance(workspace: Any, git_repo: Any) -
     assert down[0].trigger == "dependency" and down[0].label == "1.0.1-1"
     assert "LABEL=1.0.1 LOC=upstream/1/build/1 CH=true" in job_log(ws, down[0])
     prov = ws.frames.provenance
-    assert prov[["upstream_pipeline", "upstream_counter", "downstream_pipeline", "downstream_counter"]].values.tolist() == [
-        ["upstream", 1, "downstream", 1]]
+    cols = ["upstream_pipeline", "upstream_counter", "downstream_pipeline", "downstream_counter"]
+    assert prov[cols].values.tolist() == [["upstream", 1, "downstream", 1]]
     tick(ws)
     assert len(runs(ws, "downstream")) == 1  # nothing new upstream: no new run

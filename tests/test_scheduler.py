@@ -97,6 +97,7 @@ def test_job_instances() -> None:
 def test_label_template() -> None:
     revs = {"mygit": "0123456789abcdef"}
     assert render_label("${COUNT}", 7) == "7"
+    assert render_label("r${count}", 7) == "r7"
     assert render_label("1.0-${COUNT}-${mygit[:7]}", 12, revs) == "1.0-12-0123456"
     assert render_label("${mygit}", 1, revs) == "0123456789abcdef"
 

@@ -90,7 +90,9 @@ def _configs(ws: Any, run: Any) -> dict[str, str]:
     return out
 
 
-def test_diamond_waits_for_matching_upstreams_and_the_opt_out_does_not(workspace: Any, git_repo: Any, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("workspace_store")  # SQLite and PostgreSQL (conftest)
+def test_diamond_waits_for_matching_upstreams_and_the_opt_out_does_not(
+        workspace: Any, git_repo: Any, tmp_path: Path) -> None:
     block = tmp_path / "block-ui"
     ws, repos = _diamond(workspace, git_repo, block)
     c1 = repos["config"].head
@@ -144,18 +146,25 @@ def test_timers_with_an_injected_clock(workspace: Any, git_repo: Any) -> None:
 
 
 def _race(ws_root: Path, n: int, lock: bool) -> list[subprocess.CompletedProcess[str]]:
+    """Start ``n`` tick processes that wait at a barrier, then release them at once."""
     go = ws_root / "go"
     code = (
         "import os, sys, time\n"
         "from workbench import Workspace\n"
         "from workbench.triggering import tick\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.002)\n"
-        f"r = tick(Workspace.open({str(ws_root)!r}), lock={lock})\n"
+        "ws = Workspace.open(sys.argv[1]); ws.config; ws.store\n"
+        "open(sys.argv[2], 'w').close()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
+        f"r = tick(ws, lock={lock})\n"
         "print(len(r.triggered), r.duplicates)\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(n)]
-    time.sleep(1.5)  # let them all import and wait at the barrier
+    ready = [ws_root / f"ready{i}" for i in range(n)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(ws_root), str(r)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.01)
     go.write_text("go")
     out = []
     for p in procs:
@@ -165,6 +174,7 @@ def _race(ws_root: Path, n: int, lock: bool) -> list[subprocess.CompletedProcess
     return out
 
 
+@pytest.mark.usefixtures("workspace_store")  # SQLite and PostgreSQL (conftest)
 @pytest.mark.parametrize("lock", [True, False], ids=["with-lock", "store-constraint-only"])
 def test_concurrent_ticks_in_separate_processes_trigger_once(workspace: Any, git_repo: Any, lock: bool) -> None:
     a, b = git_repo("a"), git_repo("b")
@@ -251,7 +261,8 @@ def test_rerun_failed_jobs_only(workspace: Any, git_repo: Any, tmp_path: Path) -
         engine.rerun(run, "build", failed_jobs=True)
 
 
-def test_cancel_from_another_process_stops_the_job_and_runs_on_cancel(workspace: Any, git_repo: Any, tmp_path: Path) -> None:
+def test_cancel_from_another_process_stops_the_job_and_runs_on_cancel(
+        workspace: Any, git_repo: Any, tmp_path: Path) -> None:
     repo = git_repo("app")
     started, cleaned = tmp_path / "started", tmp_path / "cleaned"
     stages = [{"build": {"jobs": {"job": {"tasks": [{"exec": {
@@ -280,13 +291,15 @@ def test_cancel_from_another_process_stops_the_job_and_runs_on_cancel(workspace:
     assert result["run"].status == Status.CANCELLED and cleaned.exists()
 
 
+@pytest.mark.usefixtures("workspace_store")  # SQLite and PostgreSQL (conftest)
 def test_cancel_a_run_nobody_drives(workspace: Any, git_repo: Any) -> None:
     repo = git_repo("app")
     stages = [{"build": {"jobs": {"job": {"tasks": [{"script": "true"}]}}}},
               {"deploy": {"approval": {"type": "manual"}, "jobs": {"job": {"tasks": [{"script": "true"}]}}}}]
     ws = write(workspace, pipeline("app", {"code": git_material(repo.url)}, stages=stages))
-    tick(ws)
+    assert "app/1 waits for approval of stage deploy" in tick(ws).finished
     assert runs(ws, "app")[0].status == Status.WAITING
+    assert tick(ws).lines() == []  # still waiting is not news
     out = workspace.cli("cancel", "app/1")
     assert out.code == 0 and "app/1: cancelled" in out.out
     run = runs(ws, "app")[0]
@@ -328,7 +341,8 @@ def test_unlock_when_finished_waits_for_the_active_run(workspace: Any, git_repo:
     assert tick(ws).triggered == []  # app/1 waits for approval and holds the lock
     first = runs(ws, "app")[0]
     waiting = ws.store.run_detail(first.id).latest_stages()["deploy"]
-    ws.store.set_stage_status(waiting.id, Status.SCHEDULED, expect=[Status.WAITING], approved_by="carol")  # as approve does
+    # what `workbench approve --detach` does: the stage is left SCHEDULED for tick/serve
+    ws.store.set_stage_status(waiting.id, Status.SCHEDULED, expect=[Status.WAITING], approved_by="carol")
     report = tick(ws)  # drives the approved stage; once app/1 finished, the latest revision triggers
     app = runs(ws, "app")
     assert app[0].status == Status.PASSED and len(app) == 2 and sha_of(app[1], "code") == repo.head
@@ -349,3 +363,29 @@ def test_fan_out_and_upstream_rerun_triggers_downstream_again(workspace: Any, gi
     d1 = runs(ws, "d1")
     assert len(d1) == 2 and d1[1].revisions["up"]["revision"] == "up/1/build/2"
     assert len(job_log(ws, d1[1])) > 0
+
+
+def test_lock_holder_is_gocd_locking() -> None:
+    from workbench.scheduler import lock_holder
+
+    S = Status
+    assert lock_holder("none", [(2, S.RUNNING)]) is None
+    assert lock_holder("unlockWhenFinished", [(3, S.PASSED), (2, S.WAITING)]) == 2  # an older run still going
+    assert lock_holder("unlockWhenFinished", [(3, S.FAILED)]) is None
+    assert lock_holder("lockOnFailure", [(3, S.FAILED), (2, S.PASSED)]) == 3
+    assert lock_holder("lockOnFailure", [(3, S.CANCELLED)]) == 3
+    assert lock_holder("lockOnFailure", [(4, S.PASSED), (3, S.FAILED)]) is None  # a later run passed
+    assert lock_holder("lockOnFailure", []) is None
+
+
+def test_owner_alive_tells_dead_local_processes() -> None:
+    import socket
+
+    from workbench.materials.recovery import owner_alive
+
+    host = socket.gethostname()
+    assert owner_alive(f"{host}:{os.getpid()}") is True
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert owner_alive(f"{host}:{child.pid}") is False
+    assert owner_alive("another-host:1") is None  # only its heartbeat can tell

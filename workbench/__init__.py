@@ -6,4 +6,13 @@ from .record import glue, record
 from .workspace import Workspace
 
 __version__ = "0.1.0"
-__all__ = ["Workspace", "WorkbenchError", "__version__", "glue", "record"]
+__all__ = ["Workspace", "WorkbenchError", "__version__", "dashboard", "glue", "record"]
+
+
+def __getattr__(name: str) -> object:
+    # the dashboard pulls in ipywidgets and plotly: import it only when asked for
+    if name == "dashboard":
+        import importlib
+
+        return importlib.import_module(".dashboard", __name__)
+    raise AttributeError(name)

@@ -43,7 +43,11 @@ CANCEL_SOURCES: list[CancelSource] = []
 
 
 def register_trigger_planner(planner: TriggerPlanner) -> None:
-    """``planner(engine, pipeline_cfg, requested_revisions, trigger)`` → a plan (``.revisions``, ``.record``) or None."""
+    """``planner(engine, pipeline_cfg, requested_revisions, trigger)`` → a plan or None.
+
+    A plan has ``.revisions`` (kept on the run) and ``.record(conn, run_id)`` (the
+    feature's rows, written in the run's own transaction).
+    """
     if planner not in TRIGGER_PLANNERS:
         TRIGGER_PLANNERS.append(planner)
 
@@ -148,7 +152,8 @@ class Engine:
             revisions, extra = plan.revisions, plan.record
         run = self.store.create_pipeline_run(
             pipeline,
-            label_for=lambda n: render_label(cfg.label_template, n, {k: _label_value(v) for k, v in (revisions or {}).items()}),
+            label_for=lambda n: render_label(cfg.label_template, n,
+                                             {k: _label_value(v) for k, v in (revisions or {}).items()}),
             trigger=trigger,
             triggered_by=triggered_by or current_user(),
             group_name=cfg.group,
@@ -164,7 +169,8 @@ class Engine:
         """Trigger and drive in this process until the run finishes or waits."""
         return self.drive(self.trigger(pipeline, **trigger_options))
 
-    def rerun(self, run: PipelineRun | int, stage: str, *, failed_jobs: bool = False, by: str | None = None) -> PipelineRun:
+    def rerun(self, run: PipelineRun | int, stage: str, *, failed_jobs: bool = False,
+              by: str | None = None) -> PipelineRun:
         """GoCD's rerun: a new counter of ``stage`` in the same run (its original revisions), from the current config.
 
         With ``failed_jobs`` only the jobs that did not pass run again; the
@@ -182,7 +188,8 @@ class Engine:
         latest = detail.latest_stages()
         busy = [s for s in latest.values() if s.status in (Status.SCHEDULED, Status.RUNNING)]
         if busy:
-            raise InvalidState(f"{run.locator}: stage {busy[0].name} is {busy[0].status}; wait for it or cancel the run first")
+            raise InvalidState(f"{run.locator}: stage {busy[0].name} is {busy[0].status}; "
+                               "wait for it or cancel the run first")
         previous = latest.get(stage)
         if previous is None and any(
             latest.get(s.name) is None or latest[s.name].status != Status.PASSED for s in pipeline.stages[:position]
@@ -205,8 +212,9 @@ class Engine:
         for jr in job_rows:
             if jr.name in keep:
                 old = keep[jr.name]
+                counter = previous.counter if previous else "?"
                 self.store.finish_job(jr.id, Status.PASSED, exit_code=old.exit_code,
-                                      reason=f"passed in {stage} counter {previous.counter if previous else '?'}; not rerun")
+                                      reason=f"passed in {stage} counter {counter}; not rerun")
         self.store.set_pipeline_status(run.id, Status.SCHEDULED, reason=f"rerun of {stage} by {user}")
         self.listener("stage_rerun", run=run, stage=created)
         return self.store.get_pipeline_run_by_id(run.id)

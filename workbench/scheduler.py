@@ -128,7 +128,7 @@ def render_label(template: str, counter: int, revisions: Mapping[str, str] | Non
 
     def sub(m: re.Match[str]) -> str:
         name, cut = m.group(1), m.group(2)
-        if name == "COUNT":
+        if name.upper() == "COUNT":  # GoCD accepts ${COUNT} in any case
             value = str(counter)
         else:
             value = str(revisions.get(name, ""))

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 from filelock import FileLock, Timeout
 
 from .config.model import GitMaterial, Pipeline
-from .errors import MaterialError, UsageError, WorkbenchError
+from .errors import UsageError, WorkbenchError
 from .status import Status
 
 __all__ = ["Scheduler", "TickReport", "tick", "serve", "notify", "serve_running"]
@@ -35,6 +35,7 @@ __all__ = ["Scheduler", "TickReport", "tick", "serve", "notify", "serve_running"
 LOCK_TIMEOUT = 60.0  # a pass waits this long for an overlapping one to finish deciding
 DRIVE_THREADS = 16
 WATCH_SECONDS = 0.02  # how often serve looks for notifications
+DRIVE_GRACE = 5.0  # a run another process moved this recently is that process's to drive
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Scheduler:
         self.engine = ws.engine(executor=executor, max_parallel=max_parallel, listener=self._on_event)
         self._pool = ThreadPoolExecutor(max_workers=DRIVE_THREADS, thread_name_prefix="wb-drive")
         self._drives: dict[int, Future[Any]] = {}
+        self._mine: set[int] = set()  # runs this scheduler created: driven at once
+        self._was_waiting: set[int] = set()  # runs already waiting for approval: not news
         self._wake = threading.Event()
         self._progress = False
         self._forced: set[str] = set()
@@ -116,6 +119,9 @@ class Scheduler:
     def _on_event(self, event: str, **data: Any) -> None:
         if event == "stage_finished" and data["stage"].status == Status.PASSED:
             self._poke()  # a downstream pipeline may follow now
+        elif event == "run_waiting" and data["run"].id not in self._was_waiting:
+            self._was_waiting.add(data["run"].id)
+            self.report.finished.append(f"{data['run'].locator} waits for approval of stage {data['stage']}")
         elif event == "run_finished":
             run = data["run"]
             self.report.finished.append(f"{run.locator} {run.status}" + (f": {run.reason}" if run.reason else ""))
@@ -147,12 +153,14 @@ class Scheduler:
             with lock:
                 return self._decide(poll_all)
         except Timeout:
-            self.report.errors.append(f"another scheduling pass held the lock for {LOCK_TIMEOUT:.0f}s; skipped this one")
+            self.report.errors.append(
+                f"another scheduling pass held the lock for {LOCK_TIMEOUT:.0f}s; skipped this one")
             return []
 
     def _decide(self, poll_all: bool) -> list[Any]:
         from .materials import MaterialSource
         from .materials.recovery import recover_orphans
+        from .materials.state import record_errors, save_timers, timers_due
 
         self.report.passes += 1
         now = self.clock()
@@ -171,55 +179,69 @@ class Scheduler:
             except UsageError as exc:
                 self.report.errors.append(f"notify: {exc}")
         source = MaterialSource(self.ws)
-        timer_due = self._timers_due(cfg, now)
+        timer_due, timer_errors = timers_due(store, cfg, now)
+        self.report.errors += timer_errors
         to_poll = [
             (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
             and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
         ]
         source.poll(m for _, m in to_poll)
         self.report.polled += len({source.url(m) for _, m in to_poll})
-        self._record_errors(cfg, source, [pm for pm in to_poll], now)
+        self.report.material_errors += record_errors(store, source, to_poll, now)
         latest = store.latest_runs()
-        created = []
-        for p in cfg.pipelines.values():
-            if not p.materials:
-                continue
+        todo = [p for p in cfg.pipelines.values() if p.materials]
+
+        def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
-                created += self._pipeline(p, source, latest.get(p.name), timer_due.get(p.name))
+                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name)), None)
             except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
-                self.report.errors.append(f"{p.name}: {exc}")
+                return [], [], [], f"{p.name}: {exc}"
+
+        # deciding reads git history and the store: pipelines in parallel; creating runs: in config order
+        if len(todo) > 4:
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="wb-decide") as pool:
+                decided = list(pool.map(plan, todo))
+        else:
+            decided = [plan(p) for p in todo]
+        created = []
+        for p, (plans, waiting, fired, error) in zip(todo, decided, strict=True):
+            self.report.waiting += waiting
+            self.report.timers += fired
+            if error:
+                self.report.errors.append(error)
+            for pl in plans:
+                run = self._trigger(p, pl)
+                if run is not None:
+                    created.append(run)
         if timer_due:
-            self._save_timers(timer_due, now)
+            save_timers(store, timer_due, now)
         return created
 
-    def _pipeline(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> list[Any]:
+    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
+        """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
         from .materials.controls import pipeline_lock
 
         holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
-            self.report.waiting.append(f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})")
-            return []
+            return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []
         decision = source.decide(p, last)
         plans = list(decision.plans)
-        if decision.waiting:
-            self.report.waiting.append(f"{p.name}: {decision.waiting}")
-        if fire is not None:
+        waiting = [f"{p.name}: {decision.waiting}"] if decision.waiting else []
+        fired = []
+        if fire is not None and p.timer is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fire))
             if plans:
-                plans = [_replace(pl, trigger="timer", reason=f"timer {p.timer.spec} at {when}; {pl.reason}") for pl in plans]
-            elif p.timer is not None and not p.timer.only_on_changes and not decision.waiting:
+                plans = [_replace(pl, trigger="timer", reason=f"timer {p.timer.spec} at {when}; {pl.reason}")
+                         for pl in plans]
+            elif not p.timer.only_on_changes and not decision.waiting:
                 manual = source.plan_manual(p, last)
-                plans = [_replace(manual, trigger="timer", reason=f"timer {p.timer.spec} at {when}", key_extra=f"timer@{fire:.0f}")]
+                plans = [_replace(manual, trigger="timer", reason=f"timer {p.timer.spec} at {when}",
+                                  key_extra=f"timer@{fire:.0f}")]
             else:
-                self.report.timers.append(f"{p.name}: fired at {when}, nothing changed (only_on_changes)")
+                fired.append(f"{p.name}: fired at {when}, nothing changed (only_on_changes)")
         if p.lock_behavior != "none":
             plans = plans[:1]  # a locked pipeline runs one revision set at a time
-        created = []
-        for plan in plans:
-            run = self._trigger(p, plan)
-            if run is not None:
-                created.append(run)
-        return created
+        return plans, waiting, fired
 
     def _trigger(self, p: Pipeline, plan: Any) -> Any:
         from .store import DuplicateTrigger
@@ -231,6 +253,7 @@ class Scheduler:
             self.report.duplicates += 1
             return None
         self.report.triggered.append(f"{run.locator} ({plan.describe()})")
+        self._mine.add(run.id)
         return run
 
     # -- config, timers, errors ---------------------------------------------------
@@ -251,89 +274,27 @@ class Scheduler:
         self._config_sig = sig
         return self.ws.config
 
-    def _timers_due(self, cfg: Any, now: float) -> dict[str, float]:
-        import sqlalchemy as sa
-
-        from .materials import tables as T
-        from .materials import timers
-
-        timed = {name: p for name, p in cfg.pipelines.items() if p.timer is not None}
-        if not timed:
-            return {}
-        ts = T.timer_state
-        with self.ws.store.read() as conn:
-            state = {r.pipeline: r for r in conn.execute(sa.select(ts).where(ts.c.pipeline.in_(list(timed))))}
-        due: dict[str, float] = {}
-        fresh = []
-        for name, p in timed.items():
-            row = state.get(name)
-            if row is None or row.spec != p.timer.spec:
-                fresh.append(name)  # start counting from now
-                continue
-            try:
-                fire = timers.due(p.timer.spec, row.last_checked, now)
-            except timers.TimerSpecError as exc:
-                self.report.errors.append(f"{name}: {exc}")
-                continue
-            if fire is not None:
-                due[name] = fire
-        if fresh:
-            with self.ws.store.write() as conn:
-                conn.execute(sa.delete(ts).where(ts.c.pipeline.in_(fresh)))
-                conn.execute(ts.insert(), [dict(pipeline=n, spec=timed[n].timer.spec, last_checked=now) for n in fresh])
-        return due
-
-    def _save_timers(self, due: dict[str, float], now: float) -> None:
-        from .materials import tables as T
-
-        ts = T.timer_state
-        with self.ws.store.write() as conn:
-            for name, fire in due.items():
-                conn.execute(ts.update().where(ts.c.pipeline == name).values(last_checked=now, last_fired=fire))
-
-    def _record_errors(self, cfg: Any, source: Any, polled: list[tuple[Pipeline, GitMaterial]], now: float) -> None:
-        import sqlalchemy as sa
-
-        from .materials import tables as T
-
-        e = T.material_errors
-        with self.ws.store.read() as conn:
-            open_rows = {(r.pipeline, r.material): r for r in conn.execute(
-                sa.select(e.c.id, e.c.pipeline, e.c.material, e.c.message).where(e.c.resolved_at.is_(None)))}
-        inserts, updates, resolved = [], [], []
-        for p, m in polled:
-            result = source.heads.get(source.fingerprint(m))
-            row = open_rows.get((p.name, m.name))
-            if isinstance(result, MaterialError):
-                self.report.material_errors.append(f"{p.name}/{m.name}: {result}")
-                if row is None:
-                    inserts.append(dict(fingerprint=source.fingerprint(m), pipeline=p.name, material=m.name,
-                                        url=source.url(m), message=str(result), first_seen=now, last_seen=now))
-                else:
-                    updates.append((row.id, str(result)))
-            elif row is not None:
-                resolved.append(row.id)
-        if not (inserts or updates or resolved):
-            return
-        with self.ws.store.write() as conn:
-            if inserts:
-                conn.execute(e.insert(), inserts)
-            for rid, message in updates:
-                conn.execute(e.update().where(e.c.id == rid).values(last_seen=now, message=message))
-            if resolved:
-                conn.execute(e.update().where(e.c.id.in_(resolved)).values(resolved_at=now))
-
     # -- driving -----------------------------------------------------------------
     def drive_all(self) -> None:
-        """Drive every active run this process is not already driving (scheduled, approved, waiting)."""
+        """Drive every active run this process is not already driving (scheduled, approved, waiting).
+
+        A run another process is visibly driving (it changed in the last
+        DRIVE_GRACE seconds: `workbench run`, `trigger`, `rerun` in a terminal)
+        is left to it, so that its user sees it through; a run nobody moves
+        (an approved stage, a driver that died) is picked up.
+        """
         store = self.ws.store
         names = set(self.ws.config.pipelines)
         active = store.pipeline_runs(statuses=[Status.SCHEDULED, Status.RUNNING, Status.WAITING])
-        for run in reversed(active):  # oldest first
-            if run.pipeline not in names:
-                continue
-            fut = self._drives.get(run.id)
-            if fut is not None and not fut.done():
+        self._was_waiting.update(r.id for r in active if r.status == Status.WAITING)
+        todo = [r for r in reversed(active) if r.pipeline in names  # oldest first
+                and not (r.id in self._drives and not self._drives[r.id].done())]
+        others = [r.id for r in todo if r.id not in self._mine]
+        from .materials.recovery import recently_moved
+
+        recent = recently_moved(store, others, time.time() - DRIVE_GRACE) if others else set()
+        for run in todo:
+            if run.id in recent:
                 continue
             self._drives[run.id] = self._pool.submit(self._drive, run.id)
 
@@ -434,7 +395,8 @@ class Scheduler:
 
 def _since(report: TickReport, mark: tuple[int, ...]) -> TickReport:
     return TickReport(recovered=report.recovered[mark[2]:], material_errors=report.material_errors[mark[3]:],
-                      triggered=report.triggered[mark[0]:], finished=report.finished[mark[1]:], errors=report.errors[mark[4]:],
+                      triggered=report.triggered[mark[0]:], finished=report.finished[mark[1]:],
+                      errors=report.errors[mark[4]:],
                       polled=report.polled, passes=report.passes)
 
 
@@ -535,10 +497,12 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
             if not isinstance(m, GitMaterial):
                 continue
             url = normalize_url(m.url, ws.root)
-            if what in (m.name, m.url) or wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git"):
+            same = wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git")
+            if what in (m.name, m.url) or same:
                 keys.add(url)
     if not keys:
-        known = sorted({m.name for p in ws.config.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)})
+        known = sorted({m.name for p in ws.config.pipelines.values() for m in p.materials
+                        if isinstance(m, GitMaterial)})
         raise UsageError(f"no git material has the URL or name {what!r} (materials: {', '.join(known) or 'none'})")
     return sorted(keys)
 

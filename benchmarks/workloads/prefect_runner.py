@@ -79,7 +79,8 @@ def main() -> None:
     for w in spec["workloads"]:
         build = as_subflows if w.get("mode") == "subflows" else as_tasks
         fn = build(w["plan"], spec["workers"])
-        fn()  # warm-up of this shape
+        if w.get("warm"):
+            fn()  # warm-up of this shape
         samples = []
         for _ in range(w["repeat"]):
             t = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Ours runs in this process (imports and config parsing outside the clock, as
 for Prefect, whose server start is outside the clock too): the roots are
-triggered and a scheduling pass (:func:`workbench.triggering.tick`) drives
-everything, triggering each downstream pipeline when its upstream stage
+triggered by hand and a scheduler (:class:`workbench.triggering.Scheduler`,
+what ``tick`` runs) drives everything, triggering each downstream pipeline when its upstream stage
 passes, with ``max_parallel`` = the number of CPUs. ``make -j N`` and Prefect
 get the same N. Each repeat gets a fresh workspace, so history does not pile up.
 """
@@ -26,7 +26,7 @@ def ours(dag: Dag, repeat: int, *, parallel: int | None = None) -> dict[str, Any
     """Median wall time of the whole DAG and the latencies the issue's targets are about."""
     from workbench import Workspace
     from workbench.status import Status
-    from workbench.triggering import tick
+    from workbench.triggering import Scheduler
 
     parallel = parallel or nproc()
     samples: list[float] = []
@@ -46,10 +46,10 @@ def ours(dag: Dag, repeat: int, *, parallel: int | None = None) -> dict[str, Any
                     if run.status != Status.PASSED:
                         raise RuntimeError(f"{run.locator} {run.status}: {run.reason}")
                     return
-                with ws.engine(max_parallel=parallel) as engine:
-                    for p in dag.roots:
-                        engine.trigger(p)
-                report = tick(ws, max_parallel=parallel)
+                with Scheduler(ws, max_parallel=parallel) as s:
+                    for p in dag.roots:  # by hand, as `workbench run` would: driven by this scheduler at once
+                        s._mine.add(s.engine.trigger(p).id)
+                    report = s.run_until_idle()
                 if report.errors:
                     raise RuntimeError("; ".join(report.errors))
 

@@ -1,8 +1,10 @@
 """Workload (f): ``tick`` over 10 / 50 / 200 pipelines when nothing changed.
 
 Each pipeline has its own git repository (the expensive case: nothing is
-shared between pipelines) and one ``true`` job; a first, untimed tick
-triggers and runs them all, so the timed ticks find every material at the
+shared between pipelines) and one ``true`` job. Repositories and pipeline
+files come from bench_triggering.py (the triggering issue's script, which
+also prints notify latency); this adds the growth line. A first, untimed
+tick triggers and runs them all, so the timed ticks find every material at the
 revision its pipeline last ran: they poll, decide and trigger nothing.
 
 Baseline: ``git ls-remote`` of each repository, one after the other: the
@@ -22,32 +24,7 @@ from typing import Any
 
 from harness import med, timed
 
-
-def make_repos(base: Path, n: int) -> list[Path]:
-    """``n`` distinct repositories with one commit each (copies of one, so setup stays quick)."""
-    first = base / "r0"
-    first.mkdir(parents=True)
-    env = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x",
-           "PATH": "/usr/bin:/bin"}
-    subprocess.run(["git", "init", "-q", "-b", "main", str(first)], check=True, env=env)
-    (first / "README").write_text("bench\n")
-    subprocess.run(["git", "-C", str(first), "add", "README"], check=True, env=env)
-    subprocess.run(["git", "-C", str(first), "commit", "-q", "-m", "one"], check=True, env=env)
-    repos = [first]
-    for i in range(1, n):
-        dest = base / f"r{i}"
-        shutil.copytree(first, dest)
-        repos.append(dest)
-    return repos
-
-
-def pipelines_yaml(repos: list[Path]) -> str:
-    lines = ["format_version: 10", "pipelines:"]
-    for i, r in enumerate(repos):
-        lines += [f"  p{i}:", "    group: bench", "    materials:", f"      code: {{git: '{r}', branch: main}}",
-                  "    stages:", "      - s:", "          fetch_materials: false", "          jobs:",
-                  "            j: {tasks: [{exec: {command: 'true'}}]}"]
-    return "\n".join(lines) + "\n"
+from bench_triggering import make_repos, write_workspace  # noqa: E402  (the triggering issue's script)
 
 
 def measure(sizes: list[int], repeat: int) -> dict[int, dict[str, Any]]:
@@ -59,9 +36,7 @@ def measure(sizes: list[int], repeat: int) -> dict[int, dict[str, Any]]:
         tmp = Path(tempfile.mkdtemp(prefix="wb-bench-tick-"))
         try:
             repos = make_repos(tmp / "repos", n)
-            root = tmp / "ws"
-            (root / "pipelines").mkdir(parents=True)
-            (root / "pipelines" / "bench.gocd.yaml").write_text(pipelines_yaml(repos))
+            root = write_workspace(tmp / "ws", repos)  # fetch_materials: false, one `true` job
             ws = Workspace.open(root)
             ws.config  # noqa: B018
             first = tick(ws)
@@ -76,7 +51,7 @@ def measure(sizes: list[int], repeat: int) -> dict[int, dict[str, Any]]:
                 reports.append(r)
 
             ours = med(timed(quiet) for _ in range(repeat))
-            ls_remote = med(timed(lambda: [subprocess.run(["git", "ls-remote", str(r), "refs/heads/main"], check=True,
+            ls_remote = med(timed(lambda: [subprocess.run(["git", "ls-remote", "--heads", str(r)], check=True,
                                                           capture_output=True) for r in repos]) for _ in range(repeat))
             cli = timed(lambda: subprocess.run([sys.executable, "-m", "workbench", "-w", str(root), "tick"], check=True,
                                                capture_output=True))

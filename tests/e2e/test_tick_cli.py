@@ -38,7 +38,8 @@ def triggered(out: str) -> list[str]:
     return sorted(line.split()[1] for line in out.splitlines() if line.startswith("triggered "))
 
 
-def test_tick_is_silent_when_nothing_happens_and_status_shows_material_errors(workspace: Any, git_repo: Any, tmp_path: Path) -> None:
+def test_tick_is_silent_when_nothing_happens_and_status_shows_material_errors(
+        workspace: Any, git_repo: Any, tmp_path: Path) -> None:
     repo = git_repo("app")
     repo.commit({"v.txt": "one"}, "one")
     workspace.write("app.yaml", app_yaml(repo.url) + f"""
@@ -141,7 +142,9 @@ pipelines:
           jobs:
             deploy:
               tasks:
-                - script: echo "deploying search $GO_DEPENDENCY_LABEL_SEARCH api $GO_DEPENDENCY_LABEL_API ui $GO_DEPENDENCY_LABEL_UI"
+                - script: >-
+                    echo "deploying search $GO_DEPENDENCY_LABEL_SEARCH
+                    api $GO_DEPENDENCY_LABEL_API ui $GO_DEPENDENCY_LABEL_UI"
 """
 
 SIMPLE = """

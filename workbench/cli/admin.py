@@ -31,3 +31,45 @@ def migrate(ctx: click.Context, target: str, source: str | None) -> None:
     shown = _safe_url(target)
     click.echo(f"copied {total} rows in {len(counts)} tables to {shown}; row counts checked")
     click.echo(f"to use it, put in workbench.yaml:\n  store:\n    url: {shown}\n(or set WORKBENCH_STORE_URL)")
+
+
+# -- backup and restore (workbench/backup.py) --------------------------------------------
+
+
+@main.command()
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--with-key", is_flag=True, help="Also copy .workbench/secret.key (keep such a backup as safe as the key).")
+@click.pass_context
+def backup(ctx: click.Context, dest: str, with_key: bool) -> None:
+    """Copy the config, the run history and the artifacts into DEST (new or empty), with SHA-256 checksums.
+
+    Safe while runs go on: the store is copied as one consistent snapshot
+    (SQLite's online backup, or pg_dump).
+    """
+    from ..backup import backup as do_backup
+
+    report = do_backup(_ws(ctx), dest, include_key=with_key)
+    click.echo(f"backed up {report.runs} runs ({report.store} store), {report.files} files, "
+               f"{report.bytes:,} bytes into {report.path}; manifest.json lists their SHA-256")
+
+
+@main.command()
+@click.argument("src", type=click.Path(file_okay=False))
+@click.argument("target", required=False, type=click.Path(file_okay=False))
+@click.option("--store-url", default=None, metavar="URL",
+              help="An EMPTY PostgreSQL database for a backup of a PostgreSQL store.")
+@click.pass_context
+def restore(ctx: click.Context, src: str, target: str | None, store_url: str | None) -> None:
+    """Restore the backup SRC into TARGET (default: the workspace folder), which must be empty.
+
+    Every file is checked against the backup's manifest before anything is
+    written; on any mismatch nothing is restored.
+    """
+    import os
+
+    from ..backup import restore as do_restore
+
+    folder = target or ctx.find_root().obj.get("workspace") or os.getcwd()
+    report = do_restore(src, folder, store_url=store_url)
+    click.echo(f"restored {report.runs} runs, {report.files} files, {report.bytes:,} bytes into {report.path}; "
+               "every checksum verified")

@@ -52,7 +52,7 @@ def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> N
         raise UsageError("`workbench dashboard` needs Voila: install the dashboard extra "
                          "(pip install 'release-workbench[dashboard]')")
     ws = _ws(ctx)
-    ws.config  # a broken config is reported here, not in the browser
+    _ = ws.config  # a broken config is reported here, not in the browser
     nb = notebook or str(find_notebook(ws.root, "release_dashboard.ipynb"))
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(ws.root)}
     argv = [sys.executable, "-m", "voila", nb, f"--port={port}", f"--Voila.ip={ip}", "--no-browser",

@@ -27,7 +27,8 @@ def _print_report(report: Any, fmt: str, verbose: bool) -> None:
 @main.command()
 @click.option("--verbose", "-v", is_flag=True, help="Also say why pipelines wait, and what the pass cost.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@click.option("--no-lock", is_flag=True, hidden=True, help="Skip the workspace lock (tests: the store alone must keep triggering at most once).")
+@click.option("--no-lock", is_flag=True, hidden=True,
+              help="Skip the workspace lock (tests: the store alone must keep triggering at most once).")
 @click.pass_context
 def tick(ctx: click.Context, verbose: bool, fmt: str, no_lock: bool) -> None:
     """One scheduling pass, for cron: poll materials, trigger, run what is ready, exit.
@@ -38,7 +39,7 @@ def tick(ctx: click.Context, verbose: bool, fmt: str, no_lock: bool) -> None:
     from ..triggering import tick as do_tick
 
     ws = _ws(ctx)
-    ws.config  # config errors before anything runs
+    _ = ws.config  # config errors before anything runs
     report = do_tick(ws, lock=not no_lock)
     _print_report(report, fmt, verbose)
     if report.errors:
@@ -54,7 +55,7 @@ def serve(ctx: click.Context, interval: float, quiet: bool) -> None:
     from ..triggering import serve as do_serve
 
     ws = _ws(ctx)
-    ws.config
+    _ = ws.config  # config errors before the loop starts
 
     def on_pass(report: Any) -> None:
         for line in report.lines():
@@ -63,7 +64,8 @@ def serve(ctx: click.Context, interval: float, quiet: bool) -> None:
 
     previous = signal.signal(signal.SIGTERM, _interrupt)
     if not quiet:
-        click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; `workbench notify` polls now; Ctrl-C stops)")
+        click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; "
+                   "`workbench notify` polls now; Ctrl-C stops)")
     try:
         do_serve(ws, interval, on_pass=on_pass)
     finally:
@@ -109,6 +111,9 @@ def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | Non
         finally:
             signal.signal(signal.SIGINT, previous)
     click.echo(_result_line(ws, result))
+    if result.status in (Status.SCHEDULED, Status.RUNNING):  # a tick or serve took it over: not a failure
+        click.echo(f"{result.locator} continues in another process (`workbench status`, `workbench logs -f`)")
+        return
     if result.status == Status.WAITING:
         return
     if result.status == Status.CANCELLED:

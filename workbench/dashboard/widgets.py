@@ -169,7 +169,7 @@ class Dashboard(W.VBox):
         self.runs.observe(lambda ch: self.show_run(ch["new"]), names="value")
         self.gantt: Any = None
         self.stream: Any = None
-        header = W.HBox([W.HTML(f"<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
+        header = W.HBox([W.HTML("<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
                          W.HTML(f"signed in as <b>{html.escape(self.user)}</b>&nbsp;&nbsp;"), self.live, self.status])
         self.chart_box = W.VBox()
         self.run_box = W.VBox([self.runs])

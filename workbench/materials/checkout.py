@@ -27,7 +27,8 @@ class CheckoutHook:
         for m in entries:
             dest = (base / (m.get("destination") or "")).resolve()
             if base.resolve() not in (dest, *dest.parents):
-                raise TaskError(f"material {m['name']}: destination {m.get('destination')!r} is outside the job's folder")
+                where = m.get("destination")
+                raise TaskError(f"material {m['name']}: destination {where!r} is outside the job's folder")
             mirror = mirror_path(mirrors, m["url"])
             try:
                 checkout(m["url"], m["revision"], dest, mirror=mirror, shallow=bool(m.get("shallow")))

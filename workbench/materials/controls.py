@@ -102,7 +102,8 @@ def check_unlocked(store: Any, pipeline: Any, *, allow_run: int | None = None) -
     holder = pipeline_lock(store, pipeline)
     if holder is not None and holder != allow_run:
         raise InvalidState(
-            f"pipeline {pipeline.name} is locked by {pipeline.name}/{holder} (lock_behavior: {pipeline.lock_behavior}); "
+            f"pipeline {pipeline.name} is locked by {pipeline.name}/{holder} "
+            f"(lock_behavior: {pipeline.lock_behavior}); "
             f"let it finish, rerun it, or `workbench unlock {pipeline.name}`"
         )
 

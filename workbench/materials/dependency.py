@@ -49,7 +49,8 @@ def ancestry(conn: sa.Connection, run_ids: Sequence[int]) -> dict[int, dict[str,
     return {rid: dict(anc or {}) for rid, anc in rows}
 
 
-def passed_runs(store: Any, pipeline: str, stage: str, *, limit: int = 10, counter: int | None = None) -> list[UpstreamRun]:
+def passed_runs(store: Any, pipeline: str, stage: str, *, limit: int = 10,
+                counter: int | None = None) -> list[UpstreamRun]:
     """Runs of ``pipeline`` whose ``stage`` passed, newest first (each passing stage counter is one)."""
     pr, sr = S.pipeline_runs, S.stage_runs
     q = (

@@ -103,7 +103,8 @@ def _git_error(exc: Exception, what: str, secret: str | None = None) -> Material
 class Mirror:
     """A bare mirror of one repository URL under ``.workbench/mirrors/``."""
 
-    def __init__(self, mirrors_dir: Path, url: str, *, remote_url: str | None = None, secret: str | None = None) -> None:
+    def __init__(self, mirrors_dir: Path, url: str, *, remote_url: str | None = None,
+                 secret: str | None = None) -> None:
         self.url = normalize_url(url)
         self.remote = remote_url or (self.url if _is_local(url) else url)
         self.secret = secret  # masked in every message
@@ -147,7 +148,8 @@ class Mirror:
         """Branch → sha as the remote has them now."""
         try:
             out = git.Git().execute(
-                ["git", "ls-remote", "--heads", self.remote], kill_after_timeout=LS_REMOTE_TIMEOUT, env={**os.environ, **GIT_ENV}
+                ["git", "ls-remote", "--heads", self.remote], kill_after_timeout=LS_REMOTE_TIMEOUT,
+                env={**os.environ, **GIT_ENV},
             )
         except Exception as exc:
             raise _git_error(exc, f"cannot reach {self.url}", self.secret) from None

@@ -23,7 +23,7 @@ from ..errors import InvalidState
 from ..status import Status
 from ..store import schema as S
 
-__all__ = ["Recovered", "owner_alive", "recover_orphans", "STALE_AFTER"]
+__all__ = ["Recovered", "owner_alive", "recover_orphans", "recently_moved", "STALE_AFTER"]
 
 STALE_AFTER = float(os.environ.get("WORKBENCH_HEARTBEAT_TIMEOUT", "60"))  # 12 missed heartbeats
 
@@ -132,3 +132,29 @@ def _fail_job(store: Any, job_run_id: int, reason: str) -> bool:
             .values(status=Status.FAILED.value, reason=reason, finished_at=time.time())
         ).rowcount
     return n == 1
+
+
+def recently_moved(store: Any, run_ids: list[int], since: float) -> set[int]:
+    """Runs whose own row, a stage or a job changed after ``since``, except approved stages waiting for a driver."""
+    pr, sr, jr = S.pipeline_runs, S.stage_runs, S.job_runs
+    moved: set[int] = set()
+    approved: set[int] = set()
+    with store.read() as conn:
+        for rid, created in conn.execute(sa.select(pr.c.id, pr.c.created_at).where(pr.c.id.in_(run_ids))):
+            if created > since:
+                moved.add(rid)
+        for rid, status, kind, *times in conn.execute(
+            sa.select(sr.c.pipeline_run_id, sr.c.status, sr.c.approval_type, sr.c.created_at, sr.c.started_at,
+                      sr.c.finished_at).where(sr.c.pipeline_run_id.in_(run_ids))
+        ):
+            if status == Status.SCHEDULED.value and kind == "manual":
+                approved.add(rid)
+            if any(t is not None and t > since for t in times):
+                moved.add(rid)
+        for rid, *times in conn.execute(
+            sa.select(sr.c.pipeline_run_id, jr.c.started_at, jr.c.finished_at, jr.c.heartbeat_at)
+            .join(sr, sr.c.id == jr.c.stage_run_id).where(sr.c.pipeline_run_id.in_(run_ids))
+        ):
+            if any(t is not None and t > since for t in times):
+                moved.add(rid)
+    return moved - approved

@@ -172,13 +172,15 @@ class MaterialSource:
                 cands[m.name] = [fanin.Candidate(r.locator, r.ancestors, r) for r in runs]
         if not cands:
             return Decision()
-        upstream_keys = {k for m in p.materials if isinstance(m, DependencyMaterial) for c in cands[m.name] for k in c.ancestors}
+        upstream_keys = {k for m in p.materials if isinstance(m, DependencyMaterial)
+                         for c in cands[m.name] for k in c.ancestors}
         chosen, note = self._choose(p, cands)
         if chosen is None:
             return Decision(waiting=note)
         return self._plans(p, last, chosen, note, upstream_keys)
 
-    def _choose(self, p: Pipeline, cands: dict[str, list[fanin.Candidate]]) -> tuple[dict[str, fanin.Candidate] | None, str | None]:
+    def _choose(self, p: Pipeline, cands: dict[str, list[fanin.Candidate]]
+                ) -> tuple[dict[str, fanin.Candidate] | None, str | None]:
         newest = {n: c[0] for n, c in cands.items()}
         if not p.fan_in or len(cands) < 2:
             return newest, None
@@ -192,7 +194,8 @@ class MaterialSource:
                 cands[m.name] = [fanin.Candidate(sha, {fp: sha}) for sha in history]
         result = fanin.resolve(cands)
         if not result.ok:
-            return None, "fan-in: waiting for upstreams built from the same revisions (" + "; ".join(result.conflicts) + ")"
+            why = "; ".join(result.conflicts)
+            return None, f"fan-in: waiting for upstreams built from the same revisions ({why})"
         chosen = dict(result.chosen or {})
         note = None
         if any(chosen[n].revision != newest[n].revision for n in chosen):
@@ -211,13 +214,16 @@ class MaterialSource:
                 if back:
                     return Decision(waiting=note or f"material {m.name} went back to an older revision")
                 revs[m.name] = (prev, adv)
-                if adv and prev and p.trigger == "each_commit" and (not p.fan_in or self.fingerprint(m) not in upstream_keys):
+                shared = p.fan_in and self.fingerprint(m) in upstream_keys  # fan-in decides its revision
+                if adv and prev and p.trigger == "each_commit" and not shared:
                     each.append(m)
             else:
                 assert isinstance(m, DependencyMaterial)
                 u: UpstreamRun = c.data
                 pm = _prev(last, m.name)
-                prev_order = (int(pm.get("counter", 0)), int(pm.get("stage_counter", 0))) if pm and pm.get("kind") == "dependency" else None
+                prev_order = None
+                if pm and pm.get("kind") == "dependency":
+                    prev_order = (int(pm.get("counter", 0)), int(pm.get("stage_counter", 0)))
                 if prev_order is not None and u.order < prev_order:
                     return Decision(waiting=note or f"upstream {m.pipeline} went back to an older run")
                 adv = prev_order is None or u.order > prev_order
@@ -264,8 +270,10 @@ class MaterialSource:
             return any(filters.triggers(c.files, m.includes, m.ignore) for c in commits), False
         return True, False
 
-    def _each_commit_sets(self, p: Pipeline, chosen: Mapping[str, fanin.Candidate], revs: Mapping[str, tuple[str | None, bool]],
-                          each: Sequence[GitMaterial]) -> list[dict[str, str]]:
+    def _each_commit_sets(self, p: Pipeline, chosen: Mapping[str, fanin.Candidate],
+                          revs: Mapping[str, tuple[str | None, bool]], each: Sequence[GitMaterial]
+                          ) -> list[dict[str, str]]:
+        """``trigger: each_commit``: one revision set per commit that counts, oldest first."""
         state = {n: c.revision for n, c in chosen.items()}
         for m in each:
             state[m.name] = revs[m.name][0] or state[m.name]
@@ -337,7 +345,9 @@ def _plan(pipeline: str, mats: tuple[MaterialRev, ...]) -> TriggerPlan:
         if m.kind == "git":
             head = m.commits[0] if m.commits else None
             what = f"{len(m.commits)} commit{'s' if len(m.commits) != 1 else ''}" if m.previous else "first run"
-            parts.append(f"{m.name}: {what}" + (f", {m.revision[:7]} {head.message.splitlines()[0][:60]!r} by {head.author}" if head else ""))
+            if head is not None:
+                what += f", {m.revision[:7]} {(head.message.splitlines() or [''])[0][:60]!r} by {head.author}"
+            parts.append(f"{m.name}: {what}")
         else:
             parts.append(f"{m.name}: {m.revision} passed")
     return TriggerPlan(pipeline, mats, trigger=trigger, reason="; ".join(parts) or "first run")

@@ -113,7 +113,8 @@ pipeline_unlocks = sa.Table(
     sa.Column("unlocked_at", sa.Float, nullable=False),
 )
 
-ALL = (material_revisions, commits, provenance, run_ancestry, material_errors, timer_state, cancel_requests, pipeline_unlocks)
+ALL = (material_revisions, commits, provenance, run_ancestry, material_errors, timer_state, cancel_requests,
+       pipeline_unlocks)
 S.register_migration("materials-1", S.tables_created_by(*ALL))
 
 

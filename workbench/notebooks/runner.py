@@ -66,6 +66,25 @@ from .kernels import POOL, Kernel, close_thread_loop  # noqa: E402
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MASK = "********"
+# Seconds to drain a cell's output after the kernel said it finished. nbclient's 4 s failed any cell
+# that printed faster than it could be processed (tens of MB) although it had passed; the job's
+# timeout and cancel (the watchdog) still bound the whole run.
+IOPUB_TIMEOUT = 300
+# Characters of output an executed notebook keeps (all of it goes to the job log): bounds memory
+OUTPUT_LIMIT = int(os.environ.get("WORKBENCH_NOTEBOOK_OUTPUT_LIMIT", str(20 * 1024 * 1024)))
+
+
+def _text(value: Any) -> str:
+    """nbformat text: a str as received from the kernel (``"".join`` would walk it character by character), or lines."""
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _output_size(out: Any) -> int:
+    """Characters an output holds (stream text, or its data's values: base64 images are text too)."""
+    if out.get("output_type") == "stream":
+        text = out.get("text", "")
+        return len(text) if isinstance(text, str) else sum(len(t) for t in text)
+    return sum(len(v) if isinstance(v, str) else len(str(v)) for v in (out.get("data") or {}).values())
 
 
 class _QuietUnknownParameters(logging.Filter):
@@ -130,9 +149,11 @@ class NotebookJob:
     def write_log(self, text: str) -> None:
         if not text:
             return
+        text = self.mask(text)
+        for i in range(0, len(text), 1 << 20):  # a cell's output can be one huge message: no second full copy
+            self.ctx.log.write(text[i:i + (1 << 20)].encode("utf-8", "replace"))
         if not text.endswith("\n"):
-            text += "\n"
-        self.ctx.log.write(self.mask(text).encode("utf-8", "replace"))
+            self.ctx.log.write(b"\n")
         self.ctx.log.flush()
 
 
@@ -195,13 +216,47 @@ class _Client(PapermillNotebookClient):
 
     _cleanup_kernel = run_sync(_async_cleanup_kernel)
 
+    def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None, cell_index: int) -> Any:
+        """nbclient's, keeping at most OUTPUT_LIMIT characters of output in the executed notebook.
+
+        Every output still reaches the job log; only what the notebook keeps
+        in memory (and saves at every cell) is bounded. A stream past the
+        budget goes straight to the log without becoming a validated
+        NotebookNode: that keeps the client ahead of a kernel printing
+        hundreds of MB, whose unread messages would otherwise pile up here.
+        """
+        kept = getattr(self, "_wb_kept", 0)
+        content = msg.get("content") or {}
+        if msg.get("msg_type") == "stream" and kept >= OUTPUT_LIMIT and not display_id:
+            self.wb_job.write_log(str(content.get("text", "")))
+            self._truncated(outs, cell_index)
+            return None
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is None or out.get("output_type") == "error":
+            return out
+        self._wb_kept = kept + _output_size(out)
+        if self._wb_kept > OUTPUT_LIMIT and outs and outs[-1] is out:
+            outs.pop()
+            self._truncated(outs, cell_index)
+        return out
+
+    def _truncated(self, outs: list[Any], cell_index: int) -> None:
+        """One note per cell saying its output was cut here."""
+        marked = getattr(self, "_wb_marked", set())
+        if cell_index not in marked:
+            marked.add(cell_index)
+            self._wb_marked = marked
+            outs.append(nbformat.v4.new_output("stream", name="stderr", text=(
+                f"[workbench: output beyond {OUTPUT_LIMIT:,} characters is not kept in the executed notebook; "
+                "the job log has all of it]\n")))
+
     def log_output_message(self, output: Any) -> None:
         job = self.wb_job
         kind = output.get("output_type")
         if kind == "stream":
-            job.write_log("".join(output.text))
+            job.write_log(_text(output.text))
         elif kind in ("execute_result", "display_data") and "text/plain" in output.get("data", {}):
-            job.write_log("".join(output.data["text/plain"]))
+            job.write_log(_text(output.data["text/plain"]))
         elif kind == "error":
             job.write_log(_ANSI.sub("", "\n".join(output.get("traceback", ()))))
 
@@ -266,7 +321,7 @@ class WorkbenchEngine(NBClientEngine):
                                  wb_job: Any = None, **kwargs: Any) -> Any:
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
         client = _Client(nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
-                         log=_pm_logger, log_output=log_output, **kwargs)
+                         log=_pm_logger, log_output=log_output, iopub_timeout=IOPUB_TIMEOUT, **kwargs)
         client.wb_job = wb_job
         return client.execute(cleanup_kc=True)  # we lent the kernel manager: still stop channels and kill
 

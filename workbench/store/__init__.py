@@ -503,9 +503,16 @@ def _get_run(conn: sa.Connection, run_id: int) -> PipelineRun:
 # -- helpers ----------------------------------------------------------------
 
 
+SQLITE_POOL_SIZE = 32  # SQLite connections are a file handle and a page cache: cheap to keep
+
+
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        # A pool as large as the threads that read at once (16 drivers, 8 deciders, the job
+        # threads): past pool_size, SQLAlchemy opens a connection per checkout and closes
+        # it on return, and every open runs the PRAGMAs below (profile in benchmarks/README.md).
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                                  pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
