@@ -145,6 +145,11 @@ class Report:
         print(row.line(), flush=True)
         return row
 
+    def add_target(self, text: str) -> None:
+        """A target about the whole workload (growth over its sizes): on its last row."""
+        self.rows[-1].targets.append(text)
+        print(f"  [{text}]", flush=True)
+
     def note(self, text: str) -> None:
         self.notes.append(text)
         print(f"  note: {text}", flush=True)

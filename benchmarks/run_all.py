@@ -125,7 +125,7 @@ def shell_workloads(report: Report, only: set[str], repeat: int, quick: bool, pe
             report.add(Row("(b) wide stage of `true` jobs, 2 at a time", f"{n} jobs", r["wall"],
                            {f"subprocess.run x{nproc()} threads": par, "make -j": shell.make(d, repeat)}, p,
                            {"per job": f"{r['wall'] / n * 1000:.2f} ms", "overhead/job": f"{over:.2f} ms"}, tg))
-        report.rows[-1].targets.append(growth_target("wide stage", wide_sizes, walls))
+        report.add_target(growth_target("wide stage", wide_sizes, walls))
 
     if "c" in only:
         walls = []
@@ -142,7 +142,7 @@ def shell_workloads(report: Report, only: set[str], repeat: int, quick: bool, pe
                                        "subprocess.run sequential": shell.subprocess_sequential(d, repeat)}, p,
                            {"per pipeline": f"{r['wall'] / n * 1000:.1f} ms",
                             "step med/max": f"{med(steps) * 1000:.1f}/{max(steps) * 1000:.1f} ms"}, tg))
-        report.rows[-1].targets.append(growth_target("chain", chain_sizes, walls))
+        report.add_target(growth_target("chain", chain_sizes, walls))
 
 
 def engine_workload(report: Report, repeat: int) -> None:
@@ -205,7 +205,7 @@ def metrics_workload(report: Report, repeat: int, quick: bool) -> None:
         report.add(Row("(e) every delivery metric over synthetic history (in memory)", f"{n:,} job runs", r["ours"],
                        {"per-row Python loop": r["naive"]}, {},
                        {"per 1k job runs": f"{r['ours'] / n * 1e6:.2f} ms", "pipeline runs": f"{r['runs']:,}"}, tg))
-    report.rows[-1].targets.append(growth_target("metrics", sizes, [res[n]["ours"] for n in sizes]))
+    report.add_target(growth_target("metrics", sizes, [res[n]["ours"] for n in sizes]))
 
 
 def tick_workload(report: Report, repeat: int, quick: bool) -> None:
@@ -219,7 +219,7 @@ def tick_workload(report: Report, repeat: int, quick: bool) -> None:
                        {"git ls-remote each, sequential": r["ls_remote"]}, {},
                        {"per pipeline": f"{r['ours'] / n * 1000:.1f} ms",
                         "`workbench tick` CLI (fresh process)": fmt_s(r["cli"])}))
-    report.rows[-1].targets.append(growth_target("tick", sizes, [res[n]["ours"] for n in sizes]))
+    report.add_target(growth_target("tick", sizes, [res[n]["ours"] for n in sizes]))
 
 
 # -- README -----------------------------------------------------------------------------------------

@@ -366,6 +366,8 @@ class Engine:
         env = dict(os.environ)
         env.update(plain)
         env.update(secrets)
+        if secrets:  # which variables are secret, so workbench.record() in the job masks their values too
+            env["WORKBENCH_SECRET_NAMES"] = ",".join(sorted(secrets))
         env.update(self._go_env(run, pipeline, stage, stage_run, jr, env_cfg.name if env_cfg else None))
         env["WORKBENCH_STORE_URL"] = self.store.url  # workbench.record() in the job writes here
         return JobSpec(

@@ -83,6 +83,11 @@ def record(key: str, value: Any) -> Any:
     if not isinstance(key, str) or not key.strip() or len(key) > 255:
         raise UsageError("workbench.record: the key must be a non-empty string of at most 255 characters")
     plain = _plain(value)
+    names = [n for n in os.environ.get("WORKBENCH_SECRET_NAMES", "").split(",") if n]
+    if names:  # a secure variable's value never lands in the store, even inside a recorded URL or dict
+        from .secrets import mask_data
+
+        plain = mask_data(plain, [os.environ[n] for n in names if os.environ.get(n)])
     if not in_workbench_job():
         print(f"workbench.record: {key} = {json.dumps(plain)} (not inside a workbench job: printed, not stored)")
         return value

@@ -1,51 +1,62 @@
 #!/usr/bin/env bash
 # The Shops example's build steps: small, local, real. Each call does one step
-# for one component inside the job's folder (GoCD's agent working directory).
-#   shops.sh build|test|package|push QA|deploy ENV COMPONENT
+# for one component inside the job's folder (GoCD's agent working directory),
+# where the component's git material is checked out (destination = its name).
+#   shops.sh build|test|package COMPONENT
+#   shops.sh deploy ENV COMPONENT VERSION
+#   shops.sh release-manifest            (qa_deploy: which versions it installed)
+#   shops.sh promote                     (promote_qa_to_prod: qa -> prod packages)
 set -euo pipefail
 step=$1; shift
-component=${!#}
-src=${SHOPS_SRC:-$component}          # material checkout folder, when there is one
 label=${GO_PIPELINE_LABEL:-dev}
 state="${WORKBENCH_WORKSPACE:-.}/.workbench/demo"
 mkdir -p "$state"
 
-sources() {
-  if [ -d "$src" ]; then echo "$src"; else mkdir -p "gen/$component"; echo "print('$component $label')" > "gen/$component/main.py"; echo "gen/$component"; fi
-}
-
 case "$step" in
   build)
-    dir=$(sources)
-    python3 -m py_compile $(find "$dir" -name '*.py')
-    echo "built $component from $dir at label $label"
+    c=$1
+    [ -x "$c/build.sh" ] && (cd "$c" && ./build.sh "$c")
+    find "$c" -name '*.py' -exec python3 -m py_compile {} +
+    echo "built $c at label $label"
     ;;
   test)
-    dir=$(sources)
-    n=$(find "$dir" -name '*.py' | wc -l)
+    c=$1
+    n=$(find "$c" -type f -not -path '*/.git/*' | wc -l)
     mkdir -p test-reports
     cat > test-reports/junit.xml <<XML
-<testsuite name="$component" tests="1" failures="0"><testcase classname="$component" name="compiles_${n}_files" time="0.01"/></testsuite>
+<testsuite name="$c" tests="2" failures="0">
+  <testcase classname="$c.files" name="has_${n}_files" time="0.01"/>
+  <testcase classname="$c.build" name="build_script_runs" time="0.02"/>
+</testsuite>
 XML
-    echo "tests of $component passed ($n python files)"
+    echo "tests of $c passed ($n files)"
     ;;
   package)
-    dir=$(sources)
+    c=$1
     mkdir -p dist
-    tar czf "dist/shops-$component-$label.tar.gz" -C "$dir" .
-    sha256sum "dist/shops-$component-$label.tar.gz"
-    ;;
-  push)
-    repo=$1
-    mkdir -p "$state/packages/$repo"
-    echo "$component $label" >> "$state/packages/$repo/index.txt"
-    echo "pushed shops-$component-$label to the $repo package repository"
+    tar czf "dist/shops-$c.tar.gz" --exclude=.git -C "$c" .
+    sha256sum "dist/shops-$c.tar.gz"
     ;;
   deploy)
-    env=$1
+    env=$1 c=$2 version=$3
     mkdir -p "$state/stacks/$env"
-    echo "$label" > "$state/stacks/$env/$component.version"
-    echo "deployed $component $label to $env"
+    echo "$version" > "$state/stacks/$env/$c.version"
+    echo "deployed $c $version to $env"
+    ;;
+  release-manifest)
+    mkdir -p release
+    {
+      echo "search ${GO_DEPENDENCY_LABEL_SEARCH:-}"
+      echo "api ${GO_DEPENDENCY_LABEL_API:-}"
+      echo "ui ${GO_DEPENDENCY_LABEL_UI:-}"
+    } > release/versions.txt
+    cat release/versions.txt
+    ;;
+  promote)
+    while read -r c version; do
+      [ -n "$version" ] || continue
+      "${WORKBENCH_PYTHON:-python3}" -m workbench package promote "shops-$c" "$version" --from qa --to prod
+    done < release/versions.txt
     ;;
   *)
     echo "unknown step $step" >&2; exit 2 ;;

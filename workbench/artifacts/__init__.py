@@ -127,6 +127,10 @@ def _record_tests(spec: Any, ctx: Any, files: list[tuple[Path, str]]) -> int:
             continue
         rows += [dict(job_run_id=spec.job_run_id, file=rel, suite=c.suite, classname=c.classname, name=c.name,
                       status=c.status, duration=c.duration, message=c.message) for c in cases]
+    if rows and spec.secrets:  # a failure message quoting a secure variable is masked like the log
+        from ..secrets import mask_data
+
+        rows = [mask_data(r, spec.secrets) for r in rows]
     url = spec.context.get("store_url")
     if rows and url:
         with job_store(url).write() as conn:

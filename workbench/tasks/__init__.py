@@ -8,6 +8,7 @@ inputs so any executor, local or remote, can call it.
 from __future__ import annotations
 
 import shlex
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class JobContext:
     @property
     def env(self) -> dict[str, str]:
         """The job's environment plus where it runs, so scripts can find workspace files."""
-        return {**self.spec.env, "WORKBENCH_WORKSPACE": self.spec.workspace, "WORKBENCH_JOB_DIR": self.spec.workdir}
+        return {**self.spec.env, "WORKBENCH_WORKSPACE": self.spec.workspace, "WORKBENCH_JOB_DIR": self.spec.workdir,
+                "WORKBENCH_PYTHON": sys.executable}  # so a script can call `$WORKBENCH_PYTHON -m workbench ...`
 
     def process(self, argv: list[str], working_directory: str | None) -> ProcessResult:
         return run_process(

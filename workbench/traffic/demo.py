@@ -185,7 +185,7 @@ def start_demo_nginx(root: str | os.PathLike[str], say: Callable[[str], Any] = p
     base = Path(root) / ".workbench" / "demo-traffic"
     base.mkdir(parents=True, exist_ok=True)
     if nginx_binary():
-        cfg, nginx, backends = start_nginx_route(base / "nginx", name)
+        cfg, nginx, backends = start_nginx_route(base / "nginx" / name, name)  # one nginx per route
         say(f"traffic: a real nginx ({nginx.binary}) on {cfg['url']} in front of two backends "
             f"(blue {cfg['stacks']['blue']}, green {cfg['stacks']['green']})")
 
