@@ -194,3 +194,18 @@ def test_secrets_masked_in_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert ws.run("p").status == Status.PASSED
     log = Path(ws.frames.job_runs.iloc[0]["log_path"]).read_text()
     assert "pw=********" in log and "hunter2" not in log
+
+
+def test_nearer_plain_variable_beats_a_farther_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("WORKBENCH_SECRET_KEY", key)
+    token = Fernet(key.encode()).encrypt(b"env-level-secret").decode()
+    dump = tmp_path / "env.txt"
+    job = Job("j", (sh(f"echo X=$X > {dump}"),), environment_variables={"X": "job-plain"})
+    p = Pipeline("p", (Stage("s", (job,)),))
+    env = Environment("e", pipelines=("p",), secure_variables={"X": token})
+    ws = make_ws(tmp_path, p, environments={"e": env})
+    assert ws.run("p").status == Status.PASSED
+    assert dump.read_text().strip() == "X=job-plain"

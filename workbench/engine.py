@@ -20,7 +20,7 @@ from .errors import InvalidState, NotFound
 from .executors import Executor, JobOutcome, JobSpec, make_executor
 from .hooks import STAGE_HOOKS
 from .identity import current_user
-from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, merge_env, next_step, render_label
+from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, next_step, render_label
 from .status import Status
 from .store import PipelineRun, RunDetail, StageRun
 
@@ -356,13 +356,7 @@ class Engine:
         workdir = ws.work_dir / rel
         log_path = ws.logs_dir / rel.parent / f"{jr.name}.log"
         env_cfg = ws.config.environment_of(pipeline.name)
-        plain = merge_env(
-            env_cfg.environment_variables if env_cfg else None,
-            pipeline.environment_variables,
-            stage.environment_variables,
-            job.environment_variables,
-        )
-        secrets = self._secrets(pipeline, stage, job, env_cfg)
+        plain, secrets = self._variables(pipeline, stage, job, env_cfg)
         env = dict(os.environ)
         env.update(plain)
         env.update(secrets)
@@ -396,13 +390,30 @@ class Engine:
             },
         )
 
-    def _secrets(self, pipeline: Pipeline, stage: Stage, job: Job, env_cfg: Any) -> dict[str, str]:
-        levels = [env_cfg.secure_variables if env_cfg else None, pipeline.secure_variables, stage.secure_variables, job.secure_variables]
-        if not any(levels):
-            return {}
+    def _variables(self, pipeline: Pipeline, stage: Stage, job: Job, env_cfg: Any) -> tuple[dict[str, str], dict[str, str]]:
+        """Plain and (decrypted) secure variables with GoCD's precedence: job > stage > pipeline > environment.
+
+        A name set at a nearer level wins whether it is plain or secure there,
+        so a job's plain value is not overridden by an environment's secret.
+        """
+        plain: dict[str, str] = {}
+        secure: dict[str, str] = {}
+        levels = [(env_cfg.environment_variables, env_cfg.secure_variables) if env_cfg else ({}, {}),
+                  (pipeline.environment_variables, pipeline.secure_variables),
+                  (stage.environment_variables, stage.secure_variables),
+                  (job.environment_variables, job.secure_variables)]
+        for level_plain, level_secure in levels:
+            for name, value in (level_plain or {}).items():
+                plain[name] = value
+                secure.pop(name, None)
+            for name, value in (level_secure or {}).items():
+                secure[name] = value
+                plain.pop(name, None)
+        if not secure:
+            return plain, {}
         from .secrets import decrypt_variables
 
-        return decrypt_variables(merge_env(*levels), self.ws)
+        return plain, decrypt_variables(secure, self.ws)
 
     @staticmethod
     def _go_env(run: PipelineRun, pipeline: Pipeline, stage: Stage, stage_run: StageRun, jr: Any, env_name: str | None) -> dict[str, str]:

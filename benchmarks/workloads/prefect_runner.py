@@ -76,8 +76,14 @@ def main() -> None:
     t = time.perf_counter()
     warm()  # starts the ephemeral API server: not timed
     out: dict[str, object] = {"_startup": time.perf_counter() - t}
+    warmed: set[str] = {"tasks"}
+    tiny = {"pipelines": {"w0": [[["true"]]], "w1": [[["true"]]]}, "upstream": {"w1": ["w0"]}, "order": ["w0", "w1"]}
     for w in spec["workloads"]:
-        build = as_subflows if w.get("mode") == "subflows" else as_tasks
+        mode = w.get("mode", "tasks")
+        build = as_subflows if mode == "subflows" else as_tasks
+        if mode not in warmed:  # the first subflow of a process costs seconds more: not the shape's fault
+            build(tiny, spec["workers"])()
+            warmed.add(mode)
         fn = build(w["plan"], spec["workers"])
         if w.get("warm"):
             fn()  # warm-up of this shape
