@@ -389,3 +389,14 @@ def test_owner_alive_tells_dead_local_processes() -> None:
     child.wait()
     assert owner_alive(f"{host}:{child.pid}") is False
     assert owner_alive("another-host:1") is None  # only its heartbeat can tell
+
+
+def test_a_timer_fires_a_pipeline_without_materials(workspace: Any) -> None:
+    ws = write(workspace, pipeline("report", {}, timer={"spec": "0 3 * * *"}))
+    t0 = time.time()
+    assert tick(ws, now=t0).triggered == []  # the timer starts counting; no materials, nothing else triggers
+    report = tick(ws, now=t0 + 86400)  # a 03:00 passed
+    got = runs(ws, "report")
+    assert len(got) == 1 and got[0].trigger == "timer", report
+    assert got[0].status.value == "passed"
+    assert tick(ws, now=t0 + 86400 + 60).triggered == []  # that fire was acted on once

@@ -189,7 +189,7 @@ class Scheduler:
         self.report.polled += len({source.url(m) for _, m in to_poll})
         self.report.material_errors += record_errors(store, source, to_poll, now)
         latest = store.latest_runs()
-        todo = [p for p in cfg.pipelines.values() if p.materials]
+        todo = [p for p in cfg.pipelines.values() if p.materials or p.name in timer_due]  # a timer needs no material
 
         def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
