@@ -11,7 +11,7 @@ brings a web server and a hundred packages).
   benchmark process and not timed (a warm-up flow runs first).
 * **Ploomber**: a pipeline of notebooks executed through papermill. It is
   pinned to *this* environment's pandas so the comparison is with current
-  pandas: on 2025-11 ``ploomber 0.23.3`` installed and ran with pandas 3.1.1
+  pandas: on 2026-11-27 ``ploomber 0.23.3`` installed and ran with pandas 3.1.1
   (see benchmarks/README.md). If it ever stops installing with the current
   pandas, :func:`notebook_peer` says so and the notebook workload reports
   the papermill baselines without a peer row.

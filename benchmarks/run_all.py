@@ -43,8 +43,10 @@ def growth(sizes: list[float], times: list[float]) -> float:
     return math.log(times[-1] / times[0]) / math.log(sizes[-1] / sizes[0])
 
 
-def growth_target(label: str, sizes: list[float], times: list[float]) -> str:
+def growth_target(label: str, sizes: list[float], times: list[float], *, required: bool = True) -> str:
     k = growth(sizes, times)
+    if not required:  # the issue asks linear growth of (c), (e) and (f) only
+        return f"{label} growth exponent {k:.2f} (1.0 = linear; informational)"
     return f"{label} growth exponent {k:.2f} (1.0 = linear; target: linear or better): {'met' if k <= 1.15 else 'MISSED'}"
 
 
@@ -125,7 +127,7 @@ def shell_workloads(report: Report, only: set[str], repeat: int, quick: bool, pe
             report.add(Row("(b) wide stage of `true` jobs, 2 at a time", f"{n} jobs", r["wall"],
                            {f"subprocess.run x{nproc()} threads": par, "make -j": shell.make(d, repeat)}, p,
                            {"per job": f"{r['wall'] / n * 1000:.2f} ms", "overhead/job": f"{over:.2f} ms"}, tg))
-        report.add_target(growth_target("wide stage", wide_sizes, walls))
+        report.add_target(growth_target("wide stage", wide_sizes, walls, required=False))
 
     if "c" in only:
         walls = []
@@ -179,12 +181,12 @@ def notebook_workload(report: Report, repeat: int, quick: bool, peers: dict[str,
     if not hasattr(peer, "python"):
         report.note(f"no notebook-pipeline peer: {peer}")
         peer = None
-    res = notebooks.measure(sizes, max(1, repeat - 1), cli_runs=4 if quick else 8, peer=peer)
+    res = notebooks.measure(sizes, max(1, repeat - 1), cli_runs=4 if quick else 6, peer=peer)
     for n in sizes:
         ours = res["ours"][n]
         cli, inproc = res["cli"][n], res["inproc"][n]
         measured = res["cli_measured"][n]
-        cli_name = "papermill CLI sequential" + ("" if measured == n else f" ({measured} runs measured, x{n / measured:g})")
+        cli_name = "papermill CLI sequential" + ("" if measured == n else f" ({measured} runs measured, scaled to {n})")
         p = {"ploomber": res["ploomber"][n]} if n in res["ploomber"] else {}
         tg = [target("throughput vs sequential papermill CLI", cli / ours, 3, "x", lower_is_better=False),
               target("time vs in-process execute_notebook", ours / inproc, 1.2, "x")]
@@ -201,7 +203,7 @@ def metrics_workload(report: Report, repeat: int, quick: bool) -> None:
     res = metrics.measure(sizes, repeat)
     for n in sizes:
         r = res[n]
-        tg = [target("1M job runs", r["ours"], 1.0, "s")] if n >= 1_000_000 else []
+        tg = [target("(issue 6) 1M job runs", r["ours"], 1.0, "s")] if n >= 1_000_000 else []
         report.add(Row("(e) every delivery metric over synthetic history (in memory)", f"{n:,} job runs", r["ours"],
                        {"per-row Python loop": r["naive"]}, {},
                        {"per 1k job runs": f"{r['ours'] / n * 1e6:.2f} ms", "pipeline runs": f"{r['runs']:,}"}, tg))
@@ -220,6 +222,13 @@ def tick_workload(report: Report, repeat: int, quick: bool) -> None:
                        {"per pipeline": f"{r['ours'] / n * 1000:.1f} ms",
                         "`workbench tick` CLI (fresh process)": fmt_s(r["cli"])}))
     report.add_target(growth_target("tick", sizes, [res[n]["ours"] for n in sizes]))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 # -- README -----------------------------------------------------------------------------------------
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [n for n, ws in (("prefect", {"a", "b", "c"}), ("ploomber", {"d"})) if only & ws]
         peers = ensure_all(wanted)
         for n, p in peers.items():
-            report.note(f"{n} {p.version} in {p.python.parent.parent}" if isinstance(p, Peer) else f"{n} unavailable: {p}")
+            report.note(f"{n} {p.version} in {_rel(p.python.parent.parent)}" if isinstance(p, Peer) else f"{n} unavailable: {p}")
         print(f"  (peers ready in {time.perf_counter() - t:.0f} s)")
 
     if only & {"a", "b", "c"}:

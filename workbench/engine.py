@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .config.model import Job, Pipeline, Stage
-from .errors import InvalidState, NotFound
+from .errors import InvalidState, NotFound, WorkbenchError
 from .executors import Executor, JobOutcome, JobSpec, make_executor
 from .hooks import STAGE_HOOKS
 from .identity import current_user
@@ -167,6 +168,11 @@ class Engine:
 
     def run(self, pipeline: str, **trigger_options: Any) -> PipelineRun:
         """Trigger and drive in this process until the run finishes or waits."""
+        cfg = self.ws.config.pipeline(pipeline)
+        env_cfg = self.ws.config.environment_of(pipeline)
+        for stage in cfg.stages:  # a missing or unsafe key is refused here, before anything is written
+            for job in stage.jobs:
+                self._variables(cfg, stage, job, env_cfg)
         return self.drive(self.trigger(pipeline, **trigger_options))
 
     def rerun(self, run: PipelineRun | int, stage: str, *, failed_jobs: bool = False,
@@ -297,19 +303,26 @@ class Engine:
         cancel = self._cancel_for(run.id)
         specs: dict[Future[JobOutcome], Any] = {}
         done_before = [jr for jr in jobs if jr.status.finished]  # kept from the previous counter (rerun of failed jobs)
+        unstartable = False
         for jr in jobs:
             if jr.status.finished:
                 continue
             job_cfg = by_name.get(jr.name)
             if job_cfg is None:  # config changed under a scheduled stage
                 self.store.finish_job(jr.id, Status.FAILED, reason=f"job {jr.name} is no longer in the config")
+                unstartable = True
                 continue
-            spec = self._job_spec(run, pipeline, stage, stage_run, job_cfg, jr)
+            try:
+                spec = self._job_spec(run, pipeline, stage, stage_run, job_cfg, jr)
+            except WorkbenchError as exc:  # e.g. an unsafe key file: the stage fails saying why, never stays running
+                self.store.finish_job(jr.id, Status.FAILED, reason=f"job could not start: {exc}")
+                unstartable = True
+                continue
             with self._lock:  # heartbeats cover queued jobs too, so a crash before they start is noticed
                 self._running_jobs.add(jr.id)
             specs[self.executor.submit(spec, cancel, self._on_job_start)] = (jr, spec)
         self._ensure_heartbeat()
-        failed = any(jr.status == Status.FAILED for jr in done_before)
+        failed = unstartable or any(jr.status == Status.FAILED for jr in done_before)
         cancelled = any(jr.status == Status.CANCELLED for jr in done_before)
         for fut in as_completed(specs):  # one waiter per job; wait(FIRST_COMPLETED) in a loop was O(jobs²)
             jr, spec = specs[fut]
@@ -329,11 +342,26 @@ class Engine:
             status, reason = Status.CANCELLED, "cancelled"
         else:
             status, reason = Status.PASSED, None
-        final = self.store.set_stage_status(stage_run.id, status, reason)
-        for hook in STAGE_HOOKS:
-            changed = hook.stage_finished(self, run, stage, final)
-            if changed is not None:
-                final = changed
+        if status == Status.PASSED:
+            # Stage hooks (a traffic step) act *before* the pass is recorded: a crash in between
+            # leaves the stage running, which recovery fails ("rerun it"), never a pass whose
+            # traffic did not move (found by tests/test_faults.py).
+            final = replace(stage_run, status=status, reason=reason)
+            for hook in STAGE_HOOKS:
+                changed = hook.stage_finished(self, run, stage, final)
+                if changed is not None:
+                    final = changed
+            if final.status == Status.PASSED:
+                try:
+                    final = self.store.set_stage_status(stage_run.id, status, reason, expect=[Status.RUNNING])
+                except InvalidState:  # failed meanwhile (recovery took this process for dead): that stands
+                    final = self.store.get_stage_run(stage_run.id)
+        else:
+            final = self.store.set_stage_status(stage_run.id, status, reason)
+            for hook in STAGE_HOOKS:
+                changed = hook.stage_finished(self, run, stage, final)
+                if changed is not None:
+                    final = changed
         self.listener("stage_finished", run=run, stage=final)
 
     def _on_job_start(self, spec: JobSpec, agent: str) -> None:

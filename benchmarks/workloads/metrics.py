@@ -24,5 +24,5 @@ def measure(sizes: list[int], repeat: int, *, baseline_max: int = 1_000_000) -> 
         # the per-row loop takes ~15 s at 1M: once, and only up to baseline_max
         base = timed(lambda: naive(h, rule)) if n <= baseline_max else float("nan")
         out[n] = {"ours": ours, "naive": base, "runs": len(h.runs)}
-        del h
+
     return out

@@ -506,12 +506,21 @@ def _get_run(conn: sa.Connection, run_id: int) -> PipelineRun:
 SQLITE_POOL_SIZE = 32  # SQLite connections are a file handle and a page cache: cheap to keep
 
 
+def _busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another's lock before "store locked" (exit 4); default 30."""
+    try:
+        return max(float(os.environ.get("WORKBENCH_STORE_BUSY_TIMEOUT", "30")), 0.0)
+    except ValueError:
+        return 30.0
+
+
 def _make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         # A pool as large as the threads that read at once (16 drivers, 8 deciders, the job
         # threads): past pool_size, SQLAlchemy opens a connection per checkout and closes
         # it on return, and every open runs the PRAGMAs below (profile in benchmarks/README.md).
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+        busy = _busy_timeout()
+        engine = sa.create_engine(url, connect_args={"timeout": busy, "check_same_thread": False},
                                   pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE)
 
         @event.listens_for(engine, "connect")
@@ -521,13 +530,22 @@ def _make_engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:
             write = conn.get_execution_options().get("wb_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+            # straight to the driver: through exec_driver_sql this statement alone cost a
+            # quarter of a job's store write (profile in benchmarks/README.md); its errors
+            # ("database is locked") are wrapped as SQLAlchemy's, as exec_driver_sql did
+            import sqlite3
+
+            statement = "BEGIN IMMEDIATE" if write else "BEGIN"
+            try:
+                conn.connection.driver_connection.execute(statement)
+            except sqlite3.Error as exc:
+                raise sa.exc.DBAPIError.instance(statement, None, exc, sqlite3.Error) from None
 
         return engine
     try:
