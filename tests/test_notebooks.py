@@ -104,6 +104,12 @@ def test_failing_cell_fails_the_job_and_names_the_cell(tmp_path: Path) -> None:
     assert any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in nb.cells)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors and errors[0].evalue == "bad value 42"
+    # `workbench history` links the executed notebook and names the failing cell
+    from workbench.reporting import history_rows
+
+    linked = history_rows(ws, "nb", 1)[0]["notebooks"]
+    assert linked == [{"stage": "analyse", "job": "j", "notebook": "notebooks/fail.ipynb",
+                       "executed_path": nr["executed_path"], "status": "failed", "failed_cell": 3, "error": "ValueError"}]
 
 
 def test_timeout_kills_the_kernel_and_its_children(tmp_path: Path) -> None:

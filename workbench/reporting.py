@@ -92,8 +92,28 @@ def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, An
             "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _secs(r.started_at, r.finished_at), "revisions": dict(r.revisions),
             "stages": _stage_list(detail),
+            "notebooks": _executed_notebooks(ws, detail),
         })
     return out
+
+
+def _executed_notebooks(ws: Any, detail: Any) -> list[dict[str, Any]]:
+    """The executed notebooks of a run (each notebook job's record), with a failing cell if any."""
+    try:
+        from .notebooks.tables import notebook_runs
+    except ImportError:  # the notebooks feature is not installed
+        return []
+    import sqlalchemy as sa
+
+    names = {j.id: (s.name, j.name) for s in detail.stages for j in detail.jobs.get(s.id, ())}
+    if not names:
+        return []
+    q = sa.select(notebook_runs).where(notebook_runs.c.job_run_id.in_(list(names))).order_by(notebook_runs.c.id)
+    with ws.store.read() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [{"stage": names[r["job_run_id"]][0], "job": names[r["job_run_id"]][1], "notebook": r["notebook"],
+             "executed_path": r["executed_path"], "status": r["status"], "failed_cell": r["cell_index"]
+             if r["status"] != "passed" else None, "error": r["ename"]} for r in rows]
 
 
 def _cell(value: Any) -> str:
