@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reliability_fixtures import command_route, served
+from reliability_fixtures import command_route, invariant_violations, served
 from workbench.errors import SecretError, Unauthorized
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,12 +64,23 @@ def stage_of(ws: Any, pipeline: str, stage: str) -> str:
 
 
 def recorded(ws: Any) -> dict[str, int] | None:
-    rows = [r for r in ws.frames.traffic_weights.to_dict("records") if r.get("route") == "shop"] \
-        if "traffic_weights" in ws.frames.names() else []
+    """The weights the store holds for route shop; None before the workbench ever moved it."""
     from workbench.traffic import route_status
 
     status = {r["route"]: r for r in route_status(ws)}["shop"]
-    return status["weights"] if status["recorded"] else None if not rows else status["weights"]
+    return status["weights"] if status["recorded"] else None
+
+
+def cli(workspace: Any, args: tuple[str, ...], user: str) -> tuple[int, str]:
+    """``workbench ARGS`` as ``$JUPYTERHUB_USER``, in this process; (exit status, stderr)."""
+    from click.testing import CliRunner
+
+    from workbench.cli import main
+
+    result = CliRunner().invoke(main, ["-w", str(workspace.root), *args], env={"JUPYTERHUB_USER": user})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result.exit_code, result.stderr
 
 
 def test_every_decision_path_refuses_a_stranger_and_changes_nothing(workspace: Any, tmp_path: Path) -> None:
@@ -89,15 +100,18 @@ def test_every_decision_path_refuses_a_stranger_and_changes_nothing(workspace: A
         ("rollback", "release/1", "-m", "undo"),
     ]
     refused = 0
-    for who in strangers[:2]:
+    for args in cli_attempts[:2]:  # a real `workbench` process, identity from the environment
+        out = workspace.cli(*args, env={"JUPYTERHUB_USER": "mallory"})
+        assert out.code == 3, (args, out)
+        assert "mallory may not" in out.err and "recorded" in out.err and "Traceback" not in out.err, out.err
+        refused += 1
+    for who in strangers[:2]:  # every command, in this process (the same click commands, faster)
         for args in cli_attempts:
-            out = workspace.cli(*args, env={"JUPYTERHUB_USER": who})
-            assert out.code == 3, (who, args, out)
-            assert f"{who} may not" in out.err and "recorded" in out.err and "Traceback" not in out.err, out.err
+            code, err = cli(workspace, args, who)
+            assert code == 3 and f"{who} may not" in err, (who, args, code, err)
             refused += 1
     # no identity from the hub: the OS user (root here) is not a release manager either
-    out = workspace.cli("approve", "release/1/install_25", env={"JUPYTERHUB_USER": ""})
-    assert out.code == 3, out
+    assert cli(workspace, ("approve", "release/1/install_25"), "")[0] == 3
     refused += 1
     api_attempts = [
         lambda u: approvals.approve(ws, "release/1/install_25", user=u, drive=False),
@@ -128,8 +142,7 @@ def test_every_decision_path_refuses_a_stranger_and_changes_nothing(workspace: A
     # with traffic moved, strangers still cannot roll back or move it
     for who in ("mallory", "carol"):
         for args in (("rollback", "release/1"), ("traffic", "shop", "--set", "0"), ("approve", "release/1/install_100")):
-            out = workspace.cli(*args, env={"JUPYTERHUB_USER": who})
-            assert out.code == 3, (who, args, out)
+            assert cli(workspace, args, who)[0] == 3, (who, args)
         with pytest.raises(Unauthorized):
             traffic.rollback(ws, "release/1", user=who)
         with pytest.raises(Unauthorized):
@@ -262,23 +275,33 @@ def test_key_file_must_be_private(workspace: Any, monkeypatch: pytest.MonkeyPatc
     workspace.write("p.yaml", "pipelines: {p: {secure_variables: {T: '%s'}, stages: [s: {jobs: {j: {tasks: [script: 'echo $T']}}}]}}\n"
                     % made.out.strip())
     assert workspace.cli("run", "p", "-q").code == 0
+    os.chmod(key, 0o644)
+    out = workspace.cli("run", "p", "-q")  # a real process: refused before anything runs
+    assert out.code == 2 and "mode 0644" in out.err and "chmod 600" in out.err and "Traceback" not in out.err, out
     for mode in (0o644, 0o640, 0o604, 0o660):
         os.chmod(key, mode)
         for args in (("encrypt", "again"), ("run", "p", "-q")):
-            out = workspace.cli(*args)
-            assert out.code == 2 and f"mode {mode:04o}" in out.err and "chmod 600" in out.err, (mode, args, out)
-            assert "Traceback" not in out.err
+            code, err = cli(workspace, args, "alice")
+            assert code == 2 and f"mode {mode:04o}" in err and "chmod 600" in err, (mode, args, err)
+    with workspace.open() as ws:
+        assert len(ws.store.pipeline_runs("p")) == 1  # the refused runs never started
+        with ws.engine() as engine:  # what tick/serve do: a run already triggered fails, saying why
+            run = engine.drive(engine.trigger("p"))
+        assert str(run.status) == "failed"
+        reason = ws.frames.job_runs.iloc[-1]["reason"]
+        assert "could not start" in reason and "mode 0660" in reason, reason
+        assert invariant_violations(workspace.root / ".workbench" / "store.db") == []
     os.chmod(key, 0o600)
-    assert workspace.cli("run", "p", "-q").code == 0
+    assert cli(workspace, ("run", "p", "-q"), "alice")[0] == 0
     # the same check for a key file named by $WORKBENCH_SECRET_KEY_FILE
     other = workspace.root / "elsewhere.key"
     other.write_bytes(key.read_bytes())
     os.chmod(other, 0o644)
-    out = workspace.cli("run", "p", "-q", env={"WORKBENCH_SECRET_KEY_FILE": str(other)})
-    assert out.code == 2 and "mode 0644" in out.err, out
+    monkeypatch.setenv("WORKBENCH_SECRET_KEY_FILE", str(other))
+    code, err = cli(workspace, ("run", "p", "-q"), "alice")
+    assert code == 2 and "mode 0644" in err, err
     with workspace.open() as ws:
         from workbench.secrets import encrypt
 
-        monkeypatch.setenv("WORKBENCH_SECRET_KEY_FILE", str(other))
         with pytest.raises(SecretError, match="mode 0644"):
             encrypt("x", ws)

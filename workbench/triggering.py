@@ -165,9 +165,12 @@ class Scheduler:
         self.report.passes += 1
         now = self.clock()
         store = self.ws.store
-        for r in recover_orphans(store, now=now, stale_after=self.stale_after):
+        orphans = recover_orphans(store, now=now, stale_after=self.stale_after)
+        for r in orphans:
             self.report.recovered.append(f"{r.locator}: {r.reason}")
         cfg = self._config()
+        if poll_all or orphans:  # each tick, serve's full passes, and right after a crash was cleaned up
+            self.report.recovered += _reconcile_traffic(self.ws)
         with self._mutex:
             asked, forced_all = set(self._forced), self._forced_all
             self._forced.clear()
@@ -398,6 +401,27 @@ def _since(report: TickReport, mark: tuple[int, ...]) -> TickReport:
                       triggered=report.triggered[mark[0]:], finished=report.finished[mark[1]:],
                       errors=report.errors[mark[4]:],
                       polled=report.polled, passes=report.passes)
+
+
+def _reconcile_traffic(ws: Any) -> list[str]:
+    """Routes whose provider serves other weights than the store recorded get the recorded ones back.
+
+    A scheduler killed between a provider's change and its record (or an
+    HAProxy reload) leaves the two apart; the store is the truth, and the
+    stage that was moving traffic is failed by the orphan recovery above.
+    """
+    try:
+        from .traffic import reconcile_all, routes_of
+    except ImportError:
+        return []
+    try:
+        if not routes_of(ws.config, ws.root):
+            return []
+        results = reconcile_all(ws)
+    except WorkbenchError as exc:
+        return [f"traffic not compared with the providers: {exc}"]
+    return [f"route {r['route']}: the provider served {r['served']}; re-applied the recorded {r['recorded']}"
+            for r in results if r.get("reapplied")]
 
 
 def _replace(plan: Any, **changes: Any) -> Any:

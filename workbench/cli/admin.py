@@ -73,3 +73,8 @@ def restore(ctx: click.Context, src: str, target: str | None, store_url: str | N
     report = do_restore(src, folder, store_url=store_url)
     click.echo(f"restored {report.runs} runs, {report.files} files, {report.bytes:,} bytes into {report.path}; "
                "every checksum verified")
+    if store_url:
+        from ..store import _safe_url
+
+        click.echo(f"the history is in {_safe_url(store_url)}: put it in {report.path}/workbench.yaml (store: url) "
+                   "or set WORKBENCH_STORE_URL before using the restored workspace")

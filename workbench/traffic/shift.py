@@ -53,6 +53,11 @@ def apply(ws: "Workspace", route: Route, weights: Mapping[str, int], nxt: T.Rout
     except TrafficError:
         served = None
     from_weights = served if served is not None else before.weights
+    if not T.has_state(ws.store, route.name):
+        # Record where the route starts before the provider changes anything: a crash between the
+        # provider and the record below can then be put back by reconcile() (tick does it).
+        with ws.store.write() as conn:
+            T.save_state(conn, replace(before, weights=dict(from_weights)))
     row = dict(route=route.name, provider=route.provider, from_weights=from_weights, to_weights=weights,
                stack=stack, weight=weights.get(stack) if stack else None, actor=actor,
                run_id=run.id if run else None, pipeline=run.pipeline if run else None,
@@ -166,7 +171,7 @@ class TrafficStageHook:
                  reason=f"stage {stage_cfg.name} of {run.locator} passed")
         except WorkbenchError as exc:
             return engine.store.set_stage_status(stage_run.id, Status.FAILED, f"traffic step failed: {exc}",
-                                                 expect=[Status.PASSED])
+                                                 expect=[Status.PASSED, Status.RUNNING])  # the engine records a pass after its hooks
         return None
 
 
