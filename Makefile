@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= test
 
-.PHONY: demo test bench venv system-deps clean
+.PHONY: demo test bench soak venv system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: venv
 
 test: venv system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the long fault/load/fuzz runs of RELIABILITY.md: SOAK_SECONDS=3600 make soak
+SOAK_SECONDS ?= 600
+soak: venv system-deps
+	$(PY) -m pytest -q -s tests/test_faults.py tests/test_load.py tests/test_hostile_input.py --soak-seconds $(SOAK_SECONDS)
 
 bench: venv
 	$(PY) benchmarks/run_all.py
