@@ -205,9 +205,14 @@ def test_sigkill_the_scheduler_at_random_points_and_nothing_is_lost(workspace: A
         "seconds": round(time.monotonic() - started, 1)})
 
 
-def lb_children() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if any("lb.py" in a for a in (p.info["cmdline"] or []))
-            and "set" in (p.info["cmdline"] or [])]
+def lb_children(state: Path) -> list[psutil.Process]:
+    """This test's provider processes applying a change (live ones: other tests may have left theirs behind)."""
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        argv = p.info["cmdline"] or []
+        if "set" in argv and str(state) in argv and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
 
 
 @pytest.mark.parametrize("step", ["canary", "full"])  # the route's first move, and a later one
@@ -222,12 +227,12 @@ def test_killed_while_the_provider_moves_traffic(workspace: Any, git_repo: Any, 
     rig.env["LB_DELAY"] = "2"  # the provider takes 2 s to apply: time to kill the scheduler in the middle
     proc = rig.start("approve", f"deploy/1/{step}", "-q")
     end = time.monotonic() + 60
-    while not lb_children():
+    while not lb_children(rig.state):
         assert proc.poll() is None and time.monotonic() < end, proc.communicate()
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
-    for child in lb_children():  # the provider's own process finishes its change after the scheduler died
+    for child in lb_children(rig.state):  # the provider's own process finishes its change after the scheduler died
         child.wait(30)
     assert served(rig.state) != before  # the provider did move ...
     del rig.env["LB_DELAY"]
