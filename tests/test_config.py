@@ -856,9 +856,29 @@ group: g
         "a.yaml:4:5: unknown key 'lables' in pipeline 'p' (did you mean 'label_template'?)",
         "a.yaml:5:20: lock_behavior of pipeline 'p' must be one of none, lockOnFailure, unlockWhenFinished; found "
         "'lockOnFail' (did you mean 'lockOnFailure'?)",
-        "a.yaml:6:19: timer spec '0 0 22 * * * * *' has 8 fields; use cron's 5 (\"0 22 * * 1-5\") or Quartz's 6 or "
-        "7 (\"0 0 22 ? * MON-FRI\")",
+        "a.yaml:6:19: invalid timer spec '0 0 22 * * * * *': 8 fields; expected 5 (cron: minute hour day month "
+        "weekday) or 6-7 (Quartz: second minute hour day-of-month month day-of-week [year])",
         "a.yaml:7:14: trigger of pipeline 'p' must be one of batch, each_commit; found 'sometimes'"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("61 0 22 ? * *", "'61' is not a valid Quartz second field"),
+    ("0 0 25 ? * MON-FRI", "'25' is not a valid Quartz hour field"),
+    ("0 0 22 ? * MON-FRX", "'MON-FRX' is not a valid Quartz day-of-week field"),
+    ("99 * * * *", "'99' is not a valid cron minute field"),
+    ("0 22 * 13 *", "'13' is not a valid cron month field"),
+    ("0 0 22 ? * 8", "Quartz day-of-week 8 is outside 1-7 (1 = Sunday)"),
+    ("0 0 22 15W * ?", "'W' (nearest weekday) in day-of-month is not supported"),
+])
+def test_timer_specs_are_checked_with_croniter_when_loading(tmp_path: Path, spec: str, message: str) -> None:
+    text = PIPE.format(name="p").replace("group: g", f'group: g\n    timer: {{spec: "{spec}"}}')
+    assert errors(tmp_path, a=text) == [f"a.yaml:4:19: invalid timer spec {spec!r}: {message}"]
+
+
+def test_good_timer_specs_load(tmp_path: Path) -> None:
+    for spec in ("0 0 22 ? * MON-FRI", "0 15 10 * * ? 2030", "*/15 * * * *", "0 3 * * sat", "0 0 9 ? * 1/2"):
+        text = PIPE.format(name="p").replace("group: g", f'group: g\n    timer: {{spec: "{spec}"}}')
+        assert load(tmp_path, a=text).pipeline("p").timer.spec == spec  # type: ignore[union-attr]
 
 
 def test_top_level(tmp_path: Path) -> None:

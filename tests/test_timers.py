@@ -28,7 +28,7 @@ def test_next_fire(spec: str, expected: datetime) -> None:
 
 
 @pytest.mark.parametrize("spec, words", [
-    ("0 0 22", "has 3 fields"),
+    ("0 0 22", "3 fields; expected 5"),
     ("0 0 22 ? * 8", "outside 1-7"),
     ("0 0 22 ? * 6L", "'L'"),
     ("0 0 22 15W * ?", "'W'"),

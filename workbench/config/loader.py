@@ -272,11 +272,26 @@ def _timer(m: Map, what: str, ctx: Ctx) -> Timer | None:
     spec = ctx.req_text(tm, "spec", f"timer of {what}", m.key("timer") or tm)
     if spec is None:
         return None
-    fields = len(spec.split())
-    if fields not in (5, 6, 7):
-        ctx.error(tm.get("spec"), f"timer spec {spec!r} has {fields} fields; use cron's 5 (\"0 22 * * 1-5\") "
-                                  "or Quartz's 6 or 7 (\"0 0 22 ? * MON-FRI\")")
+    problem = _timer_problem(spec)
+    if problem is not None:
+        ctx.error(tm.get("spec"), problem)
     return Timer(spec, ctx.opt_bool(tm, "only_on_changes", f"timer of {what}", False), loc_at(m.key("timer") or tm))
+
+
+def _timer_problem(spec: str) -> str | None:
+    """Why ``spec`` cannot fire, checked with the same parser (and croniter) the scheduling pass uses.
+
+    Checking here rather than at the next tick means a typo is a
+    ``FILE:LINE:COL`` error when the file is read, instead of a timer that
+    silently never fires.  croniter is imported only for configs with timers.
+    """
+    from .timers import TimerSpecError, parse
+
+    try:
+        parse(spec)
+    except TimerSpecError as exc:
+        return f"invalid {exc}"
+    return None
 
 
 def _tracking_tool(m: Map, what: str, ctx: Ctx) -> dict[str, str] | None:
