@@ -763,6 +763,8 @@ def test_task_problems(tmp_path: Path) -> None:
 - exec: {command: make, run_if: allways}
                 - exec: {arguments: [x]}
                 - script: {run: x}
+                - script: ./x.sh
+                  run_if: failed
                 - ant: {target: x}
                 - exce: {command: x}
                 - {exec: {command: x}, script: y}
@@ -770,11 +772,45 @@ def test_task_problems(tmp_path: Path) -> None:
     assert got == [
         "a.yaml:12:49: run_if of exec task must be one of passed, failed, any; found 'allways'",
         "a.yaml:13:25: exec task needs `command:`",
-        "a.yaml:14:27: script takes the script text as a string (`- script: ./build.sh`)",
-        "a.yaml:15:19: ant tasks are not supported by the workbench (use exec or script)",
-        "a.yaml:16:19: unknown task kind 'exce' (did you mean 'exec'?) (known: exec, fetch, notebook, script)",
-        "a.yaml:17:19: a task is a mapping with one key, the task kind (such as exec, script, fetch); found exec, script",
-        "a.yaml:18:78: unknown key 'kernal' in notebook task (did you mean 'kernel'?)"]
+        "a.yaml:14:27: script task (as a mapping) needs `script:`",
+        "a.yaml:14:28: unknown key 'run' in script task",
+        "a.yaml:15:19: a task is a mapping with one key, the task kind (such as exec, script, fetch); found script, "
+        "run_if (run_if goes inside the task's mapping: `- script: {script: ./x.sh, run_if: ...}`)",
+        "a.yaml:17:19: ant tasks are not supported by the workbench (use exec or script)",
+        "a.yaml:18:19: unknown task kind 'exce' (did you mean 'exec'?) (known: exec, fetch, notebook, plugin, script)",
+        "a.yaml:19:19: a task is a mapping with one key, the task kind (such as exec, script, fetch); found exec, script",
+        "a.yaml:20:78: unknown key 'kernal' in notebook task (did you mean 'kernel'?)"]
+
+
+def test_script_tasks_take_run_if_and_on_cancel(tmp_path: Path) -> None:
+    """The mapping form (ext) and GoCD's own long form (the script-executor plugin task) both carry them."""
+    config = load(tmp_path, a=PIPE.format(name="p").replace("- exec: {command: make}", """- script: make
+                - script: {script: ./collect-logs.sh, run_if: failed, working_directory: src,
+                           on_cancel: {script: {script: ./stop.sh}}}
+                - plugin:
+                    configuration: {id: script-executor, version: 1}
+                    options: {script: "echo #{who}", shtype: bash}
+                    run_if: any
+                    on_cancel: {script: ./cleanup.sh}""").replace("group: g", "group: g\n    parameters: {who: me}"))
+    plain, mapped, plugin = config.pipeline("p").stages[0].jobs[0].tasks
+    assert (plain.script, plain.run_if, plain.on_cancel) == ("make", "passed", None)  # type: ignore[union-attr]
+    assert isinstance(mapped, ScriptTask) and isinstance(plugin, ScriptTask)
+    assert (mapped.script, mapped.run_if, mapped.working_directory) == ("./collect-logs.sh", "failed", "src")
+    assert isinstance(mapped.on_cancel, ScriptTask) and mapped.on_cancel.script == "./stop.sh"
+    assert (plugin.script, plugin.run_if) == ("echo me", "any")
+    assert isinstance(plugin.on_cancel, ScriptTask) and plugin.on_cancel.script == "./cleanup.sh"
+
+
+def test_plugin_tasks_other_than_the_script_executor_are_refused(tmp_path: Path) -> None:
+    got = errors(tmp_path, a=PIPE.format(name="p").replace("- exec: {command: make}", """- plugin: {configuration: {id: xunit.converter}, options: {ConverterType: jsunit}}
+                - plugin: {configuration: {id: script-executor}, options: {script: x, shtype: zsh}}
+                - plugin: {configuration: {id: script-executor}}"""))
+    assert got == [
+        "a.yaml:12:19: plugin tasks are not supported by the workbench (use exec or script); found plugin "
+        "'xunit.converter' (only script-executor is read, as a script task)",
+        "a.yaml:13:95: shtype 'zsh' of the script-executor plugin task is not supported (the workbench runs "
+        "scripts with bash)",
+        "a.yaml:14:19: the script-executor plugin task needs `options: {script: ...}`"]
 
 
 def test_notebook_task(tmp_path: Path) -> None:

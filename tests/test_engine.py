@@ -209,3 +209,38 @@ def test_nearer_plain_variable_beats_a_farther_secret(tmp_path: Path, monkeypatc
     ws = make_ws(tmp_path, p, environments={"e": env})
     assert ws.run("p").status == Status.PASSED
     assert dump.read_text().strip() == "X=job-plain"
+
+
+def test_script_tasks_from_yaml_honour_run_if_and_on_cancel(tmp_path: Path) -> None:
+    """Both spellings a GoCD file can use (the mapping form and the script-executor plugin form) run as written."""
+    out = tmp_path / "out.txt"
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "p.yaml").write_text(f"""\
+pipelines:
+  p:
+    stages:
+      - s:
+          tasks:
+            - script: exit 3
+            - script: echo skipped >> {out}
+            - script: {{script: echo on-failure >> {out}, run_if: failed}}
+            - plugin:
+                configuration: {{id: script-executor, version: 1}}
+                options: {{script: echo always >> {out}}}
+                run_if: any
+      - slow:
+          timeout: 1s
+          tasks:
+            - script: {{script: sleep 60, on_cancel: {{script: echo cleaned >> {out}}}}}
+""")
+    ws = Workspace.open(tmp_path)
+    run = ws.run("p")
+    assert run.status == Status.FAILED
+    assert out.read_text().split() == ["on-failure", "always"]
+    (tmp_path / "pipelines" / "p.yaml").write_text((tmp_path / "pipelines" / "p.yaml").read_text()
+                                                   .replace("- script: exit 3", "- script: 'true'")
+                                                   .replace("- script: echo skipped", "- script: echo ran"))
+    ws = Workspace.open(tmp_path)
+    run = ws.run("p")
+    assert run.status == Status.FAILED  # the slow stage timed out
+    assert out.read_text().split() == ["on-failure", "always", "ran", "always", "cleaned"]

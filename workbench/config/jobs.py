@@ -25,7 +25,7 @@ _STAGE_FIELDS = {f.name for f in dataclasses.fields(Stage)}
 
 # -- tasks -----------------------------------------------------------------------
 
-_UNSUPPORTED_TASKS = ("plugin", "rake", "ant", "nant")
+_UNSUPPORTED_TASKS = ("rake", "ant", "nant")
 _MAX_TASKS = 10_000
 
 
@@ -38,8 +38,12 @@ def parse_task(node: Node | None, ctx: Ctx) -> Task | None:
     if m is None:
         return None
     if len(m) != 1:
+        misplaced = [k for k in m.keys()[1:] if k in ("run_if", "on_cancel")]
+        inside = "script: ./x.sh" if m.keys()[0] == "script" else "..."
+        hint = (f" ({' and '.join(misplaced)} {'go' if len(misplaced) > 1 else 'goes'} inside the task's mapping: "
+                f"`- {m.keys()[0]}: {{{inside}, {misplaced[0]}: ...}}`)") if misplaced else ""
         ctx.error(m, "a task is a mapping with one key, the task kind (such as exec, script, fetch); "
-                     f"found {', '.join(m.keys()) or 'none'}")
+                     f"found {', '.join(m.keys()) or 'none'}{hint}")
         return None
     key, value = m.items[0]
     kind = key.text
@@ -120,10 +124,55 @@ def _exec(node: Node, ctx: Ctx, common: dict[str, Any]) -> Task | None:
 
 
 def _script(node: Node, ctx: Ctx, common: dict[str, Any]) -> Task | None:
+    """``- script: TEXT``, or (**ext**) ``- script: {script: TEXT, run_if, on_cancel, working_directory}``.
+
+    GoCD's plugin turns the string form into a script-executor plugin task and
+    has no room for ``run_if``/``on_cancel`` there (its long form is
+    ``plugin:``, read by :func:`_plugin`); the mapping form gives them the same
+    place every other task kind has them.
+    """
     if isinstance(node, Map):
-        ctx.error(node, "script takes the script text as a string (`- script: ./build.sh`)")
-        return None
+        ctx.check_keys(node, {"script", "working_directory"}, "script task")
+        script = ctx.req_text(node, "script", "script task (as a mapping)", node)
+        if script is None:
+            return None
+        return ScriptTask(script, ctx.opt_text(node, "working_directory", "script task"), **common)
     script = ctx.text(node, "script")
+    return None if script is None else ScriptTask(script, **common)
+
+
+_SCRIPT_EXECUTOR = "script-executor"
+
+
+def _plugin(node: Node, ctx: Ctx, common: dict[str, Any]) -> Task | None:
+    """GoCD's long form of a script task: ``plugin: {configuration: {id: script-executor}, options: {script}}``.
+
+    That is what GoCD's YAML plugin makes of ``script:``, and the only way
+    GoCD itself gives a script ``run_if`` or ``on_cancel``, so files written
+    for GoCD use it.  Any other plugin is refused: there is nothing to run it.
+    """
+    refused = "plugin tasks are not supported by the workbench (use exec or script)"
+    m = node if isinstance(node, Map) else None
+    cm = ctx.mapping(m.get("configuration"), "configuration of plugin task", m.key("configuration")) if m else None
+    plugin_id = ctx.opt_text(cm, "id", "configuration of plugin task") if cm is not None else None
+    if m is None or plugin_id != _SCRIPT_EXECUTOR:
+        ctx.error(common["loc"], refused if plugin_id is None else
+                  f"{refused}; found plugin {plugin_id!r} (only {_SCRIPT_EXECUTOR} is read, as a script task)")
+        return None
+    ctx.check_keys(m, {"configuration", "options"}, "plugin task")
+    ctx.check_keys(cm, {"id", "version"}, "configuration of plugin task")  # type: ignore[arg-type]
+    if "options" not in m:
+        ctx.error(common["loc"], "the script-executor plugin task needs `options: {script: ...}`")
+        return None
+    om = ctx.mapping(m.get("options"), "options of the script-executor plugin task", m.key("options"), null_ok=False)
+    if om is None:
+        return None
+    ctx.check_keys(om, {"script", "shtype"}, "options of the script-executor plugin task")
+    shell = ctx.opt_text(om, "shtype", "the script-executor plugin task", "bash")
+    if shell != "bash":
+        ctx.error(om.get("shtype"), f"shtype {shell!r} of the script-executor plugin task is not supported "
+                                    "(the workbench runs scripts with bash)")
+    script = ctx.req_text(om, "script", "the script-executor plugin task", om)
     return None if script is None else ScriptTask(script, **common)
 
 
@@ -188,7 +237,7 @@ def _substituted(node: Node, ctx: Ctx, memo: dict[int, Any]) -> Any:
 
 
 _BUILTIN_TASKS: dict[str, Callable[[Node, Ctx, dict[str, Any]], "Task | None"]] = {
-    "exec": _exec, "script": _script, "fetch": _fetch, "notebook": _notebook}
+    "exec": _exec, "script": _script, "fetch": _fetch, "notebook": _notebook, "plugin": _plugin}
 
 
 # -- jobs and stages ------------------------------------------------------------------
