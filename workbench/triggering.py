@@ -12,6 +12,17 @@ lock, in threads, with the compare-and-set stage claims of the engine.
 ``tick`` does passes until nothing is left to do here (meant for cron);
 ``serve`` loops, woken by its interval, by a passed stage (so downstream
 pipelines follow at once) and by ``notify`` (a git post-receive hook).
+
+A *full* pass (the first of a tick or serve, serve's interval, ``notify``,
+a forced poll, a timer due, a recovered crash, a reloaded config) decides every
+pipeline. A pass woken only by this process's own events decides only the
+pipelines those events can have changed (:func:`targets`): the downstreams of
+a stage that passed, and a locked pipeline whose run finished. Nothing else can
+have moved for them: their git materials are polled by full passes only, and
+another process's runs are seen by the next full pass, as before. This keeps
+an upstream-to-downstream step independent of the workspace's size (deciding
+every pipeline on every passed stage made a chain of N pipelines cost O(N²);
+benchmarks/README.md has the profile).
 """
 from __future__ import annotations
 
@@ -22,11 +33,11 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
-from .config.model import GitMaterial, Pipeline
+from .config.model import DependencyMaterial, GitMaterial, Pipeline
 from .errors import UsageError, WorkbenchError
 from .status import Status
 
@@ -36,6 +47,7 @@ LOCK_TIMEOUT = 60.0  # a pass waits this long for an overlapping one to finish d
 DRIVE_THREADS = 16
 WATCH_SECONDS = 0.02  # how often serve looks for notifications
 DRIVE_GRACE = 5.0  # a run another process moved this recently is that process's to drive
+DECIDE_THREADS = 8  # pipelines decided at once in a full pass (git history reads)
 
 
 @dataclass
@@ -72,6 +84,34 @@ class TickReport:
         return asdict(self)
 
 
+def dependency_index(cfg: Any) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``(upstream pipeline, stage)`` → the pipelines with a dependency material on it, in config order."""
+    index: dict[tuple[str, str], list[str]] = {}
+    for p in cfg.pipelines.values():
+        for m in p.materials:
+            if isinstance(m, DependencyMaterial):
+                names = index.setdefault((m.pipeline, m.stage), [])
+                if p.name not in names:
+                    names.append(p.name)
+    return {k: tuple(v) for k, v in index.items()}
+
+
+def targets(cfg: Any, passed: Iterable[tuple[str, str]], finished: Iterable[str],
+            index: Mapping[tuple[str, str], Sequence[str]] | None = None) -> list[str]:
+    """The pipelines a pass woken by these events must decide, in config order.
+
+    ``passed``: ``(pipeline, stage)`` of stages that passed here since the
+    last pass; their downstreams may trigger (fan-in included: a downstream of
+    several upstreams is decided whole, with every one of its materials).
+    ``finished``: pipelines whose run finished here; one with a lock
+    (``lock_behavior``) may now run the revisions that waited for it.
+    """
+    index = dependency_index(cfg) if index is None else index
+    wanted = {d for key in passed for d in index.get(key, ())}
+    wanted |= {name for name in finished if name in cfg.pipelines and cfg.pipelines[name].lock_behavior != "none"}
+    return [name for name in cfg.pipelines if name in wanted]
+
+
 def _as_clock(now: Any) -> Callable[[], float]:
     if now is None:
         return time.time
@@ -102,8 +142,13 @@ class Scheduler:
         self._progress = False
         self._forced: set[str] = set()
         self._forced_all = False
+        self._passed: set[tuple[str, str]] = set()  # (pipeline, stage) passed here since the last pass
+        self._finished: set[str] = set()  # pipelines whose run finished here since the last pass
+        self._full_due = True  # the first pass decides everything, whatever it was asked
         self._mutex = threading.Lock()
         self._config_sig: Any = None
+        self._index: tuple[Any, dict[tuple[str, str], tuple[str, ...]]] | None = None
+        self._decide_pool: ThreadPoolExecutor | None = None  # one per scheduler, not one per pass
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "Scheduler":
@@ -114,10 +159,14 @@ class Scheduler:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self._decide_pool is not None:
+            self._decide_pool.shutdown(wait=True)
         self.engine.close()
 
     def _on_event(self, event: str, **data: Any) -> None:
         if event == "stage_finished" and data["stage"].status == Status.PASSED:
+            with self._mutex:
+                self._passed.add((data["run"].pipeline, data["stage"].name))
             self._poke()  # a downstream pipeline may follow now
         elif event == "run_waiting" and data["run"].id not in self._was_waiting:
             self._was_waiting.add(data["run"].id)
@@ -125,7 +174,9 @@ class Scheduler:
         elif event == "run_finished":
             run = data["run"]
             self.report.finished.append(f"{run.locator} {run.status}" + (f": {run.reason}" if run.reason else ""))
-            self._poke()
+            with self._mutex:
+                self._finished.add(run.pipeline)
+            self._poke()  # a locked pipeline may run now
         if self.user_listener is not None:
             self.user_listener(event, **data)
 
@@ -158,6 +209,18 @@ class Scheduler:
             return []
 
     def _decide(self, poll_all: bool) -> list[Any]:
+        with self._mutex:  # the events this pass answers; later ones wake the next pass
+            passed, finished = self._passed, self._finished
+            self._passed, self._finished = set(), set()
+        try:
+            return self._decide_pass(poll_all, passed, finished)
+        except BaseException:
+            with self._mutex:  # not answered (e.g. the store was busy): the next pass answers them
+                self._passed |= passed
+                self._finished |= finished
+            raise
+
+    def _decide_pass(self, poll_all: bool, passed: set[tuple[str, str]], finished: set[str]) -> list[Any]:
         from .materials import MaterialSource
         from .materials.recovery import recover_orphans
         from .materials.state import record_errors, save_timers, timers_due
@@ -168,7 +231,9 @@ class Scheduler:
         orphans = recover_orphans(store, now=now, stale_after=self.stale_after)
         for r in orphans:
             self.report.recovered.append(f"{r.locator}: {r.reason}")
+        sig = self._config_sig
         cfg = self._config()
+        reloaded = sig is not None and sig != self._config_sig
         if poll_all or orphans:  # each tick, serve's full passes, and right after a crash was cleaned up
             self.report.recovered += _reconcile_traffic(self.ws)
         with self._mutex:
@@ -184,15 +249,26 @@ class Scheduler:
         source = MaterialSource(self.ws)
         timer_due, timer_errors = timers_due(store, cfg, now)
         self.report.errors += timer_errors
-        to_poll = [
-            (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
-            and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
-        ]
-        source.poll(m for _, m in to_poll)
-        self.report.polled += len({source.url(m) for _, m in to_poll})
-        self.report.material_errors += record_errors(store, source, to_poll, now)
-        latest = store.latest_runs()
-        todo = [p for p in cfg.pipelines.values() if p.materials or p.name in timer_due]  # a timer needs no material
+        full = poll_all or forced_all or bool(asked) or bool(timer_due) or bool(orphans) or reloaded or self._full_due
+        if full:
+            to_poll = [
+                (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
+                and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
+            ]
+            source.poll(m for _, m in to_poll)
+            self.report.polled += len({source.url(m) for _, m in to_poll})
+            if to_poll:
+                self.report.material_errors += record_errors(store, source, to_poll, now)
+            todo = [p for p in cfg.pipelines.values() if p.materials or p.name in timer_due]  # a timer needs no material
+            latest = store.latest_runs()
+        else:  # woken by this process's events only: what they can have changed (module docstring)
+            names = targets(cfg, passed, finished, self._dependency_index(cfg))
+            todo = [cfg.pipelines[n] for n in names if cfg.pipelines[n].materials]
+            latest = store.latest_runs([p.name for p in todo]) if todo else {}
+        try:
+            source.prefetch_upstreams(todo)  # one read for every dependency material of the pass
+        except WorkbenchError:
+            pass  # each pipeline reads its own below, and a failure is reported against it
 
         def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
@@ -200,10 +276,10 @@ class Scheduler:
             except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
                 return [], [], [], f"{p.name}: {exc}"
 
-        # deciding reads git history and the store: pipelines in parallel; creating runs: in config order
-        if len(todo) > 4:
-            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="wb-decide") as pool:
-                decided = list(pool.map(plan, todo))
+        # deciding reads git history and the store: those pipelines in parallel; creating runs: in config order
+        reads = sum(1 for p in todo if p.lock_behavior != "none" or any(isinstance(m, GitMaterial) for m in p.materials))
+        if reads > 4:
+            decided = list(self._decider().map(plan, todo))
         else:
             decided = [plan(p) for p in todo]
         created = []
@@ -218,7 +294,20 @@ class Scheduler:
                     created.append(run)
         if timer_due:
             save_timers(store, timer_due, now)
+        if full:
+            self._full_due = False
         return created
+
+    def _decider(self) -> ThreadPoolExecutor:
+        if self._decide_pool is None:
+            self._decide_pool = ThreadPoolExecutor(max_workers=DECIDE_THREADS, thread_name_prefix="wb-decide")
+        return self._decide_pool
+
+    def _dependency_index(self, cfg: Any) -> dict[tuple[str, str], tuple[str, ...]]:
+        """:func:`dependency_index` of the current config, rebuilt when the config was reloaded."""
+        if self._index is None or self._index[0] is not cfg:
+            self._index = (cfg, dependency_index(cfg))
+        return self._index[1]
 
     def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
         """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""

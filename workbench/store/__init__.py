@@ -255,10 +255,16 @@ class Store:
         with self.read() as conn:
             return [_pipeline_run(r) for r in conn.execute(q).mappings()]
 
-    def latest_runs(self) -> dict[str, PipelineRun]:
-        """The latest run of every pipeline that has one."""
+    def latest_runs(self, pipelines: Iterable[str] | None = None) -> dict[str, PipelineRun]:
+        """The latest run of every pipeline that has one (of ``pipelines`` only, when given)."""
         pr = S.pipeline_runs
-        latest = sa.select(pr.c.pipeline, sa.func.max(pr.c.counter).label("c")).group_by(pr.c.pipeline).subquery()
+        latest_q = sa.select(pr.c.pipeline, sa.func.max(pr.c.counter).label("c")).group_by(pr.c.pipeline)
+        if pipelines is not None:
+            names = sorted(set(pipelines))
+            if not names:
+                return {}
+            latest_q = latest_q.where(pr.c.pipeline.in_(names))
+        latest = latest_q.subquery()
         q = sa.select(pr).join(latest, sa.and_(pr.c.pipeline == latest.c.pipeline, pr.c.counter == latest.c.c))
         with self.read() as conn:
             return {r["pipeline"]: _pipeline_run(r) for r in conn.execute(q).mappings()}
