@@ -975,6 +975,35 @@ def test_binary_junk_and_deep_nesting(tmp_path: Path) -> None:
         "a.yaml:1:1001: YAML syntax error: while increasing flow level: exceeded maximum nesting depth"]
 
 
+def test_gocd_keys_that_do_nothing_here_warn_and_say_what_happens_instead(tmp_path: Path) -> None:
+    text = PIPE.format(name="p").replace("          jobs:", """\
+          clean_workspace: true
+          keep_artifacts: false
+          never_cleanup_artifacts: true
+          jobs:""") + """\
+environments:
+  prod:
+    agents: [0a1b2c3d-agent-uuid]
+    pipelines: [p]
+  qa:
+    agents: []
+"""
+    config = load(tmp_path, a=text)
+    assert [str(w) for w in config.warnings] == [
+        "a.yaml:9:11: warning: clean_workspace of stage 'build' is accepted for GoCD compatibility but does nothing: "
+        "every job run starts in a new, empty folder, so there is never an old workspace to clean or keep",
+        "a.yaml:10:11: warning: keep_artifacts of stage 'build' is accepted for GoCD compatibility but does nothing: "
+        "the workbench never deletes artifacts: they stay in the artifact store (.workbench/artifacts, or the "
+        "`artifacts:` URL of workbench.yaml) until removed there",
+        "a.yaml:11:11: warning: never_cleanup_artifacts of stage 'build' is accepted for GoCD compatibility but does "
+        "nothing: the workbench never deletes artifacts: they stay in the artifact store (.workbench/artifacts, or "
+        "the `artifacts:` URL of workbench.yaml) until removed there",
+        "a.yaml:18:5: warning: agents of environment 'prod' is accepted for GoCD compatibility but not used: agents "
+        "are Dask workers, chosen for a job by its resources and by the environments an agent joins "
+        "(`workbench agent --environment prod`)"]
+    assert config.pipeline("p").stages[0].clean_workspace and config.environments["prod"].agents
+
+
 # -- workspace, extensions, speed -----------------------------------------------------------
 
 

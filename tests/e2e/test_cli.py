@@ -69,6 +69,25 @@ def test_run_passes_and_history_status_logs(workspace: Any) -> None:
     assert r.code == 0 and "ok: 1 pipelines" in r.out
 
 
+def test_validate_warns_about_gocd_keys_the_workbench_does_not_use(workspace: Any) -> None:
+    workspace.write("p.yaml", """
+        pipelines:
+          p:
+            stages:
+              - build: {clean_workspace: true, keep_artifacts: true, tasks: [{script: make}]}
+        environments:
+          prod: {agents: [agent-1], pipelines: [p]}
+        """)
+    r = workspace.cli("validate")
+    assert r.code == 0, r.err
+    lines = [line for line in (r.out + r.err).splitlines() if ": warning: " in line]
+    assert [line.split(": warning: ")[0] for line in lines] == ["pipelines/p.yaml:4:17", "pipelines/p.yaml:4:40",
+                                                                 "pipelines/p.yaml:6:10"]
+    assert "clean_workspace of stage 'build' is accepted for GoCD compatibility but does nothing" in lines[0]
+    assert "keep_artifacts" in lines[1] and "never deletes artifacts" in lines[1]
+    assert "agents of environment 'prod'" in lines[2] and "Dask workers" in lines[2]
+
+
 def test_failing_job_exits_1_and_says_where(workspace: Any) -> None:
     workspace.write("p.yaml", """
         format_version: 10

@@ -383,6 +383,7 @@ def parse_stage(name: str | Scalar, node: Node | None, ctx: Ctx) -> Stage | None
     keep = ctx.opt_bool(m, "keep_artifacts", what, False)
     if "never_cleanup_artifacts" in m:
         keep = ctx.opt_bool(m, "never_cleanup_artifacts", what, False) or keep
+    _warn_unused_stage_keys(m, what, ctx)
     approval = parse_approval(m.get("approval"), ctx, m.key("approval")) if "approval" in m else Approval(loc=loc_at(at))
     env, secure = parse_variables(m, what, ctx)
     fields: dict[str, Any] = {}
@@ -397,6 +398,26 @@ def parse_stage(name: str | Scalar, node: Node | None, ctx: Ctx) -> Stage | None
     return Stage(name, tuple(jobs), approval=approval, fetch_materials=ctx.opt_bool(m, "fetch_materials", what, True),
                  clean_workspace=ctx.opt_bool(m, "clean_workspace", what, False), keep_artifacts=keep,
                  environment_variables=env, secure_variables=secure, loc=loc_at(at), extensions=extensions, **fields)
+
+
+_UNUSED_STAGE_KEYS = {
+    "clean_workspace": "every job run starts in a new, empty folder, so there is never an old workspace to clean "
+                       "or keep",
+    "keep_artifacts": "the workbench never deletes artifacts: they stay in the artifact store "
+                      "(.workbench/artifacts, or the `artifacts:` URL of workbench.yaml) until removed there",
+}
+_UNUSED_STAGE_KEYS["never_cleanup_artifacts"] = _UNUSED_STAGE_KEYS["keep_artifacts"]
+
+
+def _warn_unused_stage_keys(m: Map, what: str, ctx: Ctx) -> None:
+    """GoCD keys that load (so GoCD files load as they are) but change nothing here: say so, and what happens.
+
+    Silence would let a reader believe the key works; an error would refuse
+    GoCD's own files.  Warnings are what ``workbench validate`` prints.
+    """
+    for key, instead in _UNUSED_STAGE_KEYS.items():
+        if key in m:
+            ctx.warn(m.key(key), f"{key} of {what} is accepted for GoCD compatibility but does nothing: {instead}")
 
 
 def parse_stages(node: Node | None, ctx: Ctx, what: str, at: Node | None = None) -> tuple[Stage, ...]:

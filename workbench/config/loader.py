@@ -331,7 +331,12 @@ def parse_environment(name: str | Scalar, node: Node | None, ctx: Ctx) -> Enviro
             ctx.error(item, f"pipeline {pipeline!r} is listed twice in {what}")
         elif pipeline is not None:
             listed[pipeline] = item
-    environment = Environment(name, tuple(listed), ctx.opt_texts(m, "agents", what), env, secure,
+    agents = ctx.opt_texts(m, "agents", what)
+    if agents:
+        ctx.warn(m.key("agents"), f"agents of {what} is accepted for GoCD compatibility but not used: agents are "
+                                  "Dask workers, chosen for a job by its resources and by the environments an agent "
+                                  f"joins (`workbench agent --environment {name}`)")
+    environment = Environment(name, tuple(listed), agents, env, secure,
                               ctx.opt_bool(m, "production", what, False), loc_at(at))
     for pipeline, item in listed.items():
         ctx.where.put(environment, "pipeline:" + pipeline, item)
