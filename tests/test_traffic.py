@@ -137,10 +137,73 @@ def test_rollout_expansion() -> None:
     assert plain[0].jobs[0].tasks[0].kind == "script" and plain[1].environment_variables["WORKBENCH_PREVIOUS_WEIGHT"] == "50"
     assert expand_rollout({"route": "r", "steps": [100]})[0].jobs[0].tasks[0].kind == "traffic_step"
     assert rollout_problems({"route": "r", "steps": [50, 25], "bogus": 1}) == [
-        "unknown key 'bogus' in rollout (keys: analysis, approval, name, parameters, route, steps, timeout)",
-        "rollout steps must increase, found [50, 25]"]
-    with pytest.raises(ConfigError, match="whole percentages"):
+        "unknown key 'bogus' in rollout", "steps of rollout must increase, found 25 after 50"]
+    with pytest.raises(ConfigError, match="must be from 1 to 100, found 0"):
         expand_rollout({"route": "r", "steps": [0, 150]})
+    # plain data is read by the same parser as a file: GoCD's booleans, numbers as text, minutes
+    [typed] = expand_rollout({"route": "r", "steps": ["100"], "analysis": "./check.sh", "timeout": 15,
+                              "approval": {"users": ["a"], "allow_only_on_success": "false"}})
+    assert typed.traffic.weight == 100 and typed.approval.manual and not typed.approval.allow_only_on_success
+    assert typed.jobs[0].timeout == 900.0
+
+
+ROLLOUT_FILE = """\
+roles: {release-managers: [alice]}
+routes:
+  shop: {provider: command, stacks: {blue: "a:1", green: "b:2"}, argv: ["true"]}
+pipelines:
+  release:
+    parameters: {route: shop, first: "5", window: 90s, strict: "false", approver: alice, limit: "0.01"}
+    stages: [{build: {tasks: [{script: make}]}}]
+    rollout:
+      route: "#{route}"
+      name: "prod_#{route}"
+      steps: ["#{first}", 50, "100"]
+      approval: {users: ["#{approver}"], roles: [release-managers], allow_only_on_success: "#{strict}"}
+      analysis: notebooks/canary_analysis.ipynb
+      parameters: {max_error_rate: "#{limit}"}
+      timeout: "#{window}"
+"""
+
+
+def test_rollout_values_get_parameters_and_typed_parsing() -> None:
+    import workbench.features
+
+    workbench.features.load()
+    stages = load_texts({"r.yaml": ROLLOUT_FILE}).pipeline("release").stages[1:]
+    assert [s.name for s in stages] == ["prod_shop_5", "prod_shop_50", "prod_shop_100"]
+    assert [(s.traffic.route, s.traffic.weight) for s in stages] == [("shop", 5), ("shop", 50), ("shop", 100)]
+    approval = stages[0].approval
+    assert (approval.type, approval.users, approval.roles) == ("manual", ("alice",), ("release-managers",))
+    assert approval.allow_only_on_success is False  # the string "false" is false, as everywhere else
+    job = stages[1].jobs[0]
+    assert job.timeout == 90.0
+    assert job.tasks[0].parameters["max_error_rate"] == "0.01" and job.tasks[0].parameters["previous_weight"] == 5
+    # a number is minutes, as a job's timeout is (GoCD); "never" is no limit
+    minutes = load_texts({"r.yaml": ROLLOUT_FILE.replace('"#{window}"', "20")}).pipeline("release")
+    assert minutes.stages[1].jobs[0].timeout == 1200.0
+    never = load_texts({"r.yaml": ROLLOUT_FILE.replace('"#{window}"', "never")}).pipeline("release")
+    assert never.stages[1].jobs[0].timeout is None
+
+
+def test_rollout_wrong_types_are_located_errors() -> None:
+    import workbench.features
+
+    workbench.features.load()
+    bad = (ROLLOUT_FILE.replace('["#{first}", 50, "100"]', '[50, "#{first}", 150, many]')
+           .replace('allow_only_on_success: "#{strict}"', "allow_only_on_success: maybe")
+           .replace('"#{window}"', "soon").replace('name: "prod_#{route}"', 'name: "#{nope}"'))
+    with pytest.raises(ConfigError) as err:
+        load_texts({"r.yaml": bad})
+    assert [str(p) for p in err.value.problems] == [
+        "r.yaml:10:13: unknown parameter 'nope' in '#{nope}' (parameters of pipeline 'release': approver, first, "
+        "limit, route, strict, window)",
+        "r.yaml:11:19: steps of rollout of pipeline 'release' must increase, found 5 after 50",
+        "r.yaml:11:31: each step of rollout of pipeline 'release' (a percentage) must be from 1 to 100, found 150",
+        "r.yaml:11:36: each step of rollout of pipeline 'release' (a percentage) must be a whole number, found a string",
+        "r.yaml:12:92: allow_only_on_success of approval must be true or false, found a string",
+        "r.yaml:15:16: timeout of rollout of pipeline 'release' must be a number of minutes, a duration such as "
+        "\"30s\", \"5m\" or \"1h\", or \"never\"; found a string 'soon'"]
 
 
 def test_yaml_routes_rollout_and_unknown_routes() -> None:

@@ -88,6 +88,24 @@ def test_validate_warns_about_gocd_keys_the_workbench_does_not_use(workspace: An
     assert "agents of environment 'prod'" in lines[2] and "Dask workers" in lines[2]
 
 
+def test_a_wrongly_typed_rollout_is_a_located_config_error_and_nothing_is_written(workspace: Any) -> None:
+    workspace.write("release.yaml", """
+        routes:
+          shop: {provider: command, stacks: {blue: "a:1", green: "b:2"}, argv: ["true"]}
+        pipelines:
+          release:
+            parameters: {first: "5"}
+            stages: [{build: {tasks: [{script: make}]}}]
+            rollout: {route: shop, steps: ["#{first}", 50, 100], timeout: soon}
+        """)
+    for args in (("validate",), ("run", "release")):
+        r = workspace.cli(*args)
+        assert r.code == 2, r.err
+        assert "pipelines/release.yaml:7:67: timeout of rollout of pipeline 'release' must be a number of minutes" in r.err
+        assert "Traceback" not in r.err
+    assert not (workspace.root / ".workbench" / "store.db").exists()
+
+
 def test_failing_job_exits_1_and_says_where(workspace: Any) -> None:
     workspace.write("p.yaml", """
         format_version: 10

@@ -236,6 +236,11 @@ def _substituted(node: Node, ctx: Ctx, memo: dict[int, Any]) -> Any:
     return out
 
 
+def plain_data(node: Node, ctx: Ctx) -> Any:
+    """Free-form YAML (notebook parameters and the like) as plain Python, ``#{param}`` substituted."""
+    return _substituted(node, ctx, {})
+
+
 _BUILTIN_TASKS: dict[str, Callable[[Node, Ctx, dict[str, Any]], "Task | None"]] = {
     "exec": _exec, "script": _script, "fetch": _fetch, "notebook": _notebook, "plugin": _plugin}
 
@@ -304,8 +309,12 @@ def _artifacts(m: Map, what: str, ctx: Ctx) -> tuple[Artifact, ...]:
     return tuple(out)
 
 
-def parse_approval(node: Node, ctx: Ctx, at: Node | None = None) -> Approval:
-    """``approval: manual`` / ``success`` or ``{type, users, roles, allow_only_on_success}``."""
+def parse_approval(node: Node, ctx: Ctx, at: Node | None = None, default_type: str | None = None) -> Approval:
+    """``approval: manual`` / ``success`` or ``{type, users, roles, allow_only_on_success}``.
+
+    ``type`` is required as in GoCD unless ``default_type`` is given (``rollout:``
+    approvals default to manual).
+    """
     types = {"manual": "manual", "success": "success", "auto": "success"}
     if isinstance(node, Scalar) and not node.is_null:
         word = ctx.text(node, "approval") or ""
@@ -316,7 +325,10 @@ def parse_approval(node: Node, ctx: Ctx, at: Node | None = None) -> Approval:
     if m is None:
         return Approval(loc=(at or node).loc)
     ctx.check_keys(m, {"type", "users", "roles", "allow_only_on_success"}, "approval")
-    word = ctx.req_text(m, "type", "approval", at or m) or "success"
+    if default_type is not None and "type" not in m:
+        word = default_type
+    else:
+        word = ctx.req_text(m, "type", "approval", at or m) or "success"
     if word not in types:
         ctx.error(m.get("type"), f"approval type must be manual or success, found {word!r}{suggest(word, types)}")
     roles = ctx.opt_texts(m, "roles", "approval")

@@ -54,17 +54,15 @@ def parse_rollback_task(node: Any, ctx: Any) -> GenericTask | None:
 
 
 def expand_rollout_key(node: Any, ctx: Any, stages: tuple[Stage, ...]) -> tuple[Stage, ...]:
-    """Pipeline key ``rollout:``: the pipeline's stages followed by one stage per step."""
-    from ..errors import ConfigError
-    from .rollout import expand_rollout
+    """Pipeline key ``rollout:``: the pipeline's stages followed by one stage per step.
 
-    raw = node.plain() if node is not None else None
-    try:
-        return (*stages, *expand_rollout(raw, _loc(node)))
-    except ConfigError as exc:
-        for p in exc.problems:
-            ctx.error(node, p.message)
-        return stages
+    Parsed from the positioned nodes with the loader's helpers, so its values
+    get ``#{param}`` substitution and typed parsing, and each problem its line.
+    """
+    from .rollout import parse_rollout, rollout_stages
+
+    spec = parse_rollout(node, ctx)
+    return stages if spec is None else (*stages, *rollout_stages(spec))
 
 
 def check_traffic_routes(config: Config, ctx: Any) -> None:
