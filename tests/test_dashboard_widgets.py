@@ -227,3 +227,39 @@ def test_the_package_is_callable_like_the_function(workspace: Any, tmp_path: Pat
     dash = module(ws, user="alice", autostart=False)  # workbench.dashboard(ws) works whichever name it resolves to
     assert "release/1/install_shop_5" in [r.pending.locator for r in dash.approvals.children]
     dash.close()
+
+
+def test_chart_data_is_computed_once_per_store_version(workspace: Any, tmp_path: Path) -> None:
+    """Every chart draws from one computation; a write by this process or another one is seen."""
+    from workbench.approvals import approve
+    from workbench.dashboard.chartdata import ChartSource
+
+    ws = _workspace(workspace, tmp_path)
+    cs = ChartSource(ws)
+    try:
+        first = cs.all(0, "W")
+        assert set(first) == {"lead", "freq", "cfr", "recovery", "rework", "stages"}
+        assert first["freq"]["deployments"].sum() == 0  # the rollout waits: nothing deployed yet
+        again = cs.all(0, "W")
+        assert cs.loads == 1 and all(again[k] is first[k] for k in first)  # the same frames, not recomputed
+        run_id = ws.store.get_pipeline_run("release", 1).id
+        assert "build" in set(cs.gantt(run_id)["lane"])
+        nodes, _ = cs.value_stream(run_id)
+        assert f"run:{run_id}" in set(nodes["id"])
+
+        approve(ws, "release/1/install_shop_5", user="alice", comment="ok", drive=True)
+        for stage in ("install_shop_25", "install_shop_100"):
+            approve(ws, f"release/1/{stage}", user="alice", comment="ok", drive=True)
+        assert ws.store.get_pipeline_run("release", 1).status == Status.PASSED
+        freq = cs.frequency(0, "W")
+        assert cs.loads == 2 and freq["deployments"].sum() == 1
+        assert cs.change_fail_rate(0, "W")["hits"].sum() == 0
+
+        # another process blames the deployment: the change fail rate follows
+        r = workspace.cli("incident", "open", "checkout down", "--caused-by", "release/1")
+        assert r.code == 0, r.err
+        cfr = cs.change_fail_rate(0, "W")
+        assert cs.loads == 3 and cfr["hits"].sum() == 1 and cfr["rate"].max() == 1.0
+        assert cs.change_fail_rate(0, "W") is cfr and cs.loads == 3
+    finally:
+        cs.close()

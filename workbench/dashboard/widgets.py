@@ -18,6 +18,7 @@ import ipywidgets as W
 
 from ..errors import WorkbenchError
 from . import actions, charts, data, source
+from .chartdata import ChartSource
 
 OK = "#2e7d32"
 BAD = "#c62828"
@@ -165,6 +166,7 @@ class Dashboard(W.VBox):
         self.refresh_charts_button = W.Button(description="Refresh charts")
         self.refresh_charts_button.on_click(lambda _b: self.refresh_charts())
         self.figures: dict[str, Any] = {}
+        self.chart_source = ChartSource(ws)  # the charts' data, computed once per store version
         self.runs = W.Dropdown(options=[], description="run", layout=W.Layout(width="520px"))
         self.runs.observe(lambda ch: self.show_run(ch["new"]), names="value")
         self.gantt: Any = None
@@ -282,32 +284,26 @@ class Dashboard(W.VBox):
 
     def close(self) -> None:
         self.stop()
+        self.chart_source.close()
         super().close()
 
     # -- charts and one run -----------------------------------------------------------------
     def _metrics(self) -> Any:
-        import pandas as pd
-
-        from ..metrics import metrics_from_workspace
-
-        days = self.period.value
-        since = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days) if days else None
-        return metrics_from_workspace(self.ws, since=since, jobs=False)  # the charts need no job rows
+        return self.chart_source.metrics(self.period.value)
 
     def refresh_charts(self) -> None:
         import plotly.graph_objects as go
 
+        days, freq = self.period.value, self.freq.value
         m = self._metrics()
-        freq = self.freq.value
+        d = self.chart_source.all(days, freq)
         figs = {
-            "lead": charts.lead_time_figure(charts.lead_time_data(m.lead_times, m.period, freq)),
-            "freq": charts.frequency_figure(m.frequency(freq)),
-            "cfr": charts.rate_figure(charts.rate_data(m.deployments, "failed_change", m.period, freq),
-                                      "Change fail rate", data.STYLES["failed"][0]),
-            "recovery": charts.recovery_figure(charts.recovery_data(m.deployments, m.period)),
-            "rework": charts.rate_figure(charts.rate_data(m.deployments, "rework", m.period, freq),
-                                         "Deployment rework rate", data.STYLES["running"][0]),
-            "stages": charts.stage_duration_figure(charts.stage_duration_data(m.stage_times)),
+            "lead": charts.lead_time_figure(d["lead"]),
+            "freq": charts.frequency_figure(d["freq"]),
+            "cfr": charts.rate_figure(d["cfr"], "Change fail rate", data.STYLES["failed"][0]),
+            "recovery": charts.recovery_figure(d["recovery"]),
+            "rework": charts.rate_figure(d["rework"], "Deployment rework rate", data.STYLES["running"][0]),
+            "stages": charts.stage_duration_figure(d["stages"]),
         }
         with self._lock:
             for key, fig in figs.items():
@@ -344,15 +340,8 @@ class Dashboard(W.VBox):
             return
         import plotly.graph_objects as go
 
-        from ..metrics import History
-
-        stages, jobs = source.run_frames(self.ws.store, int(run_id))
-        g = charts.gantt_figure(charts.gantt_data(stages, jobs, int(run_id)), "Stages and jobs")
-        frames = self.ws.frames
-        names = set(frames.names())
-        h = History.of(runs=frames.pipeline_runs, **{k: getattr(frames, k) for k in ("commits", "provenance")
-                                                    if k in names})
-        n, e = charts.value_stream_data(h, int(run_id))
+        g = charts.gantt_figure(self.chart_source.gantt(int(run_id)), "Stages and jobs")
+        n, e = self.chart_source.value_stream(int(run_id))
         vs = charts.value_stream_figure(n, e, "Value stream: commits → runs → deployments")
         self.gantt, self.stream = go.FigureWidget(g), go.FigureWidget(vs)
         self.run_box.children = [self.runs, self.gantt, self.stream]
