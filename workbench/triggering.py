@@ -378,7 +378,10 @@ class Scheduler:
         store = self.ws.store
         names = set(self.ws.config.pipelines)
         active = store.pipeline_runs(statuses=[Status.SCHEDULED, Status.RUNNING, Status.WAITING])
-        self._was_waiting.update(r.id for r in active if r.status == Status.WAITING)
+        # a run that waited before is not news; one our own driver is stopping at an approval right now
+        # is (its driver reports it: marking it here first lost that line when a pass was quick)
+        driving = {k for k, f in self._drives.items() if not f.done()}
+        self._was_waiting.update(r.id for r in active if r.status == Status.WAITING and r.id not in driving)
         todo = [r for r in reversed(active) if r.pipeline in names  # oldest first
                 and not (r.id in self._drives and not self._drives[r.id].done())]
         others = [r.id for r in todo if r.id not in self._mine]
