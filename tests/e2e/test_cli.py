@@ -106,6 +106,46 @@ def test_a_wrongly_typed_rollout_is_a_located_config_error_and_nothing_is_writte
     assert not (workspace.root / ".workbench" / "store.db").exists()
 
 
+CLAIM_S2 = """\
+import os
+from workbench import Workspace
+from workbench.status import Status
+
+ws = Workspace.open(os.environ["WORKBENCH_WORKSPACE"])
+run_id = int(os.environ["WORKBENCH_RUN_ID"])
+stages = ws.store.run_detail(run_id, jobs=False).stages
+# what a tick or serve does when it gets to the next stage first: claim it (compare-and-set) and run it
+ws.store.create_stage_run(run_id, "s2", 1, status=Status.RUNNING, jobs=[("j", 1, 1)], expect_stage_runs=len(stages))
+ws.close()
+"""
+
+
+def test_run_trigger_and_rerun_agree_on_the_exit_status_of_a_run_another_process_took_over(workspace: Any) -> None:
+    """A stage driven by another process is not a failure: all three exit 0 and say where the run continues."""
+    (workspace.root / "claim.py").write_text(CLAIM_S2)
+    workspace.write("p.yaml", f"""
+        pipelines:
+          p:
+            stages:
+              - s1:
+                  tasks:
+                    - script: test -e "$WORKBENCH_WORKSPACE/fail-once" && rm "$WORKBENCH_WORKSPACE/fail-once" && exit 1; true
+                    - exec: {{command: {sys.executable}, arguments: ["$WORKBENCH_WORKSPACE/claim.py"]}}
+              - s2: {{tasks: [{{script: echo never here}}]}}
+        """.replace('["$WORKBENCH_WORKSPACE/claim.py"]', f'["{workspace.root / "claim.py"}"]'))
+    for args, counter in ((("run", "p"), 1), (("trigger", "p"), 2)):
+        r = workspace.cli(*args)
+        assert r.code == 0, r.out + r.err
+        assert f"p/{counter} (label {counter}): running" in r.out
+        assert f"p/{counter} continues in another process" in r.out
+    (workspace.root / "fail-once").touch()
+    r = workspace.cli("run", "p")
+    assert r.code == 1 and "p/3 (label 3): failed" in r.out
+    r = workspace.cli("rerun", "p/3/s1")
+    assert r.code == 0, r.out + r.err
+    assert "p/3 continues in another process" in r.out
+
+
 def test_failing_job_exits_1_and_says_where(workspace: Any) -> None:
     workspace.write("p.yaml", """
         format_version: 10

@@ -110,15 +110,27 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
                 result = engine.run(pipeline)
         finally:
             signal.signal(signal.SIGINT, previous)
-    click.echo(_result_line(ws, result))
+    finish_run(ws, result)
+
+
+def finish_run(ws: Any, run: Any) -> None:
+    """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
+
+    ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
+    0: passed; stopped to wait for an approval; or taken over by another
+    process (a tick or serve now drives a stage of it: the run is still
+    going, nothing failed, and the line says where to follow it). 1: failed
+    or rejected. 130: cancelled.
+    """
     from ..status import Status
 
-    if result.status == Status.WAITING:
+    click.echo(_result_line(ws, run))
+    if run.status in (Status.SCHEDULED, Status.RUNNING):
+        click.echo(f"{run.locator} continues in another process (`workbench status`, `workbench logs -f`)")
         return
-    if result.status == Status.CANCELLED:
-        sys.exit(EXIT_INTERRUPTED)
-    if result.status != Status.PASSED:
-        sys.exit(EXIT_FAILED)
+    if run.status in (Status.WAITING, Status.PASSED):
+        return
+    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
 
 
 def _result_line(ws: Any, run: Any) -> str:

@@ -8,23 +8,10 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
-from typing import Any
 
 import click
 
-from . import EXIT_FAILED, EXIT_INTERRUPTED, main, _ws
-
-
-def _finish(ws: Any, run: Any) -> None:
-    """Print the run's result line and exit as ``workbench run`` would."""
-    from ..status import Status
-    from . import _result_line
-
-    click.echo(_result_line(ws, run))
-    if run.status in (Status.WAITING, Status.SCHEDULED, Status.PASSED, Status.RUNNING):
-        return
-    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
+from . import _ws, finish_run, main
 
 
 @main.command()
@@ -55,7 +42,7 @@ def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool,
                 run = engine.drive(run.id)
         finally:
             signal.signal(signal.SIGINT, previous)
-    _finish(ws, run)
+    finish_run(ws, run)
 
 
 @main.command()

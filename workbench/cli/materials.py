@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import EXIT_FAILED, EXIT_INTERRUPTED, _result_line, _ws, main
+from . import EXIT_FAILED, _ws, finish_run, main
 
 
 def _stamp() -> str:
@@ -99,7 +99,6 @@ def notify(ctx: click.Context, what: str | None) -> None:
 def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | None, parallel: int | None) -> None:
     """Run ``start(engine) -> run`` and drive it here like `workbench run` (same output and exit codes)."""
     from ..progress import Progress
-    from ..status import Status
 
     ws = _ws(ctx)
     progress = Progress(quiet=quiet)
@@ -110,16 +109,7 @@ def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | Non
                 result = engine.drive(start(engine))
         finally:
             signal.signal(signal.SIGINT, previous)
-    click.echo(_result_line(ws, result))
-    if result.status in (Status.SCHEDULED, Status.RUNNING):  # a tick or serve took it over: not a failure
-        click.echo(f"{result.locator} continues in another process (`workbench status`, `workbench logs -f`)")
-        return
-    if result.status == Status.WAITING:
-        return
-    if result.status == Status.CANCELLED:
-        sys.exit(EXIT_INTERRUPTED)
-    if result.status != Status.PASSED:
-        sys.exit(EXIT_FAILED)
+    finish_run(ws, result)
 
 
 def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
