@@ -84,7 +84,8 @@ def invariant_violations(db: Path, *, served_weights: dict[str, dict[str, int]] 
     * no revision set triggered twice (material and timer runs);
     * each approval applied once: an audited ``approve ok`` matches a stage run
       approved by that person that left WAITING, no stage run has two, and no
-      approved stage lacks its audit row;
+      approved stage lacks its audit row; rejected stages, rollbacks and manual
+      traffic moves match their ``ok`` audit rows one for one;
     * traffic: the weights recorded in the store are the ones the provider
       serves, and every passed stage with a ``traffic:`` step moved its route.
     """
@@ -171,6 +172,28 @@ def _approval_violations(conn: sqlite3.Connection, runs: list[dict[str, Any]],
     for key, got in approved.items():
         if key not in oks:
             out.append(f"{'/'.join(map(str, key))} was approved by {got[0]['approved_by']} with no audit row")
+    # rejections, rollbacks and manual traffic moves: each state change has exactly its audit row
+    # (they are written in one transaction; any gap, even one statement wide, is a violation)
+    rejected = sorted((run_of[s["pipeline_run_id"]]["pipeline"], run_of[s["pipeline_run_id"]]["counter"], s["name"],
+                       s["approved_by"]) for s in stages if s["status"] == "rejected" and s["approved_by"])
+    audited = sorted((a["pipeline"], a["counter"], a["stage"], a["user"]) for a in conn.execute(
+        "SELECT * FROM audit WHERE action = 'reject' AND outcome = 'ok'"))
+    if rejected != audited:
+        out.append(f"rejected stages {rejected} but audited rejections {audited}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "rollbacks" in tables:
+        rolled = sorted({(r["pipeline"], r["counter"], r["by"]) for r in conn.execute("SELECT * FROM rollbacks")})
+        audited = sorted((a["pipeline"], a["counter"], a["user"]) for a in conn.execute(
+            "SELECT * FROM audit WHERE action = 'rollback' AND outcome = 'ok'"))
+        if rolled != audited:
+            out.append(f"rollbacks {rolled} but audited rollbacks {audited}")
+    if "traffic_changes" in tables:
+        by_hand = sorted(r["actor"] for r in conn.execute(
+            "SELECT actor FROM traffic_changes WHERE outcome = 'ok' AND run_id IS NULL AND actor != 'workbench'"))
+        audited = sorted(a["user"] for a in conn.execute(
+            "SELECT * FROM audit WHERE action = 'traffic' AND outcome = 'ok'"))
+        if by_hand != audited:
+            out.append(f"traffic moved by hand by {by_hand} but audited for {audited}")
     return out
 
 

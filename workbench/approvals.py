@@ -10,7 +10,9 @@ anyone who can use the workspace, as in GoCD without group permissions.
 
 State changes are compare-and-set in the store (WAITING → SCHEDULED or
 REJECTED), so two people approving the same stage at the same moment produce
-exactly one approval; the other gets a clear "already approved" error.
+exactly one approval; the other gets a clear "already approved" error. A
+decision's state change and its ``ok`` audit row are one transaction
+(:func:`record_in`), so neither survives a crash or a failed write without the other.
 See docs/approvals.md for the trust model.
 """
 from __future__ import annotations
@@ -113,12 +115,24 @@ def may(cfg: Config, subject: Any, user: str) -> bool:
 def record(ws: "Workspace", user: str, action: str, target: str, outcome: str, *, comment: str | None = None,
            detail: str | None = None, pipeline: str | None = None, counter: int | None = None,
            stage: str | None = None) -> None:
-    """One audit row, in its own transaction (a refusal is kept even though the action is not)."""
+    """One audit row, in its own transaction: for attempts that change nothing (refused, unauthorized).
+
+    A decision that changes state writes its row with :func:`record_in`, inside
+    the transaction that changes the state, so neither can exist without the other.
+    """
     with ws.store.write() as conn:
-        conn.execute(audit.insert().values(
-            at=time.time(), user=user, action=action, target=target, pipeline=pipeline, counter=counter,
-            stage=stage, comment=comment, outcome=outcome, detail=detail,
-        ))
+        record_in(conn, user, action, target, outcome, comment=comment, detail=detail, pipeline=pipeline,
+                  counter=counter, stage=stage)
+
+
+def record_in(conn: sa.Connection, user: str, action: str, target: str, outcome: str, *,
+              comment: str | None = None, detail: str | None = None, pipeline: str | None = None,
+              counter: int | None = None, stage: str | None = None) -> None:
+    """One audit row inside the caller's write transaction (``Store.write()``)."""
+    conn.execute(audit.insert().values(
+        at=time.time(), user=user, action=action, target=target, pipeline=pipeline, counter=counter,
+        stage=stage, comment=comment, outcome=outcome, detail=detail,
+    ))
 
 
 def _target_parts(target: str) -> dict[str, Any]:
@@ -199,30 +213,39 @@ def _decide(ws: "Workspace", locator: str, action: str, user: str | None, commen
     user = authorize(ws, stage, user, action, target=target, comment=comment)
     try:
         sr = _waiting_stage(ws, run, pipeline, stage)
-        if action == "approve":
-            new = ws.store.set_stage_status(sr.id, Status.SCHEDULED, expect=[Status.WAITING], approved_by=user)
-        else:
-            new = ws.store.set_stage_status(sr.id, Status.REJECTED, f"rejected by {user}: {comment}",
-                                            expect=[Status.WAITING], approved_by=user)
+        # The stage, the run and the audit row change in ONE transaction: a process killed (or a
+        # write failing) anywhere in between leaves all three as they were, never an approval
+        # without its audit row. A lost compare-and-set raises inside it and writes nothing.
+        with ws.store.write() as conn:
+            if action == "approve":
+                new = ws.store.set_stage_status(sr.id, Status.SCHEDULED, expect=[Status.WAITING], approved_by=user,
+                                                conn=conn)
+                _set_run_status_if(conn, run.id, [Status.WAITING], Status.SCHEDULED, None)
+            else:
+                new = ws.store.set_stage_status(sr.id, Status.REJECTED, f"rejected by {user}: {comment}",
+                                                expect=[Status.WAITING], approved_by=user, conn=conn)
+                _set_run_status_if(conn, run.id, [Status.WAITING, Status.SCHEDULED, Status.RUNNING], Status.REJECTED,
+                                   f"stage {sr.name} rejected by {user}: {comment}")
+            record_in(conn, user, action, target, "ok", comment=comment, pipeline=run.pipeline, counter=run.counter,
+                      stage=stage.name)
     except InvalidState as exc:
         msg = str(exc)
         again = ws.store.run_detail(run.id).latest_stages().get(stage.name)
         if again is not None and again.approved_by and again.status != Status.WAITING:  # lost a race: say who won
             msg = _already(run, again)
         raise refuse(ws, user, action, target, msg, comment) from None
-    record(ws, user, action, target, "ok", comment=comment, pipeline=run.pipeline, counter=run.counter, stage=stage.name)
     return run, new, user
 
 
-def _set_run_status_if(ws: "Workspace", run_id: int, expect: Iterable[Status], status: Status, reason: str | None) -> None:
+def _set_run_status_if(conn: sa.Connection, run_id: int, expect: Iterable[Status], status: Status,
+                       reason: str | None) -> None:
     pr = S.pipeline_runs
     values: dict[str, Any] = {"status": status.value}
     if reason is not None:
         values["reason"] = reason
     if status.finished:
         values["finished_at"] = time.time()
-    with ws.store.write() as conn:
-        conn.execute(pr.update().where(pr.c.id == run_id, pr.c.status.in_([s.value for s in expect])).values(**values))
+    conn.execute(pr.update().where(pr.c.id == run_id, pr.c.status.in_([s.value for s in expect])).values(**values))
 
 
 def approve(ws: "Workspace", locator: str, *, user: str | None = None, comment: str | None = None,
@@ -233,7 +256,6 @@ def approve(ws: "Workspace", locator: str, *, user: str | None = None, comment: 
     (``workbench tick``/``serve``, or another ``approve``).
     """
     run, _sr, _user = _decide(ws, locator, "approve", user, comment)
-    _set_run_status_if(ws, run.id, [Status.WAITING], Status.SCHEDULED, None)
     if not drive:
         return ws.store.get_pipeline_run_by_id(run.id)
     with ws.engine(listener=listener) as engine:
@@ -244,9 +266,7 @@ def reject(ws: "Workspace", locator: str, *, user: str | None = None, comment: s
     """Reject the waiting stage: it is marked rejected and the run ends (rejected)."""
     if not comment or not comment.strip():
         raise UsageError("a rejection needs a comment saying why (--comment)")
-    run, sr, user = _decide(ws, locator, "reject", user, comment)
-    _set_run_status_if(ws, run.id, [Status.WAITING, Status.SCHEDULED, Status.RUNNING], Status.REJECTED,
-                       f"stage {sr.name} rejected by {user}: {comment}")
+    run, _sr, user = _decide(ws, locator, "reject", user, comment)
     return ws.store.get_pipeline_run_by_id(run.id)
 
 
@@ -302,4 +322,4 @@ def _register_masking() -> None:
 
 _register_masking()
 
-__all__ = ["Approvers", "approvers", "approve", "authorize", "may", "pending_approvals", "record", "reject", "audit"]
+__all__ = ["Approvers", "approvers", "approve", "authorize", "may", "pending_approvals", "record", "record_in", "reject", "audit"]

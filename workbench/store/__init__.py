@@ -363,11 +363,14 @@ class Store:
         *,
         expect: Iterable[Status] | None = None,
         approved_by: str | None = None,
+        conn: sa.Connection | None = None,
     ) -> StageRun:
         """Change a stage's status; with ``expect``, only from those statuses (compare-and-set).
 
         The compare-and-set is what makes two people approving the same stage
-        at the same moment safe: exactly one update matches.
+        at the same moment safe: exactly one update matches. With ``conn`` (a
+        transaction from :meth:`write`) the change joins that transaction, so a
+        decision and its audit row commit together or not at all.
         """
         t = now()
         sr = S.stage_runs
@@ -391,9 +394,13 @@ class Store:
         if expect is not None:
             expect = list(expect)
             params["b_expect"] = [s.value for s in expect]
-        with self.write() as conn:
+        if conn is not None:
             n = conn.execute(stmt, params).rowcount
             row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
+        else:
+            with self.write() as conn:
+                n = conn.execute(stmt, params).rowcount
+                row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
         if row is None:
             raise NotFound(f"no stage run with id {stage_run_id}")
         if n == 0:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 def rollback(ws: "Workspace", locator: str, *, user: str | None = None, reason: str | None = None,
              automatic: bool = False) -> list[dict[str, Any]]:
     """Roll back the run ``PIPELINE/COUNTER``; returns one ``{route, from, to}`` per route moved."""
-    from ..approvals import authorize, record, refuse
+    from ..approvals import authorize, record_in, refuse
     from ..engine import find_run
 
     run, rest = find_run(ws.store, locator)
@@ -58,8 +58,8 @@ def rollback(ws: "Workspace", locator: str, *, user: str | None = None, reason: 
             raise refused(f"run {run.locator} already moved 100% of route {name} to {full[0]['stack']} "
                           f"(stage {full[0]['stage'] or '?'}); a rollback is refused after 100%, "
                           "release a new version instead")
-    out = []
-    for name in routes:
+    out: list[dict[str, Any]] = []
+    for i, name in enumerate(routes):
         route = route_of(ws.config, name, ws.root)
         with T.route_lock(ws, name):
             st = T.read_state(ws.store, route)
@@ -68,17 +68,25 @@ def rollback(ws: "Workspace", locator: str, *, user: str | None = None, reason: 
                               "roll back the run that moved it last")
             weights = {s: (100 if s == st.live else 0) for s in route.stacks}
             nxt = T.RouteState(st.route, weights, st.live, None, None, st.updated_at)
-            apply(ws, route, weights, nxt, actor=actor, run=run, stack=st.candidate,
-                  reason=f"rollback of {run.locator} by {actor}: {why}")
-            with ws.store.write() as conn:
+            out.append({"route": name, "from": st.weights, "to": weights, "live": st.live})
+            last = i == len(routes) - 1
+
+            def also(conn: sa.Connection, name: str = name, st: T.RouteState = st,
+                     weights: dict[str, int] = weights, last: bool = last) -> None:
+                # in the transaction recording this route's move: its rollback row and, with
+                # the last route, the run's mark and the audit row (never one without the others)
                 conn.execute(T.rollbacks.insert().values(
                     at=time.time(), run_id=run.id, pipeline=run.pipeline, counter=run.counter, route=name, by=actor,
                     automatic=automatic, reason=why, from_weights=st.weights, to_weights=weights,
                 ))
-            out.append({"route": name, "from": st.weights, "to": weights, "live": st.live})
-    _mark_run(ws, run, f"rolled back by {actor}: {why}")
-    record(ws, actor, "rollback", target, "ok", comment=reason, pipeline=run.pipeline, counter=run.counter,
-           detail="; ".join(f"{o['route']}: {_pct(o['from'])} -> {_pct(o['to'])}" for o in out))
+                if last:
+                    _mark_run(conn, run, f"rolled back by {actor}: {why}")
+                    record_in(conn, actor, "rollback", target, "ok", comment=reason, pipeline=run.pipeline,
+                              counter=run.counter,
+                              detail="; ".join(f"{o['route']}: {_pct(o['from'])} -> {_pct(o['to'])}" for o in out))
+
+            apply(ws, route, weights, nxt, actor=actor, run=run, stack=st.candidate,
+                  reason=f"rollback of {run.locator} by {actor}: {why}", also=also)
     return out
 
 
@@ -86,19 +94,18 @@ def _pct(weights: dict[str, int]) -> str:
     return " ".join(f"{k}={v}%" for k, v in weights.items())
 
 
-def _mark_run(ws: "Workspace", run: "PipelineRun", reason: str) -> None:
+def _mark_run(conn: sa.Connection, run: "PipelineRun", reason: str) -> None:
     """A waiting or approved-but-unclaimed stage is cancelled and the run fails; otherwise only the reason says it."""
     pr, sr = S.pipeline_runs, S.stage_runs
     now = time.time()
-    with ws.store.write() as conn:
-        stopped = conn.execute(
-            sr.update().where(sr.c.pipeline_run_id == run.id, sr.c.status.in_([Status.WAITING.value, Status.SCHEDULED.value]))
-            .values(status=Status.CANCELLED.value, reason=reason, finished_at=now)
-        ).rowcount
-        current = conn.execute(sa.select(pr.c.status, pr.c.reason).where(pr.c.id == run.id)).one()
-        if stopped or current.status in (Status.WAITING.value, Status.SCHEDULED.value):
-            conn.execute(pr.update().where(pr.c.id == run.id).values(status=Status.FAILED.value, reason=reason,
-                                                                     finished_at=now))
-        else:
-            old = current.reason
-            conn.execute(pr.update().where(pr.c.id == run.id).values(reason=f"{old}; {reason}" if old else reason))
+    stopped = conn.execute(
+        sr.update().where(sr.c.pipeline_run_id == run.id, sr.c.status.in_([Status.WAITING.value, Status.SCHEDULED.value]))
+        .values(status=Status.CANCELLED.value, reason=reason, finished_at=now)
+    ).rowcount
+    current = conn.execute(sa.select(pr.c.status, pr.c.reason).where(pr.c.id == run.id)).one()
+    if stopped or current.status in (Status.WAITING.value, Status.SCHEDULED.value):
+        conn.execute(pr.update().where(pr.c.id == run.id).values(status=Status.FAILED.value, reason=reason,
+                                                                 finished_at=now))
+    else:
+        old = current.reason
+        conn.execute(pr.update().where(pr.c.id == run.id).values(reason=f"{old}; {reason}" if old else reason))

@@ -13,7 +13,7 @@ nothing to roll back to (the seed's rule) and the next release alternates.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import InvalidState, NotFound, TrafficError, WorkbenchError
 from ..status import Status
@@ -22,6 +22,8 @@ from .providers import check_weights, provider_for
 from .routes import Route, route_of, routes_of
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from ..store import PipelineRun, StageRun
     from ..workspace import Workspace
 
@@ -43,8 +45,12 @@ def plan(route: Route, st: T.RouteState, weight: int, run_id: int | None) -> tup
 
 def apply(ws: "Workspace", route: Route, weights: Mapping[str, int], nxt: T.RouteState, *, actor: str,
           reason: str, run: "PipelineRun | None" = None, stage: str | None = None,
-          stack: str | None = None) -> None:
-    """Serve ``weights`` through the provider and record the change (caller holds the route lock)."""
+          stack: str | None = None, also: "Callable[[sa.Connection], None] | None" = None) -> None:
+    """Serve ``weights`` through the provider and record the change (caller holds the route lock).
+
+    ``also`` writes the decision's own rows (its audit row, a rollback) in the
+    transaction that records the move, so the move is never recorded without them.
+    """
     weights = check_weights(route, weights)
     provider = provider_for(route)
     before = T.read_state(ws.store, route)
@@ -71,11 +77,18 @@ def apply(ws: "Workspace", route: Route, weights: Mapping[str, int], nxt: T.Rout
     with ws.store.write() as conn:
         T.record_change(conn, **row, outcome="ok", error=None)
         T.save_state(conn, nxt)
+        if also is not None:
+            also(conn)
 
 
 def move(ws: "Workspace", route_name: str, weight: int, *, actor: str, reason: str,
-         run: "PipelineRun | None" = None, stage: str | None = None) -> dict[str, int]:
-    """``weight`` % of ``route_name`` on the candidate stack; returns the weights now served."""
+         run: "PipelineRun | None" = None, stage: str | None = None,
+         audit: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """``weight`` % of ``route_name`` on the candidate stack; returns the weights now served.
+
+    ``audit``: the keyword arguments of ``approvals.record_in`` for a person's
+    move, written with the move in one transaction (its detail: the new weights).
+    """
     route = route_of(ws.config, route_name, ws.root)
     with T.route_lock(ws, route.name):
         st = T.read_state(ws.store, route)
@@ -83,7 +96,15 @@ def move(ws: "Workspace", route_name: str, weight: int, *, actor: str, reason: s
             raise InvalidState(f"run {run.locator} was rolled back; it cannot move traffic any more")
         weights, nxt = plan(route, st, weight, run.id if run else None)
         new_stack = route.other(st.live)
-        apply(ws, route, weights, nxt, actor=actor, reason=reason, run=run, stage=stage, stack=new_stack)
+        also = None
+        if audit is not None:
+            from ..approvals import record_in
+
+            detail = " ".join(f"{k}={v}%" for k, v in weights.items())
+
+            def also(conn: "sa.Connection") -> None:
+                record_in(conn, **audit, detail=detail)
+        apply(ws, route, weights, nxt, actor=actor, reason=reason, run=run, stage=stage, stack=new_stack, also=also)
         return weights
 
 
@@ -100,15 +121,14 @@ def set_weights(ws: "Workspace", route_name: str, weight: int, *, user: str | No
     Authorized through ``approvals.authorize`` (the approvers of the stages
     moving that route; anyone when none names anybody) and audited.
     """
-    from ..approvals import authorize, record
+    from ..approvals import authorize
 
     route_of(ws.config, route_name, ws.root)
     actor = authorize(ws, traffic_approvers(ws, route_name), user, "traffic", target=f"route:{route_name}",
                       comment=reason)
-    weights = move(ws, route_name, weight, actor=actor, reason=reason or f"set by hand by {actor}")
-    record(ws, actor, "traffic", f"route:{route_name}", "ok", comment=reason,
-           detail=" ".join(f"{k}={v}%" for k, v in weights.items()))
-    return weights
+    return move(ws, route_name, weight, actor=actor, reason=reason or f"set by hand by {actor}",
+                audit={"user": actor, "action": "traffic", "target": f"route:{route_name}", "outcome": "ok",
+                       "comment": reason})
 
 
 def reconcile(ws: "Workspace", route_name: str) -> dict[str, Any]:
