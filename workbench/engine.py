@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .config.model import Job, Pipeline, Stage
 from .errors import InvalidState, NotFound, WorkbenchError
 from .executors import Executor, JobOutcome, JobSpec, make_executor
-from .hooks import STAGE_HOOKS
+from .hooks import RUN_HOOKS, STAGE_HOOKS
 from .identity import current_user
 from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, next_step, render_label
 from .status import Status
@@ -69,7 +69,10 @@ class Engine:
         executor: Executor | str | None = None,
         max_parallel: int | None = None,
         listener: Listener | None = None,
+        one_shot: bool = False,
     ) -> None:
+        """``one_shot``: this process ends after its run (``workbench run``), so features keep
+        nothing warm for later runs."""
         from . import features
 
         features.load()
@@ -86,6 +89,7 @@ class Engine:
         if hasattr(self.executor, "bind"):  # e.g. the Dask executor records "waiting for an agent" in the store
             self.executor.bind(self)
         self.listener = listener or (lambda *a, **k: None)
+        self.one_shot = one_shot
         self.cancel_event = threading.Event()
         self._run_cancel: dict[int, threading.Event] = {}  # per run: `workbench cancel P/C` stops one run only
         self._driving: dict[int, int] = {}  # run id -> drivers in this engine (cancel requests are polled for these)
@@ -169,6 +173,8 @@ class Engine:
     def run(self, pipeline: str, **trigger_options: Any) -> PipelineRun:
         """Trigger and drive in this process until the run finishes or waits."""
         cfg = self.ws.config.pipeline(pipeline)
+        for hook in RUN_HOOKS:  # e.g. kernels boot while the variables and materials are checked
+            hook.run_starting(self, cfg)
         env_cfg = self.ws.config.environment_of(pipeline)
         for stage in cfg.stages:  # a missing or unsafe key is refused here, before anything is written
             for job in stage.jobs:

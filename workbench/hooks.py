@@ -2,7 +2,8 @@
 
 Job hooks run where the job runs (a local thread or a Dask worker), so they
 receive only the plain JobSpec and the job's context: materials are checked
-out in ``prepare``; artifacts are published in ``finish``. Stage hooks run in
+out in ``prepare``; artifacts are published in ``finish``. Run hooks run in
+the engine before it triggers a run (to start slow things early); stage hooks run in
 the engine, after the stage's result is recorded (traffic steps, triggering
 downstream pipelines). Features register at import time of their module;
 ``workbench.features`` imports them all.
@@ -25,13 +26,24 @@ class StageHook(Protocol):
         """After a stage's result is stored; may return a new StageRun (e.g. traffic step failed)."""
 
 
+class RunHook(Protocol):
+    def run_starting(self, engine: Any, pipeline_cfg: Any) -> None:
+        """Before a run is triggered in this process (e.g. start kernels while materials are checked)."""
+
+
 JOB_HOOKS: list[JobHook] = []
 STAGE_HOOKS: list[StageHook] = []
+RUN_HOOKS: list[RunHook] = []
 
 
 def register_job_hook(hook: JobHook) -> None:
     if hook not in JOB_HOOKS:
         JOB_HOOKS.append(hook)
+
+
+def register_run_hook(hook: RunHook) -> None:
+    if hook not in RUN_HOOKS:
+        RUN_HOOKS.append(hook)
 
 
 def register_stage_hook(hook: StageHook) -> None:

@@ -103,7 +103,7 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
     ws = _ws(ctx)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
     progress = Progress(quiet=quiet)
-    with ws.engine(executor=executor, max_parallel=parallel, listener=progress) as engine:
+    with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
         previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
         try:
             with progress:

@@ -53,6 +53,7 @@ class Executor(ABC):
     """Runs jobs; one method does the work (like httpx's ``handle_request``)."""
 
     name = "abstract"
+    runs_jobs_here = False  # jobs run in this process: resources warmed here (kernels) serve them
 
     @abstractmethod
     def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None) -> "Future[JobOutcome]":

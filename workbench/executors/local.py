@@ -12,6 +12,7 @@ from .base import Executor, JobOutcome, JobSpec, StartCallback
 
 class LocalExecutor(Executor):
     name = "local"
+    runs_jobs_here = True
 
     def __init__(self, max_parallel: int | None = None, **_: object) -> None:
         self.max_parallel = max_parallel or os.cpu_count() or 2

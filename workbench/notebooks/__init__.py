@@ -7,7 +7,10 @@ The feature registers, at import time (``workbench.features`` imports it):
   artifact of the job (``notebooks/NAME.ipynb`` in its artifact folder), and
   a ``notebook_runs`` row says where it is and which cell failed with what;
 * the ``values`` and ``notebook_runs`` frames (:mod:`.tables`);
-* a stage hook that warms kernels for the next stage's notebook jobs;
+* a run hook that starts kernels for the first stage's notebook jobs as
+  soon as the engine knows the run (they boot while the engine checks the
+  variables and materials, opens the run and imports papermill), and a stage
+  hook that warms kernels for the next stage's notebook jobs;
 * a config check for ``workbench validate``: a notebook without a
   ``parameters`` cell, or parameters the notebook does not declare.
 
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
-from ..hooks import register_stage_hook
+from ..hooks import register_run_hook, register_stage_hook
 from ..tasks import JobContext, TaskError, register_task_runner
 from ..tasks.process import ProcessResult
 from . import tables  # noqa: F401  (tables, migration and frames)
@@ -145,13 +148,48 @@ def warm_kernels(count: int = 1, kernel_name: str = "python3") -> None:
     POOL.prewarm(kernel_name, count)
 
 
+def _notebook_jobs(stage: Any) -> int:
+    return sum(1 for j in stage.jobs if any(t.kind == "notebook" for t in j.tasks))
+
+
+def _kernel_of(stage: Any) -> str:
+    """The kernel the stage's first notebook task names (python3 when it names none)."""
+    for j in stage.jobs:
+        for t in j.tasks:
+            if t.kind == "notebook" and getattr(t, "kernel", None):
+                return str(t.kernel)
+    return "python3"
+
+
+class _WarmFirstStage:
+    """Before a run is triggered here, start kernels for its first stage's notebook jobs.
+
+    Only with an executor that runs jobs in this process (a Dask worker warms
+    its own). A one-shot engine (``workbench run``) also tells the pool how
+    many notebook jobs the run has, so that it starts no spare kernel beyond
+    them.
+    """
+
+    def run_starting(self, engine: Any, cfg: Any) -> None:
+        if not getattr(engine.executor, "runs_jobs_here", False) or not cfg.stages:
+            return
+        from .kernels import POOL
+
+        if getattr(engine, "one_shot", False):
+            POOL.keep_spare = False
+            POOL.expect(sum(_notebook_jobs(s) for s in cfg.stages))
+        n = _notebook_jobs(cfg.stages[0])
+        if n:
+            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), _kernel_of(cfg.stages[0]))
+
+
 class _WarmNextStage:
     """When a stage passes, warm kernels for the notebook jobs of the next one."""
 
     def stage_finished(self, engine: Any, run: Any, stage_cfg: Any, stage_run: Any) -> Any:
         from ..status import Status
 
-        if stage_run.status != Status.PASSED:
+        if stage_run.status != Status.PASSED or not getattr(engine.executor, "runs_jobs_here", False):
             return None
         try:
             stages = engine.ws.config.pipeline(run.pipeline).stages
@@ -163,9 +201,9 @@ class _WarmNextStage:
         nxt = stages[names.index(stage_cfg.name) + 1]
         if nxt.approval.manual:
             return None  # a person may take hours: do not hold kernels for them
-        n = sum(1 for j in nxt.jobs if any(t.kind == "notebook" for t in j.tasks))
+        n = _notebook_jobs(nxt)
         if n:
-            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)))
+            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), _kernel_of(nxt))
         return None
 
 
@@ -208,3 +246,4 @@ def notebook_problems(config: Any, root: Path) -> list[Problem]:
 
 register_task_runner("notebook", run_notebook_task)
 register_stage_hook(_WarmNextStage())
+register_run_hook(_WarmFirstStage())

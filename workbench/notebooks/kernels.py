@@ -14,6 +14,12 @@ kernels always.
 Kernels run in their own session (process group); :meth:`Kernel.kill`
 kills the whole group, so a cell's child processes die with the kernel.
 Set ``WORKBENCH_WARM_KERNELS=0`` to disable warming.
+
+A one-shot process (``workbench run``) turns ``keep_spare`` off and tells the
+pool how many notebook jobs its run has (:meth:`KernelPool.expect`): it then
+starts the first kernels as soon as the run is known, and no kernel beyond
+what the run still needs (a spare would only steal a CPU from the job that
+is running, then be killed at exit).
 """
 from __future__ import annotations
 
@@ -150,10 +156,14 @@ class KernelPool:
         self.idle_seconds = idle_seconds if idle_seconds is not None else float(os.environ.get("WORKBENCH_KERNEL_IDLE_SECONDS", "60"))
         self.enabled = enabled if enabled is not None else os.environ.get("WORKBENCH_WARM_KERNELS", "1") != "0"
         self.max_warm = max(2, os.cpu_count() or 2)
+        self.keep_spare = True  # a long-lived process keeps one kernel ready for whatever comes next
         self._idle: list[Kernel] = []
         self._starting = 0
+        self._starting_keys: dict[tuple[Any, ...], int] = {}
         self._active = 0
+        self._expected = 0  # notebook jobs announced by expect() and not yet started
         self._lock = threading.Lock()
+        self._landed = threading.Condition(self._lock)  # a warm kernel finished launching
         self._launch_lock = threading.Lock()  # jupyter_client's factories are not thread-safe
         self._counter = itertools.count(1)
         self._dir: str | None = None
@@ -210,13 +220,21 @@ class KernelPool:
         kernel: Kernel | None = None
         with self._lock:
             self._active += 1
-            for k in list(self._idle):
-                if k.key == key:
-                    self._idle.remove(k)
-                    if k.alive():
-                        kernel = k
-                        break
-                    threading.Thread(target=k.dispose, daemon=True).start()
+            self._expected = max(0, self._expected - 1)
+            end = time.monotonic() + 30
+            while True:
+                for k in list(self._idle):
+                    if k.key == key:
+                        self._idle.remove(k)
+                        if k.alive():
+                            kernel = k
+                            break
+                        threading.Thread(target=k.dispose, daemon=True).start()
+                # A warm kernel of this kind is being spawned (a few hundred ms): waiting for it beats
+                # spawning a second kernel that competes with it for the CPU.
+                if kernel is not None or not self._starting_keys.get(key) or time.monotonic() > end:
+                    break
+                self._landed.wait(max(0.0, end - time.monotonic()))
         if kernel is None:
             try:
                 kernel = self.launch(kernel_name, env, cwd)
@@ -234,6 +252,11 @@ class KernelPool:
                 kernel.leased = False
                 self._active = max(0, self._active - 1)
 
+    def expect(self, jobs: int) -> None:
+        """``jobs`` more notebook jobs are coming (without ``keep_spare``, spares are started only for them)."""
+        with self._lock:
+            self._expected += max(0, jobs)
+
     def prewarm(self, kernel_name: str = "python3", count: int = 1) -> None:
         """Start up to ``count`` warm kernels in the background (e.g. for the next stage)."""
         for _ in range(count):
@@ -247,26 +270,38 @@ class KernelPool:
         key = (kernel_name, startup_signature(env))
         with self._lock:
             idle = sum(1 for k in self._idle if k.key == key)
-            target = min(self.max_warm, want if want is not None else max(1, self._active))
+            if want is None:
+                want = max(1, self._active)
+                if not self.keep_spare:
+                    want = min(want, self._expected)
+            target = min(self.max_warm, want)
             if idle + self._starting >= target:
                 return
             self._starting += 1
-        threading.Thread(target=self._start_warm, args=(kernel_name, env), name="wb-kernel-warm", daemon=True).start()
+            self._starting_keys[key] = self._starting_keys.get(key, 0) + 1
+        threading.Thread(target=self._start_warm, args=(kernel_name, env, key), name="wb-kernel-warm",
+                         daemon=True).start()
 
-    def _start_warm(self, kernel_name: str, env: dict[str, str]) -> None:
+    def _start_warm(self, kernel_name: str, env: dict[str, str], key: tuple[Any, ...]) -> None:
+        kernel: Kernel | None = None
         try:
             kernel = self.launch(kernel_name, env, self.folder, warm=True)
         except Exception:
-            with self._lock:
-                self._starting -= 1
-            return
+            pass
         with self._lock:
             self._starting -= 1
-            if self._closed:
-                kernel.dispose()
-                return
-            self._idle.append(kernel)
-            self._ensure_reaper()
+            self._starting_keys[key] -= 1
+            if kernel is not None and not self._closed:
+                self._idle.append(kernel)
+                self._ensure_reaper()
+            self._landed.notify_all()
+        if kernel is not None and self._closed:
+            kernel.dispose()
+            return
+        if kernel is not None:
+            # While the kernel boots, import what the job needs to talk to it (papermill, nbclient):
+            # the first job of a process then finds both ready.
+            from . import runner  # noqa: F401
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():

@@ -25,28 +25,34 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-# jsonschema imports every optional format checker it finds; two of them cost
-# seconds to import (rfc3987_syntax builds a parser grammar at import time)
-# and nbformat's schema uses neither format.  Import jsonschema without them;
-# anyone who imports them later still gets them.
-_SLOW_FORMAT_CHECKERS = ("rfc3987_syntax", "isoduration")
+# Optional modules that two libraries import eagerly although a notebook job never uses them:
+# jsonschema imports every format checker it finds (rfc3987_syntax builds a parser grammar at
+# import time; idna, webcolors... add more) and nbformat's schema uses no format at all; papermill's
+# I/O module imports pyarrow (about a second: numpy and Arrow's C++ library) for hdfs:// paths,
+# which the workbench never hands it (it passes notebook objects). They are blocked only while
+# those two libraries are imported, and only when nobody imported them before; anyone who imports
+# them later gets them (papermill then says hdfs:// needs pyarrow, which is true of this process).
+_SLOW_FORMAT_CHECKERS = ("rfc3987_syntax", "isoduration", "idna", "fqdn", "rfc3986_validator", "rfc3339_validator",
+                         "webcolors", "jsonpointer", "uri_template")
+_PAPERMILL_BACKENDS = ("pyarrow", "gcsfs", "github", "boto3", "azure")
 
 
-def _import_jsonschema_lightly() -> None:
-    if "jsonschema" in sys.modules:
+def _import_without(target: str, optional: tuple[str, ...]) -> None:
+    if target in sys.modules:
         return
-    blocked = [m for m in _SLOW_FORMAT_CHECKERS if m not in sys.modules]
+    blocked = [m for m in optional if m not in sys.modules]
     for m in blocked:
         sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
     try:
-        import jsonschema  # noqa: F401
+        __import__(target)
     finally:
         for m in blocked:
             if sys.modules.get(m, 0) is None:
                 del sys.modules[m]
 
 
-_import_jsonschema_lightly()
+_import_without("jsonschema", _SLOW_FORMAT_CHECKERS)
+_import_without("papermill.iorw", _PAPERMILL_BACKENDS)
 
 import nbformat  # noqa: E402
 from nbclient.exceptions import DeadKernelError  # noqa: E402

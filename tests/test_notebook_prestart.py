@@ -1,0 +1,133 @@
+"""Kernels started before a run's first notebook job asks for one, with real kernels and processes:
+the job still gets its own folder, environment and parameters; a one-shot `workbench run` starts
+no spare kernel and leaves no kernel process behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+import pytest
+
+from workbench import Workspace
+from workbench.config.model import Config, Job, NotebookTask, Pipeline, Stage
+from workbench.notebooks.kernels import POOL, KernelPool, _neutral_env
+from workbench.status import Status
+
+FIXTURES = Path(__file__).parent / "notebooks"
+pytestmark = pytest.mark.timeout(120)
+
+
+def kernels_tagged(tag: str) -> list[psutil.Process]:
+    """Live kernel processes whose environment carries ``tag`` (whoever their parent is now)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "ipykernel" in " ".join(p.info["cmdline"] or ()) and p.status() != psutil.STATUS_ZOMBIE \
+                    and p.environ().get("WB_TEST_TAG") == tag:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_until(cond: Any, seconds: float = 15) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return bool(cond())
+
+
+@pytest.fixture
+def pool() -> Iterator[Any]:
+    """The process's pool, emptied before and after, its spare policy restored."""
+    POOL.shutdown()
+    keep = POOL.keep_spare
+    yield POOL
+    POOL.keep_spare = keep
+    wait_until(lambda: POOL._starting == 0)
+    POOL.shutdown()
+
+
+def make_ws(root: Path, *pipelines: Pipeline) -> Workspace:
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "params.ipynb", root / "notebooks" / "params.ipynb")
+    ws = Workspace.open(root)
+    ws.__dict__["config"] = Config(pipelines={p.name: p for p in pipelines})
+    return ws
+
+
+def test_acquire_takes_the_kernel_being_launched_instead_of_starting_another(tmp_path: Path) -> None:
+    p = KernelPool(enabled=True)
+    try:
+        p.prewarm("python3", 1)  # the launch is in flight in a background thread
+        kernel = p.acquire("python3", _neutral_env(), str(tmp_path))
+        try:
+            assert kernel.warm and kernel.alive()
+            assert p._starting == 0 and p.idle_pids() == []
+        finally:
+            kernel.dispose()
+            p.release(kernel)
+        assert wait_until(lambda: not kernel.alive())
+    finally:
+        p.close()
+
+
+def test_one_shot_run_prestarts_the_kernel_and_keeps_no_spare(tmp_path: Path, pool: Any) -> None:
+    jobs = (Job("a", (NotebookTask("notebooks/params.ipynb", {"greeting": "first"}),)),
+            Job("b", (NotebookTask("notebooks/params.ipynb", {"greeting": "second"}),)))
+    ws = make_ws(tmp_path, Pipeline("nb", (Stage("s", jobs),)))
+    with ws.engine(one_shot=True, max_parallel=2) as engine:
+        run = engine.run("nb")
+    assert run.status == Status.PASSED, run.reason
+    frame = ws.frames.job_runs
+    for name, greeting in (("a", "first"), ("b", "second")):
+        seen = json.loads((ws.work_dir / "nb" / "1" / "s-1" / name / "params.json").read_text())
+        assert seen["greeting"] == greeting and seen["job"] == name  # a prestarted kernel, this job's parameters
+        assert seen["cwd"] == str((ws.work_dir / "nb" / "1" / "s-1" / name).resolve())
+        log = Path(frame[frame["job"] == name]["log_path"].iloc[-1]).read_text()
+        assert "(warm," in log  # both kernels were started by the run hook, before the jobs asked
+    # the run had two notebook jobs and got two kernels: none was started for a later run
+    assert wait_until(lambda: pool._starting == 0)
+    assert pool.idle_pids() == []
+    me = psutil.Process(os.getpid())
+    assert wait_until(lambda: not [c for c in me.children(recursive=True) if "ipykernel" in " ".join(c.cmdline())])
+
+
+def test_long_lived_engine_keeps_a_spare_kernel(tmp_path: Path, pool: Any) -> None:
+    ws = make_ws(tmp_path, Pipeline("nb", (Stage("s", (Job("a", (NotebookTask("notebooks/params.ipynb"),)),)),)))
+    run = ws.run("nb")
+    assert run.status == Status.PASSED, run.reason
+    assert wait_until(lambda: len(pool.idle_pids()) == 1)  # the next run's kernel, as before
+
+
+def test_workbench_run_cli_uses_a_prestarted_kernel_and_leaves_no_kernel(workspace: Any) -> None:
+    (workspace.root / "notebooks").mkdir()
+    shutil.copy(FIXTURES / "params.ipynb", workspace.root / "notebooks" / "params.ipynb")
+    workspace.write("nb.gocd.yaml", """
+        format_version: 10
+        pipelines:
+          nbp:
+            group: g
+            stages:
+              - s:
+                  jobs:
+                    report:
+                      tasks:
+                        - notebook: {path: notebooks/params.ipynb, parameters: {greeting: cli}}
+        """)
+    tag = uuid.uuid4().hex
+    r = workspace.cli("run", "nbp", "-q", env={"WB_TEST_TAG": tag})
+    assert r.code == 0, r.out + r.err
+    seen = json.loads((workspace.root / ".workbench" / "work" / "nbp" / "1" / "s-1" / "report" / "params.json").read_text())
+    assert seen["greeting"] == "cli" and seen["job"] == "report"
+    logs = workspace.cli("logs", "nbp/1/s/report")
+    assert "(warm," in logs.out, logs.out  # in a fresh process only the run hook can have started it
+    assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
