@@ -131,3 +131,31 @@ def test_workbench_run_cli_uses_a_prestarted_kernel_and_leaves_no_kernel(workspa
     logs = workspace.cli("logs", "nbp/1/s/report")
     assert "(warm," in logs.out, logs.out  # in a fresh process only the run hook can have started it
     assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
+
+
+def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path: Path) -> None:
+    from jupyter_client import BlockingKernelClient
+
+    p = KernelPool(enabled=True)
+    kernel = p.launch("python3", dict(os.environ), str(tmp_path))
+    try:
+        kc = BlockingKernelClient(connection_file=kernel.km.connection_file)
+        kc.load_connection_file()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            info = kc.kernel_info(reply=True, timeout=30)["content"]
+            assert info["implementation"] == "ipython" and info["language_info"]["name"] == "python"
+            out: list[str] = []
+            reply = kc.execute_interactive(
+                "import sys, os\nprint('debugpy' in sys.modules, os.getcwd())\nimport debugpy\nprint(debugpy.__name__)",
+                timeout=30, output_hook=lambda m: out.append(m["content"].get("text", "")))
+            assert reply["content"]["status"] == "ok"
+            # debugpy was not imported at start, a notebook can still import it; the kernel runs in its folder
+            assert "".join(out).split() == ["False", str(tmp_path), "debugpy"]
+        finally:
+            kc.stop_channels()
+    finally:
+        kernel.dispose()
+        p.close()
+    assert not kernel.alive()
