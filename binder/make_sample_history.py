@@ -1,14 +1,15 @@
 """Make binder/sample-history: the Shops example's own runs, exported for the analysis notebook.
 
-Every number in the sample comes from real runs of pipelines/shops.gocd.yaml
-(jobs, approvals by the example's named people, traffic moved by a real
-command, a rollback, an incident and its hotfix) in a temporary workspace.
-Two things are added to the example so that every metric has something to
-show: a git repository per component (made by workbench.demo_repos, with
-dated commits) and a ``shop`` route whose steps are the ``prod_deploy``
-stages. Only the calendar is simulated: the process clock jumps hours and
-days between steps, so a few minutes of real runs spread over six weeks;
-durations inside a job are real.
+Every number in the sample comes from real runs of the Shops example as
+shipped (pipelines/shops.gocd.yaml, pipelines/routes.yaml and its scripts;
+jobs, approvals by the example's named people, traffic moved through its
+routes' `command` provider, a rollback, an incident and its hotfix) in a
+temporary workspace, with the example's git repositories made by
+workbench.demo_repos where `make demo` puts them. What the script adds is
+the calendar and the commits: dated commits to the components' repositories
+before each release (one of them breaks a build), and a process clock that
+jumps hours and days between steps, so a few minutes of real runs spread
+over six weeks; durations inside a job are real.
 
     .venv/bin/python binder/make_sample_history.py [OUT]   # default: binder/sample-history
 """
@@ -23,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 START = 1704704400.0  # Monday 2024-01-08 09:00 UTC
@@ -53,22 +53,6 @@ class Clock:
         return f"{int(self.now() - hours_ago * 3600)} +0000"
 
 
-def _config(repos: dict[str, str], weights_file: Path, lb: Path) -> dict[str, Any]:
-    doc = yaml.safe_load((REPO / "pipelines" / "shops.gocd.yaml").read_text())
-    doc.pop("common", None)  # its anchors are already resolved by the YAML loader
-    for name in ("db", "batch", "search", "api", "ui"):
-        doc["pipelines"][name]["materials"] = {name: {"git": repos[name], "branch": "master"}}
-        # build what was checked out (shops.sh otherwise generates a stand-in source tree)
-        doc["pipelines"][name].setdefault("environment_variables", {})["SHOPS_SRC"] = "."
-    doc["routes"] = {"shop": {"provider": "command", "stacks": {"blue": "blue.shops.internal:80",
-                                                              "green": "green.shops.internal:80"},
-                              "argv": [sys.executable, str(lb), str(weights_file)]}}
-    for stage in doc["pipelines"]["prod_deploy"]["stages"]:
-        (name, body), = stage.items()
-        body["traffic"] = {"route": "shop", "weight": int(name.rsplit("_", 1)[1])}
-    return doc
-
-
 def _commit(repo: str, files: dict[str, str], message: str, when: str) -> None:
     import git
 
@@ -96,16 +80,16 @@ def generate(out: Path, *, releases: int = 8) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="wb-sample-") as tmp:
         root = Path(tmp)
-        repos = make_shops_repos(root / "repos")
-        for name in ("db", "batch", "search", "api", "ui"):  # something for shops.sh to compile
-            _commit(repos[name], {"app.py": f"print('{name}')\n"}, f"{name}: the application", clock.iso(hours_ago=72))
-        lb = root / "lb.py"
-        lb.write_text("import json, os, sys\njson.dump(json.loads(os.environ['WORKBENCH_WEIGHTS']), open(sys.argv[1], 'w'))\n")
         ws_dir = root / "shops"
         (ws_dir / "pipelines").mkdir(parents=True)
+        # the example exactly as shipped: its pipelines, routes (the `command` provider records the
+        # weights it is given) and scripts, and its git repositories where `make demo` puts them
+        for name in ("shops.gocd.yaml", "routes.yaml"):
+            shutil.copy(REPO / "pipelines" / name, ws_dir / "pipelines" / name)
         shutil.copytree(REPO / "pipelines" / "scripts", ws_dir / "pipelines" / "scripts")
-        doc = _config(repos, root / "weights.json", lb)
-        (ws_dir / "pipelines" / "shops.gocd.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        repos = make_shops_repos(ws_dir / "demo-repos")
+        for name in ("db", "batch", "search", "api", "ui"):  # something for shops.sh to compile
+            _commit(repos[name], {"app.py": f"print('{name}')\n"}, f"{name}: the application", clock.iso(hours_ago=72))
         os.environ["WORKBENCH_WORKSPACE"] = str(ws_dir)
         os.environ["JUPYTERHUB_USER"] = "shops-ci"  # who triggers; approvers are named per approval
         ws = Workspace.open(ws_dir)
@@ -142,7 +126,8 @@ def generate(out: Path, *, releases: int = 8) -> dict[str, Any]:
             run("promote_qa_to_prod")
             clock.later(16)  # the next morning
             prod = run("prod_deploy")
-            steps = ["install_prod_25", "install_prod_50", "install_prod_75", "install_prod_100"]
+            # the example's rollout: one manually approved stage per traffic step
+            steps = [s.name for s in ws.config.pipelines["prod_deploy"].stages if s.traffic is not None]
             for i, stage in enumerate(steps):
                 clock.later(0.5 + (i + n) % 3)
                 if n == 3 and stage == "install_prod_50":
