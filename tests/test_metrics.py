@@ -593,5 +593,6 @@ def test_the_shipped_sample_history_has_every_metric():
     s = m.summary.loc["all"]
     assert s["commits"] > 20 and s["lead_time_median"] > pd.Timedelta(hours=1)
     assert 0 < s["change_fail_rate"] < 0.5 and s["recovered"] == s["failed_changes"]
-    assert m.rule.points == {"prod_deploy": ("install_prod_100",)}
+    # the example's production environment: the rollout, and db and batch deploying themselves
+    assert m.rule.points == {"prod_deploy": ("install_prod_100",), "db": ("deploy_prod",), "batch": ("deploy_prod",)}
     assert m.stage_summary.loc[("prod_deploy", "install_prod_25"), "approval_wait_median"] > pd.Timedelta(minutes=20)

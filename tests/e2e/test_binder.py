@@ -110,6 +110,7 @@ def _populate(venv: Path, report: dict) -> list[str]:
     return differ
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_requirements_resolve_and_the_notebook_runs_on_the_sample_history(tmp_path: Path) -> None:
     """The notebook runs in a venv holding only what binder/requirements.txt resolves to."""
