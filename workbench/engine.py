@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 Listener = Callable[..., None]
 
+AGENT_LOST_RERUN = "workbench (agent lost)"  # who reran a stage automatically (stage_runs.approved_by)
 HEARTBEAT_SECONDS = 5.0
 CANCEL_POLL_SECONDS = 1.0  # how soon a `workbench cancel` from another process is noticed
 
@@ -329,6 +330,8 @@ class Engine:
             specs[self.executor.submit(spec, cancel, self._on_job_start)] = (jr, spec)
         self._ensure_heartbeat()
         failed = unstartable or any(jr.status == Status.FAILED for jr in done_before)
+        failed_otherwise = failed  # a failure that is not a lost agent: never rerun automatically
+        lost: list[str] = []  # jobs whose agent was lost mid-job
         cancelled = any(jr.status == Status.CANCELLED for jr in done_before)
         for fut in as_completed(specs):  # one waiter per job; wait(FIRST_COMPLETED) in a loop was O(jobs²)
             jr, spec = specs[fut]
@@ -340,6 +343,11 @@ class Engine:
             with self._lock:
                 self._running_jobs.discard(jr.id)
             failed |= outcome.status == Status.FAILED
+            if outcome.status == Status.FAILED:
+                if outcome.agent_lost:
+                    lost.append(jr.name)
+                else:
+                    failed_otherwise = True
             cancelled |= outcome.status == Status.CANCELLED
             self.listener("job_finished", run=run, stage=stage_run, job=jr, outcome=outcome)
         if failed or (jobs and not specs and not done_before):
@@ -363,12 +371,42 @@ class Engine:
                 except InvalidState:  # failed meanwhile (recovery took this process for dead): that stands
                     final = self.store.get_stage_run(stage_run.id)
         else:
+            again = None
+            if status == Status.FAILED and lost and not failed_otherwise and not cancel.is_set():
+                again = self._agent_lost_rerun(run, stage, lost, by_name)
+                if again is not None:
+                    reason = again
             final = self.store.set_stage_status(stage_run.id, status, reason)
             for hook in STAGE_HOOKS:
                 changed = hook.stage_finished(self, run, stage, final)
                 if changed is not None:
                     final = changed
+            if again is not None and final.status == Status.FAILED:
+                self.listener("stage_finished", run=run, stage=final)
+                try:  # a new stage counter with only the lost jobs; _drive picks it up next
+                    self.rerun(run.id, stage.name, failed_jobs=True, by=AGENT_LOST_RERUN)
+                except InvalidState:  # another driver decided first: its decision stands
+                    pass
+                return
         self.listener("stage_finished", run=run, stage=final)
+
+    def _agent_lost_rerun(self, run: PipelineRun, stage: Stage, lost: list[str], by_name: Mapping[str, Job]) -> str | None:
+        """The failed stage's reason when its lost jobs may run again (``rerun_on_agent_lost``), else None.
+
+        Only jobs that opted in are rerun (a deploy half-done on a dead agent is
+        not safe to repeat unless its author says so), at most N times per
+        stage of a run: earlier automatic reruns are the stage counters created
+        by :data:`AGENT_LOST_RERUN`. Each attempt stays in the store as its own
+        stage counter, the lost one failed with "agent lost".
+        """
+        allowed = min(by_name[name].rerun_on_agent_lost if name in by_name else 0 for name in lost)
+        if allowed <= 0:
+            return None
+        done = sum(1 for s in self.store.stage_runs(run.id) if s.name == stage.name and s.approved_by == AGENT_LOST_RERUN)
+        if done >= allowed:
+            return None
+        return (f"agent lost running {', '.join(lost)}; rerun automatically on another agent "
+                f"({done + 1} of {allowed}, rerun_on_agent_lost)")
 
     def _on_job_start(self, spec: JobSpec, agent: str) -> None:
         self.store.start_job(spec.job_run_id, agent=agent, log_path=spec.log_path)

@@ -248,7 +248,8 @@ _BUILTIN_TASKS: dict[str, Callable[[Node, Ctx, dict[str, Any]], "Task | None"]] 
 # -- jobs and stages ------------------------------------------------------------------
 
 _JOB_KEYS = {"tasks", "timeout", "run_instances", "resources", "artifacts", "environment_variables",
-             "secure_variables", "elastic_profile_id"}
+             "secure_variables", "elastic_profile_id", "rerun_on_agent_lost"}
+MAX_AGENT_LOST_RERUNS = 10
 _JOB_IGNORED = {"tabs": " (custom tabs are a GoCD UI feature)", "properties": " (job properties were removed from GoCD)"}
 
 
@@ -275,6 +276,11 @@ def parse_job(name: str | Scalar, node: Node | None, ctx: Ctx) -> Job | None:
             run_instances = "all"
         else:
             run_instances = ctx.integer(ri, f"run_instances of {what} (a number or \"all\")", lo=1, at=m.key("run_instances"))
+    reruns = 0
+    rr = m.get("rerun_on_agent_lost")
+    if not _is_null(rr):
+        reruns = ctx.integer(rr, f"rerun_on_agent_lost of {what} (reruns when its agent is lost)", lo=0,
+                             hi=MAX_AGENT_LOST_RERUNS, at=m.key("rerun_on_agent_lost")) or 0
     env, secure = parse_variables(m, what, ctx)
     elastic = ctx.opt_text(m, "elastic_profile_id", what)
     if elastic is not None:
@@ -282,7 +288,7 @@ def parse_job(name: str | Scalar, node: Node | None, ctx: Ctx) -> Job | None:
                                                     "the workbench runs jobs on its own executors")
     return Job(name, tasks, timeout=timeout, run_instances=run_instances, resources=ctx.opt_texts(m, "resources", what),
                artifacts=_artifacts(m, what, ctx), environment_variables=env, secure_variables=secure,
-               elastic_profile_id=elastic, loc=loc_at(at))
+               elastic_profile_id=elastic, rerun_on_agent_lost=reruns, loc=loc_at(at))
 
 
 def _artifacts(m: Map, what: str, ctx: Ctx) -> tuple[Artifact, ...]:

@@ -130,6 +130,8 @@ class Job:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     secure_variables: Mapping[str, str] = field(default_factory=dict)  # ciphertext
     elastic_profile_id: str | None = None
+    # (ext) reruns allowed when the job's agent is lost mid-job: only jobs safe to run twice say so
+    rerun_on_agent_lost: int = 0
     loc: Loc = NOWHERE
 
 

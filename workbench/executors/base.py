@@ -44,6 +44,7 @@ class JobOutcome:
     reason: str | None = None
     agent: str = "local"
     details: Mapping[str, Any] = field(default_factory=dict)  # e.g. failing notebook cell
+    agent_lost: bool = False  # the agent died or left mid-job (a job with rerun_on_agent_lost runs again)
 
 
 StartCallback = Callable[[JobSpec, str], None]  # (spec, agent name) when the job really starts

@@ -14,7 +14,8 @@ to the *i*-th matching worker. What Dask does not do, this class does:
   serve it, the job's reason in the store says what it waits for, and after
   ``agent_wait_timeout`` seconds the job fails.
 - A worker that dies mid-job must fail the job ("agent lost"), never rerun it
-  silently and never count it twice. The executor asks the scheduler not to
+  silently and never count it twice (a job with ``rerun_on_agent_lost: N`` is
+  rerun by the engine, as a new stage counter, not here). The executor asks the scheduler not to
   retry tasks of dead workers (``allowed_failures = 0``, so Dask raises
   ``KilledWorker``), notices a started job's worker leaving, and treats a
   second start of the same job (a scheduler that retried anyway) as a lost
@@ -312,7 +313,7 @@ class DaskExecutor(Executor):
         if rec.dask_future is not None:
             rec.dask_future.cancel()
         self._write_log(rec, f"[workbench] {reason}\n".encode())
-        self._resolve(rec, JobOutcome(Status.FAILED, reason=reason, agent=rec.agent or "dask"))
+        self._resolve(rec, JobOutcome(Status.FAILED, reason=reason, agent=rec.agent or "dask", agent_lost=True))
 
     def _resolve(self, rec: _Job, outcome: JobOutcome) -> None:
         rec.done = True
