@@ -61,6 +61,21 @@ def served(state: Path) -> dict[str, int]:
         return {"blue": 100, "green": 0}
 
 
+def cli_in_process(root: Path, *args: str) -> tuple[int, str]:
+    """``workbench ARGS`` in this process: the same click command without paying a second start-up.
+
+    Any exception other than the command's own exit is a failure (in a real
+    process it would have been a traceback).
+    """
+    from click.testing import CliRunner
+
+    from workbench.cli import main
+
+    result = CliRunner().invoke(main, ["-w", str(root), *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    return result.exit_code, result.output
+
+
 def record_figures(name: str, figures: dict[str, Any]) -> None:
     """Print the figures and keep them for RELIABILITY.md (test-artifacts/ is not committed)."""
     print(f"\n[{name}] " + ", ".join(f"{k}: {v}" for k, v in figures.items()))
