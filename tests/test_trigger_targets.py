@@ -61,13 +61,15 @@ def test_a_pass_woken_by_a_passed_stage_decides_only_its_downstreams_and_a_full_
                pipeline("waiter", {"other": dep("other")}))  # `other` never runs: waiter waits whenever decided
     with Scheduler(ws) as s:
         assert s.decide(poll_all=False) == []  # a scheduler's first pass is full, whatever it is asked
-        assert waits(s.report, "down") == 1 and waits(s.report, "waiter") == 1
-        assert s.decide(poll_all=False) == []  # nothing happened here since: nothing decided
-        assert waits(s.report, "down") == 1 and waits(s.report, "waiter") == 1
+        assert waits(s.report, "down") == 1 and waits(s.report, "waiter") == 1 and s.report.passes == 1
+        assert s.decide(poll_all=False) == []  # nothing happened here since: nothing decided, no pass at all
+        assert waits(s.report, "down") == 1 and waits(s.report, "waiter") == 1 and s.report.passes == 1
         assert s.engine.drive(s.engine.trigger("up")).status == Status.PASSED  # events: up/build passed
         created = s.decide(poll_all=False)
         assert [r.locator for r in created] == ["down/1"]
         assert waits(s.report, "waiter") == 1  # not decided: `up` is not its upstream
+        s.engine.drive(created[0])  # down/1 passed: nobody depends on it, no lock: no pass
+        assert s.decide(poll_all=False) == [] and s.report.passes == 2
         assert s.decide(poll_all=False) == []  # the events were answered once
         assert s.decide(poll_all=True) == []  # a full pass decides everything again
         assert waits(s.report, "waiter") == 2
@@ -94,14 +96,17 @@ def test_a_notify_or_forced_pass_is_full(workspace: Any) -> None:
         assert [r.locator for r in s.decide(poll_all=False)] == ["down/1"]
 
 
-def test_a_reloaded_config_makes_the_next_pass_full(workspace: Any) -> None:
-    ws = write(workspace, pipeline("up", {}))
+def test_a_reloaded_config_makes_the_woken_pass_full(workspace: Any) -> None:
+    ws = write(workspace, pipeline("up", {}), pipeline("mid", {"up": dep("up")}), pipeline("other", {}))
     with Scheduler(ws) as s:
         s.decide()
-        with ws.engine() as engine:
-            engine.run("up")
-        write(workspace, pipeline("up", {}), pipeline("down", {"up": dep("up")}))  # a serve sees the file change
-        assert [r.locator for r in s.decide(poll_all=False)] == ["down/1"]
+        with ws.engine() as engine:  # another process ran `other`: not an event of this scheduler
+            engine.run("other")
+        write(workspace, pipeline("up", {}), pipeline("mid", {"up": dep("up")}), pipeline("other", {}),
+              pipeline("late", {"other": dep("other")}))  # a pipeline file edited under a serve
+        assert s.decide(poll_all=False) == []  # no event: nothing to answer until the next full pass
+        s.engine.drive(s.engine.trigger("up"))  # an event: the pass reloads the config, and decides all
+        assert sorted(r.locator for r in s.decide(poll_all=False)) == ["late/1", "mid/1"]
 
 
 def test_fan_in_waits_then_triggers_when_its_last_upstream_passes_in_a_woken_pass(
@@ -163,3 +168,22 @@ def test_batched_upstream_look_up_is_the_single_one_for_every_key(
     monkeypatch.setattr(dependency, "BATCH_KEYS", 2)  # several statements in one read
     assert dependency.passed_runs_many(ws.store, keys, limit=3) == single
     assert dependency.passed_runs_many(ws.store, [], limit=3) == {}
+
+
+def chain(n: int) -> list[Any]:
+    return [pipeline("p0", {})] + [pipeline(f"p{i}", {"up": dep(f"p{i - 1}")}) for i in range(1, n)]
+
+
+def test_a_tick_follows_a_chain_with_a_pass_per_link_and_stops_deciding_past_its_limit(workspace: Any) -> None:
+    ws = write(workspace, *chain(6))
+    with Scheduler(ws) as s:
+        s._mine.add(s.engine.trigger("p0").id)
+        report = s.run_until_idle()
+    assert [len(runs(ws, f"p{i}")) for i in range(6)] == [1] * 6 and report.errors == []
+    assert report.passes <= 6  # the first (full) pass, then one per link; p5 passing wakes nothing
+    with Scheduler(ws) as s:  # a tick that reaches its limit finishes what it drives, and ends
+        s._mine.add(s.engine.trigger("p0").id)
+        report = s.run_until_idle(max_passes=3)
+    assert report.errors == ["stopped deciding after 3 scheduling passes"]
+    assert [len(runs(ws, f"p{i}")) for i in range(6)] == [2, 2, 2, 1, 1, 1]
+    assert all(r.status == Status.PASSED for i in range(6) for r in runs(ws, f"p{i}"))

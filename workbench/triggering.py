@@ -149,6 +149,7 @@ class Scheduler:
         self._config_sig: Any = None
         self._index: tuple[Any, dict[tuple[str, str], tuple[str, ...]]] | None = None
         self._decide_pool: ThreadPoolExecutor | None = None  # one per scheduler, not one per pass
+        self._last_full = False  # whether the last pass decided everything (then drive_all follows)
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "Scheduler":
@@ -195,30 +196,41 @@ class Scheduler:
 
     # -- one pass ------------------------------------------------------------------
     def decide(self, *, poll_all: bool = True) -> list[Any]:
-        """Recover, poll, trigger; returns the runs created. Holds the workspace's scheduler lock."""
-        if not self.use_lock:
-            return self._decide(poll_all)
-        lock = FileLock(str(self.ws.state / "scheduler.lock"), timeout=LOCK_TIMEOUT)
-        self.ws.state.mkdir(parents=True, exist_ok=True)
-        try:
-            with lock:
-                return self._decide(poll_all)
-        except Timeout:
-            self.report.errors.append(
-                f"another scheduling pass held the lock for {LOCK_TIMEOUT:.0f}s; skipped this one")
-            return []
+        """Recover, poll, trigger; returns the runs created. Holds the workspace's scheduler lock.
 
-    def _decide(self, poll_all: bool) -> list[Any]:
+        Without ``poll_all`` (nor a forced poll, nor a first pass), the pass
+        answers this process's events only, and when they concern no pipeline
+        (a stage nobody depends on passed, a run without a lock finished) it
+        does nothing at all: no lock, no store read, no pass counted.
+        """
         with self._mutex:  # the events this pass answers; later ones wake the next pass
             passed, finished = self._passed, self._finished
             self._passed, self._finished = set(), set()
+            event_only = not (poll_all or self._full_due or self._forced or self._forced_all)
+        self._last_full = False
+        if event_only and not targets(self.ws.config, passed, finished, self._dependency_index(self.ws.config)):
+            return []
         try:
-            return self._decide_pass(poll_all, passed, finished)
+            if not self.use_lock:
+                return self._decide_pass(poll_all, passed, finished)
+            lock = FileLock(str(self.ws.state / "scheduler.lock"), timeout=LOCK_TIMEOUT)
+            self.ws.state.mkdir(parents=True, exist_ok=True)
+            try:
+                with lock:
+                    return self._decide_pass(poll_all, passed, finished)
+            except Timeout:
+                self.report.errors.append(
+                    f"another scheduling pass held the lock for {LOCK_TIMEOUT:.0f}s; skipped this one")
+                self._restore(passed, finished)
+                return []
         except BaseException:
-            with self._mutex:  # not answered (e.g. the store was busy): the next pass answers them
-                self._passed |= passed
-                self._finished |= finished
+            self._restore(passed, finished)  # not answered (e.g. the store was busy): the next pass answers them
             raise
+
+    def _restore(self, passed: set[tuple[str, str]], finished: set[str]) -> None:
+        with self._mutex:
+            self._passed |= passed
+            self._finished |= finished
 
     def _decide_pass(self, poll_all: bool, passed: set[tuple[str, str]], finished: set[str]) -> list[Any]:
         from .materials import MaterialSource
@@ -228,14 +240,9 @@ class Scheduler:
         self.report.passes += 1
         now = self.clock()
         store = self.ws.store
-        orphans = recover_orphans(store, now=now, stale_after=self.stale_after)
-        for r in orphans:
-            self.report.recovered.append(f"{r.locator}: {r.reason}")
         sig = self._config_sig
         cfg = self._config()
         reloaded = sig is not None and sig != self._config_sig
-        if poll_all or orphans:  # each tick, serve's full passes, and right after a crash was cleaned up
-            self.report.recovered += _reconcile_traffic(self.ws)
         with self._mutex:
             asked, forced_all = set(self._forced), self._forced_all
             self._forced.clear()
@@ -249,8 +256,15 @@ class Scheduler:
         source = MaterialSource(self.ws)
         timer_due, timer_errors = timers_due(store, cfg, now)
         self.report.errors += timer_errors
-        full = poll_all or forced_all or bool(asked) or bool(timer_due) or bool(orphans) or reloaded or self._full_due
+        full = poll_all or forced_all or bool(asked) or bool(timer_due) or reloaded or self._full_due
+        self._last_full = full
         if full:
+            # processes that died: a full pass's business (this process's own events come from live runs)
+            orphans = recover_orphans(store, now=now, stale_after=self.stale_after)
+            for r in orphans:
+                self.report.recovered.append(f"{r.locator}: {r.reason}")
+            if poll_all or orphans:  # each tick, serve's full passes, and right after a crash was cleaned up
+                self.report.recovered += _reconcile_traffic(self.ws)
             to_poll = [
                 (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
                 and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
@@ -401,23 +415,42 @@ class Scheduler:
         finally:
             self._wake.set()
 
+    def _pass(self, poll_all: bool) -> None:
+        """One pass of a loop, then driving: the runs it created at once, and after a full pass every
+        active run nobody drives (a pass answering this process's events has nothing else to drive)."""
+        for run in self.decide(poll_all=poll_all):
+            if run.id not in self._drives or self._drives[run.id].done():
+                self._drives[run.id] = self._pool.submit(self._drive, run.id)
+        if self._last_full:
+            self.drive_all()
+
     def busy(self) -> bool:
         self._drives = {k: f for k, f in self._drives.items() if not f.done()}
         return bool(self._drives)
 
     # -- loops -------------------------------------------------------------------
-    def run_until_idle(self, *, max_passes: int = 100) -> TickReport:
-        """A tick: passes and driving until no run is in progress here and nothing new triggers."""
+    def run_until_idle(self, *, max_passes: int | None = None) -> TickReport:
+        """A tick: passes and driving until no run is in progress here and nothing new triggers.
+
+        ``max_passes`` (default: 100, or 4 per pipeline in a larger workspace: a
+        chain of N pipelines takes about N passes) bounds the passes; past it
+        the tick reports an error and only finishes the runs it drives.
+        """
         started = time.monotonic()
+        if max_passes is None:
+            max_passes = max(100, 4 * len(self.ws.config.pipelines))
         try:
             self._progress = True
             first = True
             while True:
-                if self._progress and self.report.passes < max_passes:
+                if self._progress and self.report.passes >= max_passes:
                     self._progress = False
-                    self.decide(poll_all=first)
+                    if not self.report.errors or not self.report.errors[-1].startswith("stopped deciding"):
+                        self.report.errors.append(f"stopped deciding after {max_passes} scheduling passes")
+                if self._progress:
+                    self._progress = False
+                    self._pass(poll_all=first)
                     first = False
-                    self.drive_all()
                 if not self.busy() and not self._progress:
                     break
                 self._wake.wait(1.0)
@@ -446,8 +479,7 @@ class Scheduler:
                     mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
                             len(self.report.material_errors), len(self.report.errors))
                     try:
-                        self.decide(poll_all=full)
-                        self.drive_all()
+                        self._pass(poll_all=full)
                     except WorkbenchError as exc:  # e.g. the store is busy: try again on the next pass
                         self.report.errors.append(str(exc))
                     if full:
