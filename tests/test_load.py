@@ -138,20 +138,23 @@ APPROVER = textwrap.dedent("""
     from workbench import Workspace
     from workbench.approvals import approve
     from workbench.errors import WorkbenchError
-    root, locator, user = sys.argv[1:4]
+    root, user, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     ws = Workspace.open(root)
-    ws.store.pipeline_runs()          # connected and warm before the moment
+    ws.store.pipeline_runs()          # connected and warm before the first moment
     print("ready", flush=True)
-    at = float(sys.stdin.readline())  # the same instant for every process
-    time.sleep(max(at - time.time() - 0.05, 0))
-    while time.time() < at:          # the last 50 ms spinning, for precision
-        pass
-    t = time.time()
-    try:
-        approve(ws, locator, user=user, comment="go", drive=False)
-        print(json.dumps({"user": user, "locator": locator, "ok": True, "at": t}))
-    except WorkbenchError as exc:
-        print(json.dumps({"user": user, "locator": locator, "ok": False, "error": str(exc), "at": t}))
+    base = float(sys.stdin.readline())  # the same instants for both processes
+    for n in range(1, rounds + 1):
+        at = base + 0.3 * (n - 1)     # race n: its own instant, 0.3 s after the previous one
+        time.sleep(max(at - time.time() - 0.05, 0))
+        while time.time() < at:      # the last 50 ms spinning, for precision
+            pass
+        t = time.time()
+        locator = f"gate/{n}/ship"
+        try:
+            approve(ws, locator, user=user, comment="go", drive=False)
+            print(json.dumps({"user": user, "locator": locator, "ok": True, "at": t}), flush=True)
+        except WorkbenchError as exc:
+            print(json.dumps({"user": user, "locator": locator, "ok": False, "error": str(exc), "at": t}), flush=True)
 """)
 
 
@@ -170,24 +173,24 @@ def test_two_people_approving_the_same_stage_at_the_same_moment(workspace: Any, 
     with workspace.open() as ws:
         for _ in range(rounds):
             assert str(ws.run("gate").status) == "waiting"
-    procs = []
-    for n in range(1, rounds + 1):
-        for user in ("alice", "bob"):
-            procs.append(subprocess.Popen([sys.executable, "-c", APPROVER, str(workspace.root), f"gate/{n}/ship", user],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
-    for p in procs:  # every process started, connected and waiting
+    # two processes (alice's and bob's), each with its own connection, race for every stage in turn
+    procs = [subprocess.Popen([sys.executable, "-c", APPROVER, str(workspace.root), user, str(rounds)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for user in ("alice", "bob")]
+    for p in procs:  # both started, connected and waiting
         assert p.stdout is not None and p.stdout.readline().strip() == "ready", p.communicate()
     base = time.time() + 0.5
-    for i, p in enumerate(procs):  # each pair its own instant, 0.3 s apart: two spinning processes per 2 cores
+    for p in procs:  # the same instants for both: race n at base + 0.3 (n - 1)
         assert p.stdin is not None
-        p.stdin.write(f"{base + 0.3 * (i // 2)}\n")
+        p.stdin.write(f"{base}\n")
         p.stdin.flush()
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0 and "Traceback" not in err, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        lines = out.strip().splitlines()
+        assert len(lines) == rounds, out
+        results += [json.loads(line) for line in lines]
     pair_skew = max(abs(a["at"] - b["at"]) for n in range(1, rounds + 1)
                     for a, b in [[r for r in results if r["locator"] == f"gate/{n}/ship"]])
     for n in range(1, rounds + 1):
