@@ -327,7 +327,7 @@ class Engine:
                 continue
             with self._lock:  # heartbeats cover queued jobs too, so a crash before they start is noticed
                 self._running_jobs.add(jr.id)
-            specs[self.executor.submit(spec, cancel, self._on_job_start)] = (jr, spec)
+            specs[self.executor.submit(spec, cancel, self._on_job_start, self._on_job_process)] = (jr, spec)
         self._ensure_heartbeat()
         failed = unstartable or any(jr.status == Status.FAILED for jr in done_before)
         failed_otherwise = failed  # a failure that is not a lost agent: never rerun automatically
@@ -413,6 +413,12 @@ class Engine:
         with self._lock:
             self._running_jobs.add(spec.job_run_id)
         self.listener("job_started", job_run_id=spec.job_run_id, job=spec.job, stage=spec.stage, agent=agent)
+
+    def _on_job_process(self, spec: JobSpec, pgid: int) -> None:
+        """Record the process group a job's task runs in, so recovery can stop it if this process dies."""
+        from .tasks.pgroups import identity
+
+        self.store.set_job_process(spec.job_run_id, pgid, identity(pgid))
 
     def _agent_count(self, job: Job | None = None, pipeline: Pipeline | None = None) -> int:
         """Agents that can run ``job`` (``run_instances: all``): its resources and environment decide."""

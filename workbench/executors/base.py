@@ -48,6 +48,7 @@ class JobOutcome:
 
 
 StartCallback = Callable[[JobSpec, str], None]  # (spec, agent name) when the job really starts
+ProcessCallback = Callable[[JobSpec, int], None]  # (spec, process group id) as each task's process starts
 
 
 class Executor(ABC):
@@ -57,8 +58,13 @@ class Executor(ABC):
     runs_jobs_here = False  # jobs run in this process: resources warmed here (kernels) serve them
 
     @abstractmethod
-    def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None) -> "Future[JobOutcome]":
-        """Start the job (now or when a slot frees) and return its future."""
+    def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None,
+               on_process: ProcessCallback | None = None) -> "Future[JobOutcome]":
+        """Start the job (now or when a slot frees) and return its future.
+
+        ``on_process`` is for executors whose jobs run on the engine's machine
+        as its children (local): others may ignore it.
+        """
 
     def close(self) -> None:  # pragma: no cover - default no-op
         """Release threads, clients, clusters."""

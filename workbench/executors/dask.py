@@ -161,8 +161,8 @@ class DaskExecutor(Executor):
         """Live workers by address (all of them: some Dask versions list 5 unless told otherwise)."""
         return dict(self.client.scheduler_info(**_ALL_WORKERS)["workers"])
 
-    def submit(self, spec: JobSpec, cancel: threading.Event,
-               on_start: StartCallback | None = None) -> "Future[JobOutcome]":
+    def submit(self, spec: JobSpec, cancel: threading.Event, on_start: StartCallback | None = None,
+               on_process: Any = None) -> "Future[JobOutcome]":  # jobs run on agents, not as our children
         future: Future[JobOutcome] = Future()
         if cancel.is_set() or self._closed.is_set():
             future.set_result(JobOutcome(Status.CANCELLED, reason="cancelled before it started", agent="dask"))

@@ -7,6 +7,13 @@ is older than the threshold (the owner is on another host, or hangs). The
 job, its stage and its run are marked failed in compare-and-set updates, so a
 live process that finishes the job at the same moment wins, and the run can
 then be rerun with ``workbench rerun``.
+
+A job's own processes do not die with the engine that started them (each task
+runs in its own session). Before an orphan is marked failed, the process group
+recorded for it is stopped (SIGTERM, then SIGKILL), but only when it can be
+shown to still be that job's group (:func:`workbench.tasks.pgroups.stop_group`):
+otherwise a rerun would race the old job in the same folders and on the same
+deploy targets.
 """
 from __future__ import annotations
 
@@ -83,6 +90,9 @@ def recover_orphans(store: Any, *, now: float | None = None, stale_after: float 
             if reason is None:
                 open_jobs += 1
                 continue
+            stopped = _stop_processes(j)
+            if stopped:
+                reason = f"{reason}; {stopped}"
             if _fail_job(store, j["id"], reason):
                 recovered_here.append(f"{j['name']}: {reason}")
                 out.append(Recovered(f"{where}/{j['name']}", reason))
@@ -121,6 +131,15 @@ def _orphan_reason(job: Any, now: float, stale_after: float) -> str | None:
         who = owner or "the process that scheduled it"
         return f"no heartbeat from {who} for {age:.0f}s: the process running it died or hangs"
     return None
+
+
+def _stop_processes(job: Any) -> str | None:
+    """Stop what the job left running on this machine; None when nothing of it was left (or it is not ours)."""
+    if not job.get("pgid"):
+        return None
+    from ..tasks.pgroups import stop_group
+
+    return stop_group(int(job["pgid"]), job.get("pgid_identity"))
 
 
 def _fail_job(store: Any, job_run_id: int, reason: str) -> bool:

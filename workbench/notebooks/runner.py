@@ -382,6 +382,8 @@ def run(task: Any, ctx: JobContext, source: Path, source_label: str, out_path: P
         job = NotebookJob(ctx, source_label, out_path, kernel, kernel.preamble(cwd, env) if kernel.warm else None)
         ctx.say(f"notebook {source_label} on kernel {kernel.kernel_name} ({'warm' if kernel.warm else 'new'}, "
                 f"pid {kernel.pid}); executed notebook: {out_path}")
+        if ctx.on_process is not None and kernel.pid:  # the kernel leads its own group: recovery may stop it
+            ctx.on_process(kernel.pid)
         threading.Thread(target=_watch, args=(job, ctx, _deadline(task, ctx), done), name="wb-nb-watchdog",
                          daemon=True).start()
         try:

@@ -423,6 +423,12 @@ class Store:
         with self.write() as conn:
             conn.execute(_START_JOB, params)
 
+    def set_job_process(self, job_run_id: int, pgid: int, identity: str | None) -> None:
+        """The process group the job's current task runs in (see :mod:`workbench.tasks.pgroups`)."""
+        jr = S.job_runs
+        with self.write() as conn:
+            conn.execute(jr.update().where(jr.c.id == job_run_id).values(pgid=pgid, pgid_identity=identity))
+
     def finish_job(self, job_run_id: int, status: Status, *, exit_code: int | None = None, reason: str | None = None) -> None:
         params = {"b_id": job_run_id, "b_status": status.value, "b_exit_code": exit_code, "b_reason": reason, "b_t": now()}
         with self.write() as conn:

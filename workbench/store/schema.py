@@ -85,6 +85,10 @@ job_runs = sa.Table(
     sa.Column("log_path", sa.Text),
     sa.Column("owner", sa.String(255)),  # host:pid of the process running it (crash recovery)
     sa.Column("heartbeat_at", sa.Float),
+    # the process group of the task it runs and its leader's identity (``host boot_id start_ticks``), so that
+    # recovery stops the group a dead engine left behind, and never a stranger that reused the pid
+    sa.Column("pgid", sa.Integer),
+    sa.Column("pgid_identity", sa.String(255)),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
@@ -98,6 +102,15 @@ def _core_v1(conn: sa.Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _core_job_process_group(conn: sa.Connection) -> None:
+    """``job_runs.pgid`` and ``pgid_identity`` for stores made before them (new stores get them from core-1)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("job_runs")}
+    for column in (job_runs.c.pgid, job_runs.c.pgid_identity):
+        if column.name not in have:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE job_runs ADD COLUMN {column.name} {kind}"))
+
+
 # Ordered, named migrations. Applied ids are recorded in ``meta`` so that
 # feature modules (materials, approvals, traffic, ...) can each add their own
 # tables without fighting over version numbers. Append, never edit or reorder.
@@ -109,6 +122,9 @@ def register_migration(migration_id: str, fn: Callable[[sa.Connection], None]) -
     if any(mid == migration_id for mid, _ in MIGRATIONS):
         return
     MIGRATIONS.append((migration_id, fn))
+
+
+register_migration("core-2-job-process-group", _core_job_process_group)
 
 
 def tables_created_by(*tables: sa.Table) -> Callable[[sa.Connection], None]:

@@ -32,6 +32,7 @@ class JobContext:
     failed: bool = False
     details: dict[str, Any] = field(default_factory=dict)
     pump: OutputPump | None = None
+    on_process: Callable[[int], None] | None = None  # told each task process's group id (crash recovery)
 
     def say(self, message: str) -> None:
         """A workbench line in the job log, GoCD-style (``[go]`` there, ``[workbench]`` here)."""
@@ -66,6 +67,7 @@ class JobContext:
             cancel=self.cancel,
             grace=self.spec.kill_grace,
             output_filter=self.pump,
+            on_start=self.on_process,
         )
 
 
@@ -109,15 +111,21 @@ def _should_run(task: Task, failed: bool) -> bool:
     return run_if == "any" or (run_if == "failed") == failed
 
 
-def run_job(spec: Any, cancel: threading.Event, *, agent: str = "local") -> Any:
-    """Run a job's tasks in order honouring ``run_if``; returns a JobOutcome."""
+def run_job(spec: Any, cancel: threading.Event, *, agent: str = "local",
+            on_process: Callable[[int], None] | None = None) -> Any:
+    """Run a job's tasks in order honouring ``run_if``; returns a JobOutcome.
+
+    ``on_process(pgid)`` is called as each task's process starts (the engine
+    records it, so that recovery can stop the group if the engine dies).
+    """
     from ..executors.base import JobOutcome
 
     Path(spec.workdir).mkdir(parents=True, exist_ok=True)
     Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + spec.timeout if spec.timeout else None
     with open(spec.log_path, "ab", buffering=0) as log:
-        ctx = JobContext(spec, log, cancel, deadline, pump=OutputPump(log, spec.secrets) if spec.secrets else None)
+        ctx = JobContext(spec, log, cancel, deadline, pump=OutputPump(log, spec.secrets) if spec.secrets else None,
+                         on_process=on_process)
         ctx.say(f"job {spec.pipeline}/{spec.counter}/{spec.stage}/{spec.stage_counter}/{spec.job} on {agent}")
         from .. import features
         from ..hooks import JOB_HOOKS

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import IO, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 
@@ -74,7 +74,9 @@ def run_process(
     cancel: threading.Event,
     grace: float = 3.0,
     output_filter: "OutputPump | None" = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
+    """Run ``argv`` in a new session; ``on_start(pid)`` learns its process group id (= pid) once it exists."""
     log.flush()
     try:
         proc = subprocess.Popen(
@@ -96,6 +98,8 @@ def run_process(
         return ProcessResult(None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
     pump = output_filter.start(proc.stdout) if output_filter and proc.stdout else None
     try:
+        if on_start is not None:  # inside the try: if recording fails, the child does not outlive the error
+            on_start(proc.pid)
         while True:
             step = 0.25
             if deadline is not None:
