@@ -90,6 +90,7 @@ def test_a_group_is_stopped_only_while_it_is_still_the_jobs(tmp_path: Path) -> N
     """A recorded identity that does not match the live leader (pid reuse, another host or boot) stops nothing."""
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True)
     try:
+        _wait_for(lambda: len(members(proc.pid)) == 2, "the group's two processes")
         mine = identity(proc.pid)
         assert mine is not None and mine.startswith(socket.gethostname() + " ")
         host, boot, ticks = mine.split(" ")
