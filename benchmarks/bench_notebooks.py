@@ -8,7 +8,11 @@ Prints:
      imports and a new kernel included);
   3. a stage of 8 such notebook jobs against 8 sequential ``papermill`` CLI runs and against 8
      sequential in-process ``papermill.execute_notebook`` calls.
-Targets (issue 4): (2) <= 0.8 s; (3) at least 3x faster than 8 sequential CLI runs.
+Targets (issue 4): (2) <= 0.8 s, judged on the fresh `workbench run` process (interpreter start,
+imports, kernel start, the job, the run recorded, the process gone: what a user waits for, and the
+same things the `papermill` CLI figure includes); the long-lived figure is printed beside it;
+(3) at least 3x faster than 8 sequential CLI runs. The CLI runs of ours and of papermill alternate,
+so both see the same machine load.
 Usage: python benchmarks/bench_notebooks.py [--repeat 3]
 """
 from __future__ import annotations
@@ -89,11 +93,12 @@ def main() -> None:
         out.mkdir()
 
         # -- baselines ---------------------------------------------------------------
-        cli_one = [timed(papermill_cli, nb, out / f"cli-{i}.ipynb") for i in range(n)]
+        load_before = os.getloadavg()[0]
+        cli_one, wb_cold_one = [], []
+        for i in range(n):  # alternate: the same load for both
+            cli_one.append(timed(papermill_cli, nb, out / f"cli-{i}.ipynb"))
+            wb_cold_one.append(timed(workbench_cli, root, "one"))  # ours: a fresh `workbench run` process (cold)
         cli_eight = timed(lambda: [papermill_cli(nb, out / f"cli8-{i}.ipynb") for i in range(8)])
-
-        # -- ours: a fresh `workbench run` process (cold) ----------------------------
-        wb_cold_one = [timed(workbench_cli, root, "one") for _ in range(n)]
         wb_cold_eight = timed(workbench_cli, root, "eight")
 
         # -- ours: a long-lived process (warm kernel pool), and plain papermill in-process
@@ -122,14 +127,17 @@ def main() -> None:
         ws.close()
 
     med = statistics.median
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; medians of {n} runs\n")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
+          f"medians of {n} runs\n")
     print("trivial notebook, end to end")
-    print(f"  papermill CLI (baseline)                        {med(cli_one):6.2f} s")
+    print(f"  papermill CLI (baseline)                        {med(cli_one):6.2f} s   {sorted(round(x, 2) for x in cli_one)}")
+    cold = med(wb_cold_one)
+    print(f"  workbench run CLI, fresh process (cold)         {cold:6.2f} s   {med(cli_one) / cold:5.1f}x faster   "
+          f"target <= 0.80 s: {'met' if cold <= 0.8 else 'NOT met'}   {sorted(round(x, 2) for x in wb_cold_one)}")
+    print(f"    (the target scaled to this load: papermill CLI x 0.8/2.3 = {med(cli_one) * 0.8 / 2.3:.2f} s)")
+    print(f"  workbench, first job of a long-lived process    {first_in_process:6.2f} s")
     print(f"  workbench, long-lived process (warm kernel)     {med(warm_one):6.2f} s   "
-          f"{med(cli_one) / med(warm_one):5.1f}x faster   target <= 0.80 s: {'met' if med(warm_one) <= 0.8 else 'NOT met'}")
-    print(f"  workbench, first job of a process (cold)        {first_in_process:6.2f} s")
-    print(f"  workbench run CLI, fresh process (cold)         {med(wb_cold_one):6.2f} s   "
-          f"{med(cli_one) / med(wb_cold_one):5.1f}x faster")
+          f"{med(cli_one) / med(warm_one):5.1f}x faster")
     print("\nstage of 8 trivial notebook jobs")
     print(f"  8 sequential papermill CLI runs (baseline)      {cli_eight:6.2f} s")
     print(f"  8 sequential papermill.execute_notebook calls   {pm_eight:6.2f} s   {cli_eight / pm_eight:5.1f}x faster")
