@@ -159,3 +159,23 @@ def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path
         kernel.dispose()
         p.close()
     assert not kernel.alive()
+
+
+def test_the_engine_process_does_not_import_ipython(tmp_path: Path) -> None:
+    """Only kernels run IPython; finding the kernel spec must not import it in the engine (0.1 s)."""
+    import subprocess
+    import sys
+
+    make_ws(tmp_path)
+    script = f"""
+import sys
+from workbench import Workspace
+from workbench.config.model import Config, Job, NotebookTask, Pipeline, Stage
+ws = Workspace.open({str(tmp_path)!r})
+ws.__dict__["config"] = Config(pipelines={{"nb": Pipeline("nb", (Stage("s", (Job("a", (NotebookTask("notebooks/params.ipynb", {{"greeting": "hi"}}),)),)),))}})
+run = ws.run("nb")
+print(run.status.value, "IPython" in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-2:] == ["passed", "False"]

@@ -195,10 +195,10 @@ class KernelPool:
 
     def is_python(self, kernel_name: str) -> bool:
         if kernel_name not in self._python_kernels:
-            from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+            from jupyter_client.kernelspec import NoSuchKernel
 
             try:
-                spec = KernelSpecManager().get_kernel_spec(kernel_name)
+                spec = spec_manager().get_kernel_spec(kernel_name)
                 self._python_kernels[kernel_name] = spec.language.lower() == "python"
             except NoSuchKernel:
                 self._python_kernels[kernel_name] = False
@@ -211,7 +211,8 @@ class KernelPool:
 
         n = next(self._counter)
         stderr_path = os.path.join(self.folder, f"kernel-{n}.stderr")
-        km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(self.folder, f"k{n}"))
+        km = AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(self.folder, f"k{n}"),
+                                kernel_spec_manager=spec_manager())
         with self._launch_lock, open(stderr_path, "wb") as err:
             try:
                 _lighten(km)
@@ -222,9 +223,7 @@ class KernelPool:
             except NoSuchKernel:
                 from ..tasks import TaskError
 
-                from jupyter_client.kernelspec import KernelSpecManager
-
-                known = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+                known = ", ".join(sorted(spec_manager().find_kernel_specs())) or "none"
                 raise TaskError(f"no Jupyter kernel named {kernel_name!r} (installed kernels: {known})") from None
         key = (kernel_name, startup_signature(env))
         return Kernel(km, kernel_name, key, cwd, stderr_path, warm=warm)
@@ -357,6 +356,25 @@ class KernelPool:
         self.shutdown()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_SPEC_MANAGER: Any = None
+
+
+def spec_manager() -> Any:
+    """One KernelSpecManager, looking where jupyter_client's default one looks, without importing IPython.
+
+    The default adds ``$IPYTHONDIR/kernels`` through ``IPython.paths``, which imports all of
+    IPython (0.1 s) in the engine or agent process that never runs IPython itself.
+    """
+    global _SPEC_MANAGER
+    if _SPEC_MANAGER is None:
+        from jupyter_client.kernelspec import KernelSpecManager
+        from jupyter_core.paths import jupyter_path
+
+        ipython_dir = os.environ.get("IPYTHONDIR") or os.path.join(os.path.expanduser("~"), ".ipython")
+        _SPEC_MANAGER = KernelSpecManager(kernel_dirs=[*jupyter_path("kernels"), os.path.join(ipython_dir, "kernels")])
+    return _SPEC_MANAGER
 
 
 def _lighten(km: Any) -> None:
