@@ -193,9 +193,13 @@ def test_approve_in_jupyterlab(lab_server: tuple[Any, str], tmp_path: Path) -> N
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
             page.locator(".jp-Notebook .jp-Cell").first.click()
             board = '[data-stage="install_shop_5"][data-status="waiting"]'
+            choose = page.locator(".jp-Dialog", has_text="Select Kernel")
             for attempt in range(3):  # Run → Run All Cells, again if JupyterLab dropped it (see lab_server)
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+                if choose.count():  # on a loaded machine JupyterLab may lose the kernel's session and ask
+                    choose.get_by_role("button", name="Select", exact=True).click()
+                else:
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
                 try:
                     page.wait_for_selector(board, timeout=30_000)
                     break
