@@ -196,7 +196,10 @@ def test_approve_in_jupyterlab(lab_server: tuple[Any, str], tmp_path: Path) -> N
             choose = page.locator(".jp-Dialog", has_text="Select Kernel")
             for attempt in range(3):  # Run → Run All Cells, again if JupyterLab dropped it (see lab_server)
                 if choose.count():  # on a loaded machine JupyterLab may lose the kernel's session and ask
-                    choose.get_by_role("button", name="Select", exact=True).click()
+                    try:
+                        choose.locator("button.jp-mod-accept").click(timeout=5_000)  # "Select" (Python 3)
+                    except Exception:  # noqa: BLE001  (the dialog went away by itself meanwhile)
+                        pass
                 else:
                     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
                     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
