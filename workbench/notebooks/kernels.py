@@ -316,7 +316,10 @@ class KernelPool:
         if kernel is not None:
             # While the kernel boots, import what the job needs to talk to it (papermill, nbclient):
             # the first job of a process then finds both ready.
-            from . import runner  # noqa: F401
+            try:
+                from . import runner  # noqa: F401
+            except Exception:  # the job that imports it reports the problem in its own log
+                pass
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
