@@ -7,7 +7,6 @@ import base64
 import os
 import re
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -1085,20 +1084,17 @@ ONE_OF_200 = """\
 """
 
 
-def test_two_hundred_pipelines_load_quickly(tmp_path: Path) -> None:
-    """The budget is well under 100 ms on a developer machine; asserted loosely so that a busy CI runner passes."""
+def test_two_hundred_pipelines_load_with_every_link(tmp_path: Path) -> None:
+    """A workspace of 200 chained pipelines loads whole; its load time is a benchmark figure
+    (benchmarks/bench_engine.py), never an assertion here."""
     dependency = "      up: {{pipeline: p{up}, stage: test}}\n"
     text = "pipelines:\n" + "".join(ONE_OF_200.format(i=i, dependency=dependency.format(up=i - 1) if i else "")
                                     for i in range(200))
     (tmp_path / "big.yaml").write_text(text)
-    timings = []
-    for _ in range(3):
-        start = time.perf_counter()
-        config = load_config([tmp_path / "big.yaml"])
-        timings.append(time.perf_counter() - start)
+    config = load_config([tmp_path / "big.yaml"])
     assert len(config.pipelines) == 200 and config.pipeline("p7").materials[1].pipeline == "p6"  # type: ignore[union-attr]
     assert config.pipeline("p7").stages[0].jobs[0].tasks[0].arguments == ("-j4", "t7")  # type: ignore[union-attr]
-    assert min(timings) < 0.5, timings
+    assert config.pipeline("p199").materials[1].pipeline == "p198"  # type: ignore[union-attr]
 
 
 # -- the property: any text gives a Config or located problems -------------------------------------
