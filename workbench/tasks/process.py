@@ -76,7 +76,15 @@ def run_process(
     output_filter: "OutputPump | None" = None,
     on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
-    """Run ``argv`` in a new session; ``on_start(pid)`` learns its process group id (= pid) once it exists."""
+    """Run ``argv`` in a new session; ``on_start(pid)`` learns its process group id (= pid).
+
+    ``on_start`` is called once the child has outlived its first wait step
+    (a quarter of a second), not at once: recording a group costs a store
+    write (1-2 ms per task measured with bench_engine.py), which the many
+    short tasks of a pipeline should not pay. The price: an engine killed in
+    that first quarter second, or a task that exits sooner leaving background
+    processes behind, leaves a group that recovery does not know about.
+    """
     log.flush()
     try:
         proc = subprocess.Popen(
@@ -98,8 +106,7 @@ def run_process(
         return ProcessResult(None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
     pump = output_filter.start(proc.stdout) if output_filter and proc.stdout else None
     try:
-        if on_start is not None:  # inside the try: if recording fails, the child does not outlive the error
-            on_start(proc.pid)
+        announce = on_start  # called inside the try: if recording fails, the child does not outlive the error
         while True:
             step = 0.25
             if deadline is not None:
@@ -109,6 +116,9 @@ def run_process(
                 return ProcessResult(proc.returncode, timed_out=True)
             if _wait(proc, step):
                 return ProcessResult(proc.returncode)
+            if announce is not None:
+                announce(proc.pid)
+                announce = None
             if cancel.is_set():
                 _kill_group(proc, grace)
                 return ProcessResult(proc.returncode, cancelled=True)
