@@ -341,7 +341,7 @@ def test_a_job_no_agent_can_serve_is_reported_starts_when_one_comes_else_fails(
     from workbench.cli import main
 
     w = ws.open()
-    ex = _executor(cluster, agent_wait_timeout=6)
+    ex = _executor(cluster, agent_wait_timeout=15)
     late = None
     try:
         with w.engine(executor=ex) as engine:
@@ -376,7 +376,7 @@ def test_a_job_no_agent_can_serve_is_reported_starts_when_one_comes_else_fails(
     assert jobs.loc["fit", "status"] == "passed" and jobs.loc["fit", "agent"] == "gpu-1"
     assert pd_isna(jobs.loc["fit", "reason"])
     assert jobs.loc["tune", "status"] == "failed"
-    assert jobs.loc["tune", "reason"] == "no agent came: waited 6s for an agent with resources tpu in no environment"
+    assert jobs.loc["tune", "reason"] == "no agent came: waited 15s for an agent with resources tpu in no environment"
 
 
 @pytest.mark.timeout(120)
