@@ -102,6 +102,7 @@ def test_one_shot_run_prestarts_the_kernel_and_keeps_no_spare(tmp_path: Path, po
 
 
 def test_long_lived_engine_keeps_a_spare_kernel(tmp_path: Path, pool: Any) -> None:
+    pool.keep_spare = False  # as a one-shot run earlier in this process (an in-process CLI call) leaves it
     ws = make_ws(tmp_path, Pipeline("nb", (Stage("s", (Job("a", (NotebookTask("notebooks/params.ipynb"),)),)),)))
     run = ws.run("nb")
     assert run.status == Status.PASSED, run.reason

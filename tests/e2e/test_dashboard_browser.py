@@ -110,26 +110,13 @@ def test_approve_in_the_browser(dashboard_server: tuple[Any, str], tmp_path: Pat
             page.wait_for_selector('[data-stage="install_shop_5"][data-status="waiting"]', timeout=60_000)
             assert page.locator(".wb-waiting").count() == 1
             assert "signed in as alice" in page.inner_text(".wb-dashboard")
-            row = page.locator(".wb-approval", has_text="release/1/install_shop_5")
-            row.locator("input").fill("approved from the browser")
-            row.locator("button.wb-approve").click()
-            # the kernel approves, drives the run on and the live refresh repaints the board
-            page.wait_for_selector('[data-stage="install_shop_5"][data-status="passed"]', timeout=45_000)
-            page.wait_for_selector('[data-stage="install_shop_100"][data-status="waiting"]', timeout=45_000)
-            assert "approved release/1/install_shop_5 as alice" in page.inner_text(".wb-message")
-            page.screenshot(path=str(ARTIFACTS / "dashboard-approve.png"), full_page=True)
+            _approve_in_page(page, "approved from the browser", "dashboard-approve.png")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard-approve-failed.png"), full_page=True)
             raise
         finally:
             browser.close()
-    detail = ws.store.run_detail(ws.store.get_pipeline_run("release", 1)).latest_stages()
-    assert detail["install_shop_5"].status == Status.PASSED and detail["install_shop_5"].approved_by == "alice"
-    assert detail["install_shop_100"].status == Status.WAITING
-    audit = ws.frames.audit
-    approved = audit[(audit.action == "approve") & (audit.outcome == "ok")]
-    assert approved[["user", "target", "comment"]].values.tolist() == [
-        ["alice", "release/1/install_shop_5", "approved from the browser"]]
+    _assert_approved_in_store(ws, "approved from the browser")
     assert ws.frames.traffic_weights.set_index("stack")["weight"].to_dict() == {"blue": 95, "green": 5}
 
 
@@ -210,22 +197,31 @@ def test_approve_in_jupyterlab(lab_server: tuple[Any, str], tmp_path: Path) -> N
                     if attempt == 2:
                         raise
             assert "signed in as alice" in page.inner_text(".wb-dashboard")
-            row = page.locator(".wb-approval", has_text="release/1/install_shop_5")
-            row.locator("input").fill("approved in JupyterLab")
-            row.locator("button.wb-approve").click()
-            page.wait_for_selector('[data-stage="install_shop_5"][data-status="passed"]', timeout=45_000)
-            page.wait_for_selector('[data-stage="install_shop_100"][data-status="waiting"]', timeout=45_000)
-            assert "approved release/1/install_shop_5 as alice" in page.inner_text(".wb-message")
-            page.screenshot(path=str(ARTIFACTS / "dashboard-approve-jupyterlab.png"), full_page=True)
+            _approve_in_page(page, "approved in JupyterLab", "dashboard-approve-jupyterlab.png")
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard-approve-jupyterlab-failed.png"), full_page=True)
             raise
         finally:
             browser.close()
+    _assert_approved_in_store(ws, "approved in JupyterLab")
+
+
+def _approve_in_page(page: Any, comment: str, screenshot: str) -> None:
+    """Approve the waiting canary step with a comment, as a person would, and wait for the board to show it."""
+    row = page.locator(".wb-approval", has_text="release/1/install_shop_5")
+    row.locator("input").fill(comment)
+    row.locator("button.wb-approve").click()
+    # the kernel approves, drives the run on and the live refresh repaints the board
+    page.wait_for_selector('[data-stage="install_shop_5"][data-status="passed"]', timeout=45_000)
+    page.wait_for_selector('[data-stage="install_shop_100"][data-status="waiting"]', timeout=45_000)
+    assert "approved release/1/install_shop_5 as alice" in page.inner_text(".wb-message")
+    page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+
+
+def _assert_approved_in_store(ws: Any, comment: str) -> None:
     detail = ws.store.run_detail(ws.store.get_pipeline_run("release", 1)).latest_stages()
     assert detail["install_shop_5"].status == Status.PASSED and detail["install_shop_5"].approved_by == "alice"
     assert detail["install_shop_100"].status == Status.WAITING
     audit = ws.frames.audit
     approved = audit[(audit.action == "approve") & (audit.outcome == "ok")]
-    assert approved[["user", "target", "comment"]].values.tolist() == [
-        ["alice", "release/1/install_shop_5", "approved in JupyterLab"]]
+    assert approved[["user", "target", "comment"]].values.tolist() == [["alice", "release/1/install_shop_5", comment]]

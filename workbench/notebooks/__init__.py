@@ -178,6 +178,8 @@ class _WarmFirstStage:
         if getattr(engine, "one_shot", False):
             POOL.keep_spare = False
             POOL.expect(sum(_notebook_jobs(s) for s in cfg.stages))
+        else:  # a long-lived engine here (dashboard, serve, tests): whatever a one-shot run in this process set before
+            POOL.keep_spare = True
         n = _notebook_jobs(cfg.stages[0])
         if n:
             warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), _kernel_of(cfg.stages[0]))
