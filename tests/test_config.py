@@ -4,7 +4,6 @@ ever produces anything but a Config or a located ConfigError."""
 from __future__ import annotations
 
 import base64
-import os
 import re
 import textwrap
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import CORPUS, corpus_dir
 from workbench.config import (Config, DependencyMaterial, ExecTask, FetchTask, GenericTask, GitMaterial, NotebookTask,
                               ScriptTask, Traffic, load_config, load_texts, load_workspace_config, register_section,
                               register_stage_key, register_task_kind)
@@ -26,7 +26,6 @@ from workbench.config.loader import (looks_like_ciphertext, parse_environment, p
 from workbench.config.yamlnodes import Map, PositionLoader, compose
 from workbench.errors import ConfigError, Problem
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "gocd-yaml-corpus"
 LOCATED = re.compile(r"^.+:\d+:\d+: ")
 FERNET = base64.urlsafe_b64encode(b"\x80" + bytes(range(8)) + bytes(16) + bytes(range(32)) + bytes(32)).decode()
 
@@ -48,15 +47,6 @@ def builtin_registries(monkeypatch: pytest.MonkeyPatch) -> None:
     for mod, name, empty in ((loader_mod, "PIPELINE_KEYS", {}), (validate_mod, "CONFIG_CHECKS", [])):
         if hasattr(mod, name):  # later features' extension points
             monkeypatch.setattr(mod, name, empty)
-
-
-def need_corpus() -> Path:
-    """The corpus sits beside the checkout; without it skip locally, but fail on CI."""
-    if CORPUS.is_dir():
-        return CORPUS
-    if os.environ.get("CI") is None:
-        pytest.skip(f"GoCD YAML corpus not found at {CORPUS}")
-    pytest.fail(f"GoCD YAML corpus not found at {CORPUS} (required when CI is set)")
 
 
 def corpus_files(folder: str) -> list[str]:
@@ -90,7 +80,7 @@ def has(problems: list[str], where: str, text: str) -> bool:
 
 
 def piece(rel: str) -> tuple[Map, Ctx]:
-    text = (need_corpus() / "parts" / rel).read_text()
+    text = (corpus_dir() / "parts" / rel).read_text()
     node, problems = compose(text, rel)
     assert problems == [] and isinstance(node, Map)
     return node, Ctx()
@@ -137,7 +127,7 @@ EXAMPLES: dict[str, list[tuple[str, str]] | None] = {
 
 @pytest.mark.parametrize("name", corpus_files("examples"))
 def test_example(name: str) -> None:
-    path = need_corpus() / "examples" / name
+    path = corpus_dir() / "examples" / name
     expected = EXAMPLES[name]
     if expected is None:
         config = load_config([path], base=path.parent)
@@ -152,13 +142,13 @@ def test_example(name: str) -> None:
 
 def test_corpus_is_fully_covered() -> None:
     """A file added to the corpus must get an expectation here."""
-    need_corpus()
+    corpus_dir()
     assert set(corpus_files("examples")) == set(EXAMPLES)
     assert set(corpus_files("parts")) == set(PARTS)
 
 
 def test_simple_and_aliases_content() -> None:
-    base = need_corpus() / "examples"
+    base = corpus_dir() / "examples"
     pipe = load_config([base / "simple.gocd.yaml"]).pipeline("pipe1")
     assert pipe.group == "simple" and pipe.label_template == "${COUNT}"
     assert pipe.materials == (GitMaterial("mygit", "https://my.example.org/mygit.git", loc=pipe.materials[0].loc),)
@@ -174,14 +164,14 @@ def test_simple_and_aliases_content() -> None:
 
 @pytest.mark.parametrize("version", ["9", "10"])
 def test_whitelist_and_includes_are_read_as_includes(version: str) -> None:
-    path = need_corpus() / "examples" / f"format-version-{version}.gocd.yaml"
+    path = corpus_dir() / "examples" / f"format-version-{version}.gocd.yaml"
     config = load_config([path])
     for name in ("pipe1", "pipe2"):
         assert config.pipeline(name).materials[0].includes == ("externals", "tools")  # type: ignore[union-attr]
 
 
 def test_rich_accepts_gocd_legacy_keys_and_reports_each_problem() -> None:
-    path = need_corpus() / "examples" / "rich.gocd.yaml"
+    path = corpus_dir() / "examples" / "rich.gocd.yaml"
     with pytest.raises(ConfigError) as info:
         load_config([path], base=path.parent)
     lines = {p.line for p in info.value.problems}
@@ -193,7 +183,7 @@ def test_rich_accepts_gocd_legacy_keys_and_reports_each_problem() -> None:
 @pytest.mark.parametrize("loader", [None, PositionLoader], ids=["libyaml", "python"])
 def test_both_yaml_loaders_agree_on_positions(loader: Any) -> None:
     for name in ("invalid-materials.gocd.yaml", "duplicate-materials.gocd.yaml"):
-        node, problems = compose((need_corpus() / "examples" / name).read_text(), name, loader)
+        node, problems = compose((corpus_dir() / "examples" / name).read_text(), name, loader)
         assert [(p.line, p.col) for p in problems] == ([(19, 20)] if name.startswith("invalid") else [(8, 7)])
 
 
@@ -392,7 +382,7 @@ ROOTS: dict[str, list[str] | None] = {
 
 
 def check_root(rel: str) -> None:
-    path = need_corpus() / "parts" / rel
+    path = corpus_dir() / "parts" / rel
     expected = ROOTS[rel]
     if expected is None:
         config = load_config([path], base=path.parent.parent)
@@ -418,7 +408,7 @@ for _rel in corpus_files("parts"):
 
 @pytest.mark.parametrize("rel", corpus_files("parts"))
 def test_part(rel: str) -> None:
-    need_corpus()
+    corpus_dir()
     PARTS[rel](rel)
 
 
@@ -708,10 +698,11 @@ def test_looks_like_ciphertext() -> None:
     assert not looks_like_ciphertext(FERNET.replace("A", "+"))  # not the urlsafe alphabet
     for value in ("", "AES:x", "s&Du#@$xsSa", "é" * 100, FERNET + "="):
         assert not looks_like_ciphertext(value)
-    fernet = pytest.importorskip("cryptography.fernet")
-    key = fernet.Fernet.generate_key()
-    assert looks_like_ciphertext(fernet.Fernet(key).encrypt(b"").decode())
-    assert looks_like_ciphertext(fernet.Fernet(key).encrypt(b"secret" * 50).decode())
+    from cryptography.fernet import Fernet  # a core dependency: never a skip
+
+    key = Fernet.generate_key()
+    assert looks_like_ciphertext(Fernet(key).encrypt(b"").decode())
+    assert looks_like_ciphertext(Fernet(key).encrypt(b"secret" * 50).decode())
 
 
 @pytest.mark.parametrize("value, seconds", [
