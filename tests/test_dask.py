@@ -22,12 +22,9 @@ from typing import Any, Iterator
 
 import pytest
 
-try:
-    import distributed  # noqa: F401
-except ImportError:  # like a missing service: a skip locally, a failure under CI
-    if os.environ.get("CI"):
-        pytest.fail("Dask distributed is required under CI (pip install 'release-workbench[dask]')", pytrace=False)
-    pytest.skip("Dask distributed not installed", allow_module_level=True)
+from dask_fixtures import agent_cluster, require_distributed  # noqa: E402
+
+require_distributed()
 
 from conftest import WorkspaceFactory  # noqa: E402
 from workbench.errors import ConfigError, ExecutionError, UsageError  # noqa: E402
@@ -182,44 +179,10 @@ NOTEBOOK = {
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A LocalCluster scheduler (no workers of its own) with four ``workbench agent`` processes."""
-    from distributed import Client, LocalCluster
-
     logs = tmp_path_factory.mktemp("agents")
-    cl = LocalCluster(n_workers=0, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1")
-    address = cl.scheduler_address
-    procs = []
-    for name, opts in AGENTS.items():
-        out = open(logs / f"{name}.log", "wb")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "workbench", "agent", "--scheduler", address, "--name", name,
-             *(o.format(work=logs / f"work-{name}") for o in opts)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
-        out.close()
-    client = Client(address, set_as_default=False)
-    try:
-        try:
-            client.wait_for_workers(len(AGENTS), timeout=90)
-        except TimeoutError:
-            tails = {n: (logs / f"{n}.log").read_text()[-1500:] for n in AGENTS}
-            raise AssertionError(f"the agents did not all connect; their logs: {tails}") from None
+    with agent_cluster(logs, {name: [o.format(work=logs / f"work-{name}") for o in opts]
+                              for name, opts in AGENTS.items()}) as cl:
         yield cl
-    finally:
-        client.close()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 1.5  # a graceful Dask close may take its time: not what we test
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(p.pid, signal.SIGKILL)  # the agent's worker process with it
-            except ProcessLookupError:
-                pass
-            p.wait()
-        cl.close()
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,12 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-try:
-    import distributed  # noqa: F401
-except ImportError:  # like a missing service: a skip locally, a failure under CI
-    if os.environ.get("CI"):
-        pytest.fail("Dask distributed is required under CI (pip install 'release-workbench[dask]')", pytrace=False)
-    pytest.skip("Dask distributed not installed", allow_module_level=True)
+from dask_fixtures import agent_cluster, require_distributed  # noqa: E402
+
+require_distributed()
 
 from conftest import WorkspaceFactory  # noqa: E402
 from workbench.engine import AGENT_LOST_RERUN  # noqa: E402
@@ -75,40 +70,8 @@ pipelines:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A LocalCluster scheduler (no workers of its own) with two agents that have resource ``flaky``."""
-    from distributed import Client, LocalCluster
-
-    logs = tmp_path_factory.mktemp("agents")
-    cl = LocalCluster(n_workers=0, processes=True, dashboard_address="127.0.0.1:0", host="127.0.0.1")
-    procs = []
-    for name in AGENTS:
-        with open(logs / f"{name}.log", "wb") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "workbench", "agent", "--scheduler", cl.scheduler_address, "--name", name,
-                 "--resources", "flaky"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-    client = Client(cl.scheduler_address, set_as_default=False)
-    try:
-        try:
-            client.wait_for_workers(len(AGENTS), timeout=90)
-        except TimeoutError:
-            tails = {n: (logs / f"{n}.log").read_text()[-1500:] for n in AGENTS}
-            raise AssertionError(f"the agents did not all connect; their logs: {tails}") from None
+    with agent_cluster(tmp_path_factory.mktemp("agents"), {name: ["--resources", "flaky"] for name in AGENTS}) as cl:
         yield cl
-    finally:
-        client.close()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 1.5
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(p.pid, signal.SIGKILL)  # the agent's worker process with it
-            except ProcessLookupError:
-                pass
-            p.wait()
-        cl.close()
 
 
 def _until(predicate: Any, what: str, timeout: float = 60) -> Any:

@@ -7,6 +7,7 @@ land in test-artifacts/ (gitignored). Plain Playwright drives both.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -81,41 +82,19 @@ def dashboard_server(workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, str]
     port = _free_port()
     env = {**os.environ, "JUPYTERHUB_USER": "alice", "WORKBENCH_WORKSPACE": str(ws.root),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_DATA_DIR": str(tmp_path / "data")}
-    log = open(tmp_path / "voila.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], env=env,
-                            cwd=ws.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_port(port, proc)
-        yield ws, f"http://127.0.0.1:{port}/"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+    with _serving([sys.executable, "-m", "workbench", "dashboard", "--port", str(port)], port,
+                  env=env, cwd=ws.root, log_path=tmp_path / "voila.log") as url:
+        yield ws, url
 
 
 def test_approve_in_the_browser(dashboard_server: tuple[Any, str], tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     ws, url = dashboard_server
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(url, timeout=60_000)
-            page.wait_for_selector('[data-stage="install_shop_5"][data-status="waiting"]', timeout=60_000)
-            assert page.locator(".wb-waiting").count() == 1
-            assert "signed in as alice" in page.inner_text(".wb-dashboard")
-            _approve_in_page(page, "approved from the browser", "dashboard-approve.png")
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "dashboard-approve-failed.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with _page({"width": 1300, "height": 900}, "dashboard-approve-failed.png") as page:
+        page.goto(url, timeout=60_000)
+        page.wait_for_selector('[data-stage="install_shop_5"][data-status="waiting"]', timeout=60_000)
+        assert page.locator(".wb-waiting").count() == 1
+        assert "signed in as alice" in page.inner_text(".wb-dashboard")
+        _approve_in_page(page, "approved from the browser", "dashboard-approve.png")
     _assert_approved_in_store(ws, "approved from the browser")
     assert ws.frames.traffic_weights.set_index("stack")["weight"].to_dict() == {"blue": 95, "green": 5}
 
@@ -138,71 +117,48 @@ def lab_server(workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, str]]:
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_DATA_DIR": str(tmp_path / "data")}
-    log = open(tmp_path / "lab.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-         "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
-         f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-         f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         # the legacy JSON kernel websocket protocol. Observed here (jupyter_server 2.21.1, JupyterLab 4.6.6,
-         # ipykernel 7.4.0, headless Chromium): with the default binary protocol three runs in three never ran a
-         # cell (the page kept re-sending kernel_info requests); with this one, Run All sometimes does nothing
-         # too, hence the retry below. Why is not known yet; it is JupyterLab's kernel connection, not the dashboard
-         "--ServerApp.kernel_ws_protocol=",
-         "--allow-root"],  # containers and CI run tests as root; JupyterLab refuses that unless told
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_port(port, proc)
-        yield ws, f"http://127.0.0.1:{port}/"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        log.close()
+    with _serving(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+             "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--ServerApp.password=",
+             f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+             f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+             # the legacy JSON kernel websocket protocol. Observed here (jupyter_server 2.21.1, JupyterLab 4.6.6,
+             # ipykernel 7.4.0, headless Chromium): with the default binary protocol three runs in three never ran a
+             # cell (the page kept re-sending kernel_info requests); with this one, Run All sometimes does nothing
+             # too, hence the retry below. Why is not known yet; it is JupyterLab's kernel connection, not the dashboard
+             "--ServerApp.kernel_ws_protocol=",
+             "--allow-root"],  # containers and CI run tests as root; JupyterLab refuses that unless told
+            port, env=env, cwd=root, log_path=tmp_path / "lab.log") as url:
+        yield ws, url
 
 
 def test_approve_in_jupyterlab(lab_server: tuple[Any, str], tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     ws, url = lab_server
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url + "lab/tree/release_dashboard.ipynb", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
-            page.locator(".jp-Notebook .jp-Cell").first.click()
-            board = '[data-stage="install_shop_5"][data-status="waiting"]'
-            choose = page.locator(".jp-Dialog", has_text="Select Kernel")
-            for attempt in range(3):  # Run → Run All Cells, again if JupyterLab dropped it (see lab_server)
-                if choose.count():  # on a loaded machine JupyterLab may lose the kernel's session and ask
-                    try:
-                        choose.locator("button.jp-mod-accept").click(timeout=5_000)  # "Select" (Python 3)
-                    except Exception:  # noqa: BLE001  (the dialog went away by itself meanwhile)
-                        pass
-                else:
-                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    with _page({"width": 1400, "height": 1000}, "dashboard-approve-jupyterlab-failed.png") as page:
+        page.goto(url + "lab/tree/release_dashboard.ipynb", timeout=60_000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=60_000)
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        board = '[data-stage="install_shop_5"][data-status="waiting"]'
+        choose = page.locator(".jp-Dialog", has_text="Select Kernel")
+        for attempt in range(3):  # Run → Run All Cells, again if JupyterLab dropped it (see lab_server)
+            if choose.count():  # on a loaded machine JupyterLab may lose the kernel's session and ask
                 try:
-                    page.wait_for_selector(board, timeout=30_000)
-                    break
-                except Exception:
-                    if attempt == 2:
-                        raise
-            assert "signed in as alice" in page.inner_text(".wb-dashboard")
-            _approve_in_page(page, "approved in JupyterLab", "dashboard-approve-jupyterlab.png")
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "dashboard-approve-jupyterlab-failed.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+                    choose.locator("button.jp-mod-accept").click(timeout=5_000)  # "Select" (Python 3)
+                except Exception:  # noqa: BLE001  (the dialog went away by itself meanwhile)
+                    pass
+            else:
+                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            try:
+                page.wait_for_selector(board, timeout=30_000)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+        assert "signed in as alice" in page.inner_text(".wb-dashboard")
+        _approve_in_page(page, "approved in JupyterLab", "dashboard-approve-jupyterlab.png")
     _assert_approved_in_store(ws, "approved in JupyterLab")
 
 
@@ -225,3 +181,40 @@ def _assert_approved_in_store(ws: Any, comment: str) -> None:
     audit = ws.frames.audit
     approved = audit[(audit.action == "approve") & (audit.outcome == "ok")]
     assert approved[["user", "target", "comment"]].values.tolist() == [["alice", "release/1/install_shop_5", comment]]
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str], port: int, *, env: dict[str, str], cwd: Path, log_path: Path) -> Iterator[str]:
+    """A server process in its own session, its URL once it listens; the whole group stopped afterwards."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_port(port, proc)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+
+
+@contextlib.contextmanager
+def _page(viewport: dict[str, int], failed_screenshot: str) -> Iterator[Any]:
+    """A page in Debian's headless Chromium; a screenshot of it in test-artifacts/ when the test fails there."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport=viewport)
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / failed_screenshot), full_page=True)
+                raise
+        finally:
+            browser.close()
