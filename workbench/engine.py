@@ -360,11 +360,7 @@ class Engine:
             # Stage hooks (a traffic step) act *before* the pass is recorded: a crash in between
             # leaves the stage running, which recovery fails ("rerun it"), never a pass whose
             # traffic did not move (found by tests/test_faults.py).
-            final = replace(stage_run, status=status, reason=reason)
-            for hook in STAGE_HOOKS:
-                changed = hook.stage_finished(self, run, stage, final)
-                if changed is not None:
-                    final = changed
+            final = self._stage_hooks(run, stage, replace(stage_run, status=status, reason=reason))
             if final.status == Status.PASSED:
                 try:
                     final = self.store.set_stage_status(stage_run.id, status, reason, expect=[Status.RUNNING])
@@ -376,11 +372,7 @@ class Engine:
                 again = self._agent_lost_rerun(run, stage, lost, by_name)
                 if again is not None:
                     reason = again
-            final = self.store.set_stage_status(stage_run.id, status, reason)
-            for hook in STAGE_HOOKS:
-                changed = hook.stage_finished(self, run, stage, final)
-                if changed is not None:
-                    final = changed
+            final = self._stage_hooks(run, stage, self.store.set_stage_status(stage_run.id, status, reason))
             if again is not None and final.status == Status.FAILED:
                 self.listener("stage_finished", run=run, stage=final)
                 try:  # a new stage counter with only the lost jobs; _drive picks it up next
@@ -389,6 +381,14 @@ class Engine:
                     pass
                 return
         self.listener("stage_finished", run=run, stage=final)
+
+    def _stage_hooks(self, run: PipelineRun, stage: Stage, final: Any) -> Any:
+        """The stage as the stage hooks leave it (a traffic step may fail a pass)."""
+        for hook in STAGE_HOOKS:
+            changed = hook.stage_finished(self, run, stage, final)
+            if changed is not None:
+                final = changed
+        return final
 
     def _agent_lost_rerun(self, run: PipelineRun, stage: Stage, lost: list[str], by_name: Mapping[str, Job]) -> str | None:
         """The failed stage's reason when its lost jobs may run again (``rerun_on_agent_lost``), else None.
