@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import weakref
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -394,13 +394,9 @@ class Store:
         if expect is not None:
             expect = list(expect)
             params["b_expect"] = [s.value for s in expect]
-        if conn is not None:
-            n = conn.execute(stmt, params).rowcount
-            row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
-        else:
-            with self.write() as conn:
-                n = conn.execute(stmt, params).rowcount
-                row = conn.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
+        with nullcontext(conn) if conn is not None else self.write() as tx:
+            n = tx.execute(stmt, params).rowcount
+            row = tx.execute(_STAGE_BY_ID, {"b_id": stage_run_id}).mappings().first()
         if row is None:
             raise NotFound(f"no stage run with id {stage_run_id}")
         if n == 0:
