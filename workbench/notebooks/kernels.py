@@ -173,8 +173,7 @@ class KernelPool:
         self.max_warm = max(2, os.cpu_count() or 2)
         self.keep_spare = True  # a long-lived process keeps one kernel ready for whatever comes next
         self._idle: list[Kernel] = []
-        self._starting = 0
-        self._starting_keys: dict[tuple[Any, ...], int] = {}
+        self._starting_keys: dict[tuple[Any, ...], int] = {}  # kernels being launched in the background, by kind
         self._active = 0
         self._expected = 0  # notebook jobs announced by expect() and not yet started
         self._lock = threading.Lock()
@@ -292,7 +291,6 @@ class KernelPool:
             target = min(self.max_warm, want)
             if idle + self._starting >= target:
                 return
-            self._starting += 1
             self._starting_keys[key] = self._starting_keys.get(key, 0) + 1
         threading.Thread(target=self._start_warm, args=(kernel_name, env, key), name="wb-kernel-warm",
                          daemon=True).start()
@@ -304,7 +302,6 @@ class KernelPool:
         except Exception:
             pass
         with self._lock:
-            self._starting -= 1
             self._starting_keys[key] -= 1
             if kernel is not None and not self._closed:
                 self._idle.append(kernel)
@@ -339,6 +336,11 @@ class KernelPool:
                 k.dispose()
             if not left:
                 return
+
+    @property
+    def _starting(self) -> int:
+        """Kernels being launched in the background, of every kind."""
+        return sum(self._starting_keys.values())
 
     def idle_pids(self) -> list[int]:
         with self._lock:
