@@ -282,6 +282,7 @@ class Engine:
             assert isinstance(decision, RunStage)
             stage_cfg = pipeline.stages[decision.position]
             existing = latest.get(decision.stage)
+            marked = False  # the run's RUNNING status written with the stage (one transaction fewer per run)
             try:
                 if existing is not None and existing.status == Status.SCHEDULED:
                     stage_run = self.store.set_stage_status(existing.id, Status.RUNNING, expect=[Status.SCHEDULED])
@@ -291,10 +292,12 @@ class Engine:
                     stage_run, jobs = self.store.create_stage_run(
                         run_id, stage_cfg.name, decision.position, approval_type=stage_cfg.approval.type,
                         status=Status.RUNNING, jobs=wanted, expect_stage_runs=len(detail.stages),
+                        run_status=Status.RUNNING if run.status != Status.RUNNING else None,
                     )
+                    marked = True
             except InvalidState:
                 continue  # another driver got there first; look again
-            if run.status != Status.RUNNING:
+            if run.status != Status.RUNNING and not marked:
                 self.store.set_pipeline_status(run_id, Status.RUNNING)
             self._run_stage(run, pipeline, stage_cfg, stage_run, jobs)
 

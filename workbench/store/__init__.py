@@ -195,11 +195,14 @@ class Store:
                 rid = conn.execute(S.pipeline_runs.insert().values(**values)).inserted_primary_key[0]
                 if extra is not None:
                     extra(conn, rid)
+                run = _get_run(conn, rid)  # read back in the same transaction: no read transaction of its own
         except IntegrityError:
             raise DuplicateTrigger(f"{pipeline} already has a run for revisions {revision_key}") from None
-        return self.get_pipeline_run_by_id(rid)
+        return run
 
-    def set_pipeline_status(self, run_id: int, status: Status, reason: str | None = None) -> None:
+    def set_pipeline_status(self, run_id: int, status: Status, reason: str | None = None, *,
+                            conn: sa.Connection | None = None) -> None:
+        """With ``conn`` (a transaction from :meth:`write`) the change joins that transaction."""
         t = now()
         values: dict[str, Any] = {"status": status.value}
         if reason is not None:
@@ -221,8 +224,8 @@ class Store:
         params = {"b_id": run_id, **_params(values)}
         if started:
             params["b_started_at"] = t
-        with self.write() as conn:
-            conn.execute(stmt, params)
+        with nullcontext(conn) if conn is not None else self.write() as tx:
+            tx.execute(stmt, params)
 
     def get_pipeline_run_by_id(self, run_id: int) -> PipelineRun:
         with self.read() as conn:
@@ -298,6 +301,7 @@ class Store:
         approved_by: str | None = None,
         jobs: Sequence[tuple[str, int, int]] = (),
         expect_stage_runs: int | None = None,
+        run_status: Status | None = None,
     ) -> tuple[StageRun, list[JobRun]]:
         """Insert a stage run (next counter for that stage) and its job runs at once.
 
@@ -306,42 +310,33 @@ class Store:
         written and :class:`InvalidState` is raised, so a stage is never
         scheduled twice by two drivers. With ``status=RUNNING`` the stage is
         created already claimed (``started_at`` set): the engine starts a
-        stage in this one transaction instead of three.
+        stage in this one transaction instead of three. ``run_status`` sets
+        the run's status in the same transaction (:meth:`set_pipeline_status`):
+        the engine's first stage marks its run running without a write of its own.
         """
         t = now()
-        sr = S.stage_runs
         with self.write() as conn:
             _lock_run(conn, pipeline_run_id)  # the stage counter below is max()+1: one writer per run at a time
             if expect_stage_runs is not None:
-                seen = conn.execute(
-                    sa.select(sa.func.count()).select_from(sr).where(sr.c.pipeline_run_id == pipeline_run_id)
-                ).scalar_one()
+                seen = conn.execute(_COUNT_STAGES, {"b_id": pipeline_run_id}).scalar_one()
                 if seen != expect_stage_runs:
                     raise InvalidState("the run was advanced by another process")
-            prev = conn.execute(
-                sa.select(sa.func.max(sr.c.counter)).where(sr.c.pipeline_run_id == pipeline_run_id, sr.c.name == name)
-            ).scalar()
-            sid = conn.execute(
-                sr.insert().values(
-                    pipeline_run_id=pipeline_run_id,
-                    name=name,
-                    position=position,
-                    counter=(prev or 0) + 1,
-                    status=status.value,
-                    approval_type=approval_type,
-                    approved_by=approved_by,
-                    created_at=t,
-                    started_at=t if status == Status.RUNNING else None,
-                )
-            ).inserted_primary_key[0]
+            prev = conn.execute(_MAX_STAGE_COUNTER, {"b_id": pipeline_run_id, "b_name": name}).scalar()
+            sid = conn.execute(_INSERT_STAGE, {
+                "b_id": pipeline_run_id, "b_name": name, "b_position": position, "b_counter": (prev or 0) + 1,
+                "b_status": status.value, "b_approval_type": approval_type, "b_approved_by": approved_by,
+                "b_created_at": t, "b_started_at": t if status == Status.RUNNING else None,
+            }).inserted_primary_key[0]
             if jobs:
                 conn.execute(
-                    S.job_runs.insert(),
+                    _INSERT_JOBS,
                     [
                         dict(stage_run_id=sid, name=n, run_index=i, run_count=c, status=Status.SCHEDULED.value, created_at=t)
                         for n, i, c in jobs
                     ],
                 )
+            if run_status is not None:
+                self.set_pipeline_status(pipeline_run_id, run_status, conn=conn)
             stage = _stage_run(conn.execute(_STAGE_BY_ID, {"b_id": sid}).mappings().one())
             job_rows = [_job_run(r) for r in conn.execute(_JOBS_OF_STAGE, {"b_id": sid}).mappings()] if jobs else []
         return stage, job_rows
@@ -479,6 +474,15 @@ _P = sa.bindparam
 _STAGES_OF_RUN = (sa.select(S.stage_runs).where(S.stage_runs.c.pipeline_run_id == _P("b_id"))
                   .order_by(S.stage_runs.c.position, S.stage_runs.c.counter))
 _STAGE_BY_ID = sa.select(S.stage_runs).where(S.stage_runs.c.id == _P("b_id"))
+# create_stage_run's statements, built once (it runs on every stage transition: benchmarks/README.md)
+_COUNT_STAGES = sa.select(sa.func.count()).select_from(S.stage_runs).where(S.stage_runs.c.pipeline_run_id == _P("b_id"))
+_MAX_STAGE_COUNTER = sa.select(sa.func.max(S.stage_runs.c.counter)).where(
+    S.stage_runs.c.pipeline_run_id == _P("b_id"), S.stage_runs.c.name == _P("b_name"))
+_INSERT_STAGE = S.stage_runs.insert().values(
+    pipeline_run_id=_P("b_id"), name=_P("b_name"), position=_P("b_position"), counter=_P("b_counter"),
+    status=_P("b_status"), approval_type=_P("b_approval_type"), approved_by=_P("b_approved_by"),
+    created_at=_P("b_created_at"), started_at=_P("b_started_at"))
+_INSERT_JOBS = S.job_runs.insert()
 _RUN_BY_ID = sa.select(S.pipeline_runs).where(S.pipeline_runs.c.id == _P("b_id"))
 _JOBS_OF_STAGE = sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == _P("b_id")).order_by(S.job_runs.c.id)
 _JOBS_OF_STAGES = (sa.select(S.job_runs).where(S.job_runs.c.stage_run_id.in_(_P("b_ids", expanding=True)))
