@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 
 from workbench import Workspace
 from workbench.config.model import Config, Job, NotebookTask, Pipeline, Stage
-from workbench.notebooks.kernels import POOL, KernelPool, _neutral_env
+from workbench.kernels import POOL, KernelPool, _neutral_env
 from workbench.status import Status
 
 FIXTURES = Path(__file__).parent / "notebooks"
@@ -134,6 +137,43 @@ def test_workbench_run_cli_uses_a_prestarted_kernel_and_leaves_no_kernel(workspa
     assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
 
 
+def test_workbench_run_cli_boots_each_first_stage_kernel_once(workspace: Any) -> None:
+    """The CLI starts the kernels from its first look at the file; the run hook then starts none more."""
+    (workspace.root / "notebooks").mkdir()
+    shutil.copy(FIXTURES / "params.ipynb", workspace.root / "notebooks" / "params.ipynb")
+    workspace.write("nb.gocd.yaml", """
+        format_version: 10
+        pipelines:
+          nbp:
+            group: g
+            stages:
+              - s:
+                  jobs:
+                    a: {tasks: [{notebook: {path: notebooks/params.ipynb, parameters: {greeting: a}}}]}
+                    b: {tasks: [{notebook: {path: notebooks/params.ipynb, parameters: {greeting: b}}}]}
+        """)
+    tag = uuid.uuid4().hex
+    seen: set[int] = set()
+    env = {**os.environ, "WB_TEST_TAG": tag, "WORKBENCH_WORKSPACE": str(workspace.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "run", "nbp", "-q", "-j", "2"], cwd=workspace.root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def watch() -> None:  # every kernel process of this run, for as long as it runs
+        while proc.poll() is None:
+            seen.update(k.pid for k in kernels_tagged(tag))
+            time.sleep(0.01)
+
+    watching = threading.Thread(target=watch)
+    watching.start()
+    out, err = proc.communicate(timeout=120)
+    watching.join()
+    assert proc.returncode == 0, out + err
+    assert len(seen) == 2, seen  # two jobs, two kernels: none started twice, no spare
+    for job in ("a", "b"):
+        assert "(warm," in workspace.cli("logs", f"nbp/1/s/{job}").out
+    assert wait_until(lambda: kernels_tagged(tag) == [], 10)
+
+
 def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path: Path) -> None:
     from jupyter_client import BlockingKernelClient
 
@@ -163,9 +203,10 @@ def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path
 
 
 def test_the_engine_process_does_not_import_ipython(tmp_path: Path) -> None:
-    """Only kernels run IPython; finding the kernel spec must not import it in the engine (0.1 s)."""
-    import subprocess
-    import sys
+    """Only kernels run IPython; finding the kernel spec must not import it in the engine (0.1 s).
+
+    Nor does a run without git materials import GitPython (0.1-0.2 s), nor papermill's
+    requests (0.1 s): both are imported when first used."""
 
     make_ws(tmp_path)
     script = f"""
@@ -175,8 +216,12 @@ from workbench.config.model import Config, Job, NotebookTask, Pipeline, Stage
 ws = Workspace.open({str(tmp_path)!r})
 ws.__dict__["config"] = Config(pipelines={{"nb": Pipeline("nb", (Stage("s", (Job("a", (NotebookTask("notebooks/params.ipynb", {{"greeting": "hi"}}),)),)),))}})
 run = ws.run("nb")
-print(run.status.value, "IPython" in sys.modules)
+print(run.status.value, "IPython" in sys.modules, "git" in sys.modules, "urllib3" in sys.modules)
+import papermill.iorw, requests
+print(papermill.iorw.requests.get is requests.get, requests.Session.__module__, "urllib3" in sys.modules)
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-2:] == ["passed", "False"]
+    lines = r.stdout.splitlines()
+    assert lines[-2].split() == ["passed", "False", "False", "False"]
+    assert lines[-1].split() == ["True", "requests.sessions", "True"]  # and the real module once it is used

@@ -388,7 +388,7 @@ def test_yaml_notebook_task_through_the_cli(workspace: Any) -> None:
 
 def test_no_kernel_processes_left_behind() -> None:
     """Run last in this file: after the pool lets go of its warm kernels, no kernel of ours is alive."""
-    from workbench.notebooks.kernels import POOL
+    from workbench.kernels import POOL
 
     POOL.shutdown()
     me = psutil.Process(os.getpid())

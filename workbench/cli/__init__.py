@@ -7,7 +7,9 @@ here and nowhere else.
 """
 from __future__ import annotations
 
+import gc
 import json
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -100,10 +102,15 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
     """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
     from ..progress import Progress
 
+    gc.disable()  # see _started
     ws = _ws(ctx)
+    notebooks = executor in (None, "local") and _boot_kernels(ws, pipeline, parallel)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
     progress = Progress(quiet=quiet)
     with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
+        if notebooks:
+            from ..notebooks import runner  # noqa: F401  (now, while the kernel boots, not when the job starts)
+        _started()
         previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
         try:
             with progress:
@@ -111,6 +118,39 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
         finally:
             signal.signal(signal.SIGINT, previous)
     finish_run(ws, result)
+
+
+def _started() -> None:
+    """The one-shot process's modules are loaded: collect garbage again, ignoring what start-up built.
+
+    Start-up imports build some hundred thousand long-lived objects (SQLAlchemy,
+    papermill, ...), and the cyclic collector walks them again and again while
+    they are created: 10-15% of a cold ``workbench run``'s CPU. So collection
+    is off until the imports are done, and what they built is then frozen out of
+    every later collection (``gc.freeze``).
+    """
+    gc.freeze()
+    gc.enable()
+
+
+def _boot_kernels(ws: Any, pipeline: str, parallel: int | None) -> bool:
+    """Start the first stage's notebook kernels now, from a quick look at the pipeline's file.
+
+    Loading the config loads every feature module (SQLAlchemy, the engine,
+    papermill): most of a second, during which the kernel boots on the other CPU.
+    False when the look finds no notebook job.
+    """
+    from ..config.peek import first_stage_notebooks
+
+    hint = first_stage_notebooks(ws.root, pipeline)
+    if hint is None:
+        return False
+    from ..kernels import POOL
+
+    POOL.keep_spare = False  # a one-shot process: no kernel beyond what the run needs
+    count, kernel = hint
+    POOL.start_now(kernel, min(count, parallel or os.cpu_count() or 2))
+    return True
 
 
 def finish_run(ws: Any, run: Any) -> None:

@@ -48,11 +48,16 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
     return _load(sources)
 
 
-def load_workspace_config(workspace_dir: Path) -> Config:
-    """The config of a workspace: ``pipelines/*.yaml`` and ``*.yml`` in name order (dot files skipped)."""
+def pipeline_files(workspace_dir: Path) -> list[Path]:
+    """``pipelines/*.yaml`` and ``*.yml`` of a workspace in name order (dot files skipped)."""
     folder = Path(workspace_dir) / "pipelines"
     found = {f for pattern in PIPELINE_PATTERNS for f in folder.glob(pattern)} if folder.is_dir() else set()
-    files = sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
+    return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
+
+
+def load_workspace_config(workspace_dir: Path) -> Config:
+    """The config of a workspace: ``pipelines/*.yaml`` and ``*.yml`` in name order (dot files skipped)."""
+    files = pipeline_files(workspace_dir)
     if not files:
         warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml) in the pipelines folder", "warning")
         return Config(warnings=(warning,))

@@ -15,14 +15,26 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import git
 from filelock import FileLock
-from git.refs.symbolic import SymbolicReference
 
 from ..errors import MaterialError
+
+if TYPE_CHECKING:
+    import git
+
+
+def _git() -> Any:
+    """GitPython, imported on first use.
+
+    Importing it costs 0.1-0.2 s (it runs ``git version`` twice), which a
+    ``workbench run`` of a pipeline without git materials would pay for nothing.
+    """
+    import git
+
+    return git
 
 __all__ = ["CommitInfo", "Mirror", "checkout", "fingerprint", "normalize_url", "mirror_path", "auth_url"]
 
@@ -90,7 +102,7 @@ def _mask(text: str, secret: str | None) -> str:
 
 
 def _git_error(exc: Exception, what: str, secret: str | None = None) -> MaterialError:
-    if isinstance(exc, git.GitCommandError):
+    if isinstance(exc, _git().GitCommandError):
         lines = [ln.strip() for ln in str(exc.stderr or "").splitlines() if ln.strip()]
         lines = [ln.removeprefix("stderr: ").strip("'").strip() for ln in lines]
         useful = [ln for ln in lines if ln.lower().startswith(("fatal", "error", "remote:"))] or lines
@@ -120,7 +132,7 @@ class Mirror:
         if self._repo is None:
             if not self.exists:
                 self._init()
-            self._repo = git.Repo(self.path)
+            self._repo = _git().Repo(self.path)
             self._repo.git.update_environment(**GIT_ENV)
         return self._repo
 
@@ -134,7 +146,7 @@ class Mirror:
                 return
             tmp = self.path.with_name(self.path.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            repo = git.Repo.init(tmp, bare=True, mkdir=True)
+            repo = _git().Repo.init(tmp, bare=True, mkdir=True)
             with repo.config_writer() as cw:
                 cw.set_value('remote "origin"', "url", self.remote)
                 cw.set_value('remote "origin"', "fetch", "+refs/heads/*:refs/heads/*")
@@ -147,7 +159,7 @@ class Mirror:
     def remote_heads(self) -> dict[str, str]:
         """Branch → sha as the remote has them now."""
         try:
-            out = git.Git().execute(
+            out = _git().Git().execute(
                 ["git", "ls-remote", "--heads", self.remote], kill_after_timeout=LS_REMOTE_TIMEOUT,
                 env={**os.environ, **GIT_ENV},
             )
@@ -164,6 +176,8 @@ class Mirror:
         if not self.exists:
             return None
         try:
+            from git.refs.symbolic import SymbolicReference
+
             return SymbolicReference.dereference_recursive(self.repo(), f"refs/heads/{branch}")
         except (ValueError, OSError):
             return None
@@ -199,14 +213,14 @@ class Mirror:
         """A sha, short sha, branch or tag → the full commit sha."""
         try:
             return self.repo().git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
-        except git.GitCommandError:
+        except _git().GitCommandError:
             raise MaterialError(f"revision {rev!r} is not in {self.url}") from None
 
     def has(self, sha: str) -> bool:
         try:
             self.repo().git.cat_file("-e", f"{sha}^{{commit}}")
             return True
-        except git.GitCommandError:
+        except _git().GitCommandError:
             return False
 
     def commits(self, old: str | None, new: str, *, limit: int = 500) -> list[CommitInfo]:
@@ -218,7 +232,7 @@ class Mirror:
                 ["git", "-c", "core.quotePath=false", "log", f"--format={fmt}", "--name-only", *rng],
                 strip_newline_in_stdout=False,
             )
-        except git.GitCommandError as exc:
+        except _git().GitCommandError as exc:
             raise _git_error(exc, f"cannot read history of {self.url}", self.secret) from None
         commits = []
         for rec in str(out).split("\x1e")[1:]:
@@ -232,7 +246,7 @@ class Mirror:
     def changed_files(self, old: str, new: str) -> list[str]:
         try:
             out = self.repo().git.execute(["git", "-c", "core.quotePath=false", "diff", "--name-only", "-z", old, new])
-        except git.GitCommandError as exc:
+        except _git().GitCommandError as exc:
             raise _git_error(exc, f"cannot diff {self.url}", self.secret) from None
         return [f for f in str(out).split("\0") if f]
 
@@ -240,7 +254,7 @@ class Mirror:
         try:
             self.repo().git.merge_base("--is-ancestor", older, newer)
             return True
-        except git.GitCommandError:
+        except _git().GitCommandError:
             return False
 
     def first_parent_history(self, head: str, n: int = 20) -> list[str]:
@@ -260,7 +274,7 @@ def checkout(url: str, sha: str, dest: Path, *, mirror: Path | None = None, shal
     if any(dest.iterdir()):
         raise MaterialError(f"cannot check out {url} into {dest}: the folder is not empty (set a destination)")
     env = {**os.environ, **GIT_ENV}
-    g = git.Git(str(dest))
+    g = _git().Git(str(dest))
     try:
         if shallow:
             g.execute(["git", "init", "-q"], env=env)

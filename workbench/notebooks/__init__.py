@@ -77,7 +77,7 @@ def executed_notebook_path(ctx: JobContext, rel: str) -> tuple[Path, str, str]:
 
 def run_notebook_task(task: Any, ctx: JobContext) -> ProcessResult:
     from ..record import job_store
-    from .kernels import POOL
+    from ..kernels import POOL
 
     source, rel = _resolve_source(task.path, ctx)
     env = dict(ctx.spec.env)
@@ -143,22 +143,9 @@ def _jsonable(value: Any) -> Any:
 
 def warm_kernels(count: int = 1, kernel_name: str = "python3") -> None:
     """Start ``count`` kernels in the background for notebook jobs about to run."""
-    from .kernels import POOL
+    from ..kernels import POOL
 
     POOL.prewarm(kernel_name, count)
-
-
-def _notebook_jobs(stage: Any) -> int:
-    return sum(1 for j in stage.jobs if any(t.kind == "notebook" for t in j.tasks))
-
-
-def _kernel_of(stage: Any) -> str:
-    """The kernel the stage's first notebook task names (python3 when it names none)."""
-    for j in stage.jobs:
-        for t in j.tasks:
-            if t.kind == "notebook" and getattr(t, "kernel", None):
-                return str(t.kernel)
-    return "python3"
 
 
 class _WarmFirstStage:
@@ -173,16 +160,16 @@ class _WarmFirstStage:
     def run_starting(self, engine: Any, cfg: Any) -> None:
         if not getattr(engine.executor, "runs_jobs_here", False) or not cfg.stages:
             return
-        from .kernels import POOL
+        from ..kernels import POOL, kernel_of, notebook_jobs
 
         if getattr(engine, "one_shot", False):
             POOL.keep_spare = False
-            POOL.expect(sum(_notebook_jobs(s) for s in cfg.stages))
+            POOL.expect(sum(notebook_jobs(s) for s in cfg.stages))
         else:  # a long-lived engine here (dashboard, serve, tests): whatever a one-shot run in this process set before
             POOL.keep_spare = True
-        n = _notebook_jobs(cfg.stages[0])
+        n = notebook_jobs(cfg.stages[0])
         if n:
-            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), _kernel_of(cfg.stages[0]))
+            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), kernel_of(cfg.stages[0]))
 
 
 class _WarmNextStage:
@@ -203,9 +190,11 @@ class _WarmNextStage:
         nxt = stages[names.index(stage_cfg.name) + 1]
         if nxt.approval.manual:
             return None  # a person may take hours: do not hold kernels for them
-        n = _notebook_jobs(nxt)
+        from ..kernels import kernel_of, notebook_jobs
+
+        n = notebook_jobs(nxt)
         if n:
-            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), _kernel_of(nxt))
+            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), kernel_of(nxt))
         return None
 
 

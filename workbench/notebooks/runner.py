@@ -15,6 +15,8 @@ cell — and a small papermill engine (``workbench``) adds what a CI job needs:
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -22,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -51,7 +54,38 @@ def _import_without(target: str, optional: tuple[str, ...]) -> None:
                 del sys.modules[m]
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module in ``sys.modules`` until one of its attributes is read, then imports it.
+
+    For ``requests``, which papermill's I/O module imports at the top for the
+    http:// notebook paths the workbench never passes it: urllib3 compiles its
+    URL regular expressions at import, 0.1 s of a cold ``workbench run``'s one
+    CPU. Whoever reads an attribute (``requests.get``), or imports the name
+    later, gets the real module. (``importlib.util.LazyLoader`` would not do:
+    on Python 3.11 the next ``import requests`` statement reads ``__spec__``,
+    which loads it at once.)
+    """
+
+    _lock = threading.Lock()
+
+    def __getattr__(self, attr: str) -> Any:
+        with self._lock:
+            real = self.__dict__.get("_real")
+            if real is None:
+                if sys.modules.get(self.__name__) is self:
+                    del sys.modules[self.__name__]
+                real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def _defer(name: str) -> None:
+    if name not in sys.modules and importlib.util.find_spec(name) is not None:
+        sys.modules[name] = _Deferred(name)
+
+
 _import_without("jsonschema", _SLOW_FORMAT_CHECKERS)
+if "papermill.iorw" not in sys.modules:
+    _defer("requests")
 _import_without("papermill.iorw", _PAPERMILL_BACKENDS)
 
 import nbformat  # noqa: E402
@@ -68,7 +102,7 @@ from papermill.utils import remove_args  # noqa: E402
 
 from ..tasks import JobContext, TaskError  # noqa: E402
 from ..tasks.process import ProcessResult  # noqa: E402
-from .kernels import POOL, Kernel, close_thread_loop  # noqa: E402
+from ..kernels import POOL, Kernel, close_thread_loop  # noqa: E402
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MASK = "********"

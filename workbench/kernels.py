@@ -220,7 +220,7 @@ class KernelPool:
                     stdin=-3, stdout=-3, stderr=err,  # subprocess.DEVNULL is -3
                 )
             except NoSuchKernel:
-                from ..tasks import TaskError
+                from .tasks import TaskError
 
                 known = ", ".join(sorted(spec_manager().find_kernel_specs())) or "none"
                 raise TaskError(f"no Jupyter kernel named {kernel_name!r} (installed kernels: {known})") from None
@@ -295,7 +295,24 @@ class KernelPool:
         threading.Thread(target=self._start_warm, args=(kernel_name, env, key), name="wb-kernel-warm",
                          daemon=True).start()
 
-    def _start_warm(self, kernel_name: str, env: dict[str, str], key: tuple[Any, ...]) -> None:
+    def start_now(self, kernel_name: str = "python3", count: int = 1) -> None:
+        """Launch one warm kernel in this thread, now, and up to ``count`` in all (the rest in the background).
+
+        For ``workbench run``: called before the engine's own imports (the store's SQLAlchemy,
+        papermill: most of a second of one CPU), so the kernel boots on the other CPU meanwhile
+        instead of after them.
+        """
+        if count < 1 or not self.enabled or self._closed or not self.is_python(kernel_name):
+            return
+        env = _neutral_env()
+        key = (kernel_name, startup_signature(env))
+        with self._lock:
+            self._starting_keys[key] = self._starting_keys.get(key, 0) + 1
+        self._start_warm(kernel_name, env, key, preload=False)
+        if count > 1:
+            self.prewarm(kernel_name, count)
+
+    def _start_warm(self, kernel_name: str, env: dict[str, str], key: tuple[Any, ...], *, preload: bool = True) -> None:
         kernel: Kernel | None = None
         try:
             kernel = self.launch(kernel_name, env, self.folder, warm=True)
@@ -310,11 +327,11 @@ class KernelPool:
         if kernel is not None and self._closed:
             kernel.dispose()
             return
-        if kernel is not None:
+        if kernel is not None and preload:
             # While the kernel boots, import what the job needs to talk to it (papermill, nbclient):
             # the first job of a process then finds both ready.
             try:
-                from . import runner  # noqa: F401
+                from .notebooks import runner  # noqa: F401
             except Exception:  # the job that imports it reports the problem in its own log
                 pass
 
@@ -398,6 +415,20 @@ def _lighten(km: Any) -> None:
 def _neutral_env() -> dict[str, str]:
     """The environment warm kernels start with: ours, without any job's identity."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("GO_", "WORKBENCH_JOB", "WORKBENCH_STAGE", "WORKBENCH_RUN"))}
+
+
+def notebook_jobs(stage: Any) -> int:
+    """How many of a stage's jobs run a notebook (each needs a kernel)."""
+    return sum(1 for j in stage.jobs if any(t.kind == "notebook" for t in j.tasks))
+
+
+def kernel_of(stage: Any) -> str:
+    """The kernel the stage's first notebook task names (python3 when it names none)."""
+    for j in stage.jobs:
+        for t in j.tasks:
+            if t.kind == "notebook" and getattr(t, "kernel", None):
+                return str(t.kernel)
+    return "python3"
 
 
 POOL = KernelPool()
