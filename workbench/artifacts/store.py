@@ -10,6 +10,7 @@ fetch source) is checked here: nothing may climb out of its folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import posixpath
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -70,16 +71,35 @@ class ArtifactStore:
             raise ArtifactError(f"cannot open the artifact store {self.url!r}: {exc}") from None
         return fs, root.rstrip("/") or "/"
 
+    @cached_property
+    def _local_root(self) -> str | None:
+        """The folder of a store given as a plain path or a ``file://`` URL; None for any other URL.
+
+        Found without fsspec, whose import scans every installed package's
+        entry points (~60 ms): a notebook job names its executed notebook's
+        path in the store before its kernel is even used, and a cold
+        ``workbench run`` would wait for that scan. Other URLs go to fsspec.
+        """
+        url = self.url
+        if url.startswith("file://"):
+            url = url[len("file://"):]
+        elif "://" in url or "::" in url:
+            return None
+        return os.path.abspath(os.path.expanduser(url)).replace(os.sep, "/").rstrip("/") or "/"
+
     @property
     def fs(self) -> Any:
         return self._fs_root[0]
 
     @property
     def root(self) -> str:
-        return self._fs_root[1]
+        local = self._local_root
+        return local if local is not None else self._fs_root[1]
 
     @property
     def is_local(self) -> bool:
+        if self._local_root is not None:
+            return True
         proto = self.fs.protocol
         return "file" in (proto if isinstance(proto, (tuple, list)) else (proto,))
 
