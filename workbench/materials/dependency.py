@@ -41,11 +41,14 @@ class UpstreamRun:
         return (self.counter, self.stage_counter)
 
 
+_ANCESTRY = sa.select(T.run_ancestry.c.pipeline_run_id, T.run_ancestry.c.ancestors).where(
+    T.run_ancestry.c.pipeline_run_id.in_(sa.bindparam("b_ids", expanding=True)))
+
+
 def ancestry(conn: sa.Connection, run_ids: Sequence[int]) -> dict[int, dict[str, str]]:
     if not run_ids:
         return {}
-    a = T.run_ancestry
-    rows = conn.execute(sa.select(a.c.pipeline_run_id, a.c.ancestors).where(a.c.pipeline_run_id.in_(list(run_ids))))
+    rows = conn.execute(_ANCESTRY, {"b_ids": list(run_ids)})
     return {rid: dict(anc or {}) for rid, anc in rows}
 
 
@@ -62,6 +65,19 @@ def _passed_query(pipeline: str, stage: str, limit: int, counter: int | None = N
     if counter is not None:
         q = q.where(pr.c.counter == counter)
     return q
+
+
+# _passed_query's shape with every value bound: built and compiled once per process, for every key
+_PASSED = (
+    sa.select(S.pipeline_runs.c.id, S.pipeline_runs.c.counter, S.pipeline_runs.c.label,
+              S.stage_runs.c.counter.label("sc"), S.pipeline_runs.c.pipeline.label("up_pipeline"),
+              S.stage_runs.c.name.label("up_stage"))
+    .join(S.stage_runs, S.stage_runs.c.pipeline_run_id == S.pipeline_runs.c.id)
+    .where(S.pipeline_runs.c.pipeline == sa.bindparam("b_pipeline"), S.stage_runs.c.name == sa.bindparam("b_stage"),
+           S.stage_runs.c.status == "passed")
+    .order_by(S.pipeline_runs.c.counter.desc(), S.stage_runs.c.counter.desc())
+    .limit(sa.bindparam("b_limit"))
+)
 
 
 def _upstream_runs(rows: Sequence[Any], anc: Mapping[int, Mapping[str, str]]) -> list[UpstreamRun]:
@@ -81,21 +97,24 @@ def passed_runs(store: Any, pipeline: str, stage: str, *, limit: int = 10,
     return _upstream_runs(rows, anc)
 
 
-BATCH_KEYS = 100  # (pipeline, stage) pairs per UNION ALL statement (SQLite allows 500 compound terms)
+BATCH_KEYS = 100  # (pipeline, stage) pairs per ancestry query
 
 
 def passed_runs_many(store: Any, keys: Iterable[tuple[str, str]], *, limit: int = 10
                      ) -> dict[tuple[str, str], list[UpstreamRun]]:
     """:func:`passed_runs` for many ``(pipeline, stage)`` keys in one read transaction: one
-    statement and one ancestry query per BATCH_KEYS keys.
+    execution of the same prepared statement per key and one ancestry query per BATCH_KEYS keys.
 
     A full scheduling pass used to ask twice per dependency material, each
     read its own transaction (``BEGIN`` was a quarter of the decide threads'
     time, profile in benchmarks/README.md). Each key keeps its own
-    ``ORDER BY ... LIMIT`` subquery (``UNION ALL`` of them), so every term
-    walks the ``(pipeline, counter)`` index backwards as the single query
-    does, however long the history is; a window function over the whole
-    history would not.
+    ``ORDER BY ... LIMIT`` query, so it walks the ``(pipeline, counter)``
+    index backwards as the single query does, however long the history is; a
+    window function over the whole history would not. It is one statement
+    with bound values rather than a ``UNION ALL`` of one term per key: a
+    union has a new shape for every number of keys, which SQLAlchemy compiled
+    anew (2-6 ms of a 13 ms targeted pass in a fresh process, the step of
+    workload (a) in benchmarks/README.md).
     """
     wanted = sorted(set(keys))
     out: dict[tuple[str, str], list[UpstreamRun]] = {k: [] for k in wanted}
@@ -104,12 +123,12 @@ def passed_runs_many(store: Any, keys: Iterable[tuple[str, str]], *, limit: int 
     with store.read() as conn:
         for i in range(0, len(wanted), BATCH_KEYS):
             chunk = wanted[i:i + BATCH_KEYS]
-            terms = [sa.select(q.c) for q in (_passed_query(p, s, limit).subquery() for p, s in chunk)]
-            rows = conn.execute(terms[0] if len(terms) == 1 else sa.union_all(*terms)).all()
+            rows = [r for p, s in chunk
+                    for r in conn.execute(_PASSED, {"b_pipeline": p, "b_stage": s, "b_limit": limit}).all()]
             anc = ancestry(conn, [r.id for r in rows])
             for r in rows:
                 out[(r.up_pipeline, r.up_stage)] += _upstream_runs([r], anc)
-    for runs in out.values():  # UNION ALL promises no order across its terms: newest first again
+    for runs in out.values():  # newest first, as passed_runs gives them
         runs.sort(key=lambda u: u.order, reverse=True)
     return out
 

@@ -107,7 +107,7 @@ class TriggerPlan:
         prov = provenance_rows(run_id, [(m.name, m.upstream) for m in self.materials if m.upstream is not None])
         if prov:
             conn.execute(T.provenance.insert(), prov)
-        conn.execute(T.run_ancestry.insert().values(pipeline_run_id=run_id, ancestors=self.ancestors))
+        conn.execute(T.run_ancestry.insert(), {"pipeline_run_id": run_id, "ancestors": self.ancestors})
 
     def describe(self) -> str:
         return self.reason or ", ".join(f"{m.name} {m.revision[:12]}" for m in self.materials) or "no materials"

@@ -192,7 +192,7 @@ class Store:
                     environment=environment,
                     created_at=t,
                 )
-                rid = conn.execute(S.pipeline_runs.insert().values(**values)).inserted_primary_key[0]
+                rid = conn.execute(_INSERT_RUN, values).inserted_primary_key[0]
                 if extra is not None:
                     extra(conn, rid)
                 run = _get_run(conn, rid)  # read back in the same transaction: no read transaction of its own
@@ -483,6 +483,13 @@ _INSERT_STAGE = S.stage_runs.insert().values(
     status=_P("b_status"), approval_type=_P("b_approval_type"), approved_by=_P("b_approved_by"),
     created_at=_P("b_created_at"), started_at=_P("b_started_at"))
 _INSERT_JOBS = S.job_runs.insert()
+# create_pipeline_run's (the SQLite counter; PostgreSQL's is one upsert)
+_INSERT_RUN = S.pipeline_runs.insert()
+_COUNTER_OF = (sa.select(S.pipeline_counters.c.counter).where(S.pipeline_counters.c.pipeline == _P("b_pipeline"))
+               .with_for_update())
+_INSERT_COUNTER = S.pipeline_counters.insert()
+_SET_COUNTER = S.pipeline_counters.update().where(S.pipeline_counters.c.pipeline == _P("b_pipeline")).values(
+    counter=_P("b_counter"))
 _RUN_BY_ID = sa.select(S.pipeline_runs).where(S.pipeline_runs.c.id == _P("b_id"))
 _JOBS_OF_STAGE = sa.select(S.job_runs).where(S.job_runs.c.stage_run_id == _P("b_id")).order_by(S.job_runs.c.id)
 _JOBS_OF_STAGES = (sa.select(S.job_runs).where(S.job_runs.c.stage_run_id.in_(_P("b_ids", expanding=True)))
@@ -610,11 +617,11 @@ def _next_counter(conn: sa.Connection, pipeline: str) -> int:
         stmt = insert(pc).values(pipeline=pipeline, counter=1)
         stmt = stmt.on_conflict_do_update(index_elements=[pc.c.pipeline], set_={"counter": pc.c.counter + 1})
         return int(conn.execute(stmt.returning(pc.c.counter)).scalar_one())
-    cur = conn.execute(sa.select(pc.c.counter).where(pc.c.pipeline == pipeline).with_for_update()).scalar()
+    cur = conn.execute(_COUNTER_OF, {"b_pipeline": pipeline}).scalar()
     if cur is None:
-        conn.execute(pc.insert().values(pipeline=pipeline, counter=1))
+        conn.execute(_INSERT_COUNTER, {"pipeline": pipeline, "counter": 1})
         return 1
-    conn.execute(pc.update().where(pc.c.pipeline == pipeline).values(counter=cur + 1))
+    conn.execute(_SET_COUNTER, {"b_pipeline": pipeline, "b_counter": cur + 1})
     return int(cur) + 1
 
 
