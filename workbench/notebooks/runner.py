@@ -89,6 +89,10 @@ if "papermill.iorw" not in sys.modules:
 _import_without("papermill.iorw", _PAPERMILL_BACKENDS)
 
 import nbformat  # noqa: E402
+
+from . import schema as _schema  # noqa: E402
+
+_schema.install()
 from nbclient.exceptions import DeadKernelError  # noqa: E402
 from nbclient.util import ensure_async, run_sync  # noqa: E402
 from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
