@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from workbench import Workspace
@@ -120,7 +121,19 @@ def test_cancel_runs_on_cancel_and_marks_cancelled(tmp_path: Path) -> None:
     )),)),))
     ws = make_ws(tmp_path, p)
     engine = ws.engine()
-    threading.Timer(0.5, engine.cancel).start()
+
+    def cancel_once_the_job_runs() -> None:  # not after a fixed delay: under load the job may not run yet
+        me, end = psutil.Process(), time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                if any(c.cmdline() == ["sleep", "60"] for c in me.children(recursive=True)):
+                    break
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+        engine.cancel()
+
+    threading.Thread(target=cancel_once_the_job_runs, daemon=True).start()
     run = engine.run("p")
     engine.close()
     assert run.status == Status.CANCELLED
