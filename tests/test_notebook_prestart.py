@@ -112,33 +112,9 @@ def test_long_lived_engine_keeps_a_spare_kernel(tmp_path: Path, pool: Any) -> No
     assert wait_until(lambda: len(pool.idle_pids()) == 1)  # the next run's kernel, as before
 
 
-def test_workbench_run_cli_uses_a_prestarted_kernel_and_leaves_no_kernel(workspace: Any) -> None:
-    (workspace.root / "notebooks").mkdir()
-    shutil.copy(FIXTURES / "params.ipynb", workspace.root / "notebooks" / "params.ipynb")
-    workspace.write("nb.gocd.yaml", """
-        format_version: 10
-        pipelines:
-          nbp:
-            group: g
-            stages:
-              - s:
-                  jobs:
-                    report:
-                      tasks:
-                        - notebook: {path: notebooks/params.ipynb, parameters: {greeting: cli}}
-        """)
-    tag = uuid.uuid4().hex
-    r = workspace.cli("run", "nbp", "-q", env={"WB_TEST_TAG": tag})
-    assert r.code == 0, r.out + r.err
-    seen = json.loads((workspace.root / ".workbench" / "work" / "nbp" / "1" / "s-1" / "report" / "params.json").read_text())
-    assert seen["greeting"] == "cli" and seen["job"] == "report"
-    logs = workspace.cli("logs", "nbp/1/s/report")
-    assert "(warm," in logs.out, logs.out  # in a fresh process only the run hook can have started it
-    assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
-
-
-def test_workbench_run_cli_boots_each_first_stage_kernel_once(workspace: Any) -> None:
-    """The CLI starts the kernels from its first look at the file; the run hook then starts none more."""
+def test_workbench_run_cli_boots_each_first_stage_kernel_once_and_leaves_none(workspace: Any) -> None:
+    """The CLI starts the kernels from its first look at the file; the run hook then starts none more,
+    each job gets its own parameters on one of them, and no kernel outlives the process."""
     (workspace.root / "notebooks").mkdir()
     shutil.copy(FIXTURES / "params.ipynb", workspace.root / "notebooks" / "params.ipynb")
     workspace.write("nb.gocd.yaml", """
@@ -170,8 +146,10 @@ def test_workbench_run_cli_boots_each_first_stage_kernel_once(workspace: Any) ->
     assert proc.returncode == 0, out + err
     assert len(seen) == 2, seen  # two jobs, two kernels: none started twice, no spare
     for job in ("a", "b"):
-        assert "(warm," in workspace.cli("logs", f"nbp/1/s/{job}").out
-    assert wait_until(lambda: kernels_tagged(tag) == [], 10)
+        params = json.loads((workspace.root / ".workbench" / "work" / "nbp" / "1" / "s-1" / job / "params.json").read_text())
+        assert params["greeting"] == job and params["job"] == job
+        assert "(warm," in workspace.cli("logs", f"nbp/1/s/{job}").out  # started before the job asked
+    assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
 
 
 def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path: Path) -> None:
