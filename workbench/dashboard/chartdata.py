@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from . import charts, source
+from .livehistory import LiveHistory
 
 # the history tables the charts read, and the columns whose change means the data changed
 # (status transitions always set one of the times; counts and max(id) catch inserts and deletes)
@@ -37,7 +38,8 @@ _WATCHED = {
 }
 
 
-def _fingerprint_query() -> Any:
+def _fingerprint_query() -> tuple[Any, list[tuple[str, int]]]:
+    """The fingerprint's select, and which table each slice of its row describes."""
     from .. import features
     from ..status import ALL as STATUSES
     from ..store import schema as S
@@ -45,6 +47,7 @@ def _fingerprint_query() -> Any:
     features.load()  # feature modules define their tables
     tables = S.pipeline_runs.metadata.tables
     cols: list[Any] = []
+    layout: list[tuple[str, int]] = []
     for name, watched in _WATCHED.items():
         t = tables.get(name)
         if t is None:
@@ -61,19 +64,35 @@ def _fingerprint_query() -> Any:
                 expr = sa.func.coalesce(col, 0)
             parts.append(sa.func.coalesce(sa.func.sum(expr * i), 0))
         cols.extend(sa.select(p).select_from(t).scalar_subquery() for p in parts)
-    return sa.select(*cols)
+        layout.append((name, len(parts)))
+    return sa.select(*cols), layout
 
 
 _QUERY: Any = None
+_LAYOUT: list[tuple[str, int]] = []
 
 
 def version(store: Any) -> tuple[Any, ...]:
-    """A value that changes whenever anything the charts show changes: one aggregate query (10-40 ms at 10k runs)."""
-    global _QUERY
+    """A value that changes whenever anything the charts show changes: one aggregate query (10-40 ms at 10k runs).
+
+    Per table: row count, highest id, then a weighted sum of each watched
+    column (``status`` first, as the sum of status codes, for
+    :mod:`.livehistory`'s check); :func:`parts` splits it by table.
+    """
+    global _QUERY, _LAYOUT
     if _QUERY is None:
-        _QUERY = _fingerprint_query()
+        _QUERY, _LAYOUT = _fingerprint_query()
     with store.read() as conn:
         return tuple(conn.execute(_QUERY).one())
+
+
+def parts(v: tuple[Any, ...]) -> dict[str, tuple[Any, ...]]:
+    """``version()``'s value by table: ``{"stage_runs": (count, max_id, Σstatus, ...), ...}``."""
+    out, i = {}, 0
+    for name, n in _LAYOUT:
+        out[name] = tuple(v[i:i + n])
+        i += n
+    return out
 
 
 class _Watch:
@@ -122,6 +141,18 @@ class _Watch:
             self._seen = None
 
 
+def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if isinstance(x, pd.DataFrame) or isinstance(y, pd.DataFrame):
+            if not (isinstance(x, pd.DataFrame) and isinstance(y, pd.DataFrame) and x.shape == y.shape and x.equals(y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 class ChartSource:
     """The charts' data of one workspace, computed once per store version and period.
 
@@ -135,26 +166,64 @@ class ChartSource:
         self._lock = threading.RLock()
         self._version: tuple[Any, ...] | None = None
         self._watch = _Watch(ws.store)
+        self._live = LiveHistory(ws.store, parts)  # the frames, brought up to date by reading what changed
+        self._derived: dict[str, tuple[tuple[Any, ...], Any]] = {}  # name -> (inputs' key, table)
         self._base: Any = None  # Metrics over all history (deployments, lead times)
         self._memo: dict[tuple[Any, ...], Any] = {}
-        self.loads = 0  # how many times the frames were read (tests check the cache works)
+        self.loads = 0  # how many store versions were read (tests check the cache works)
 
     # -- the shared computation ----------------------------------------------------------
     def refresh(self) -> tuple[Any, ...]:
-        """Check the store's version; read and compute again only when it changed."""
+        """Check the store's version; read what changed and compute again only when it changed."""
         with self._lock:
             changed = self._watch.changed()  # first: a write after this look is seen by the next one
             if self._version is not None and not changed:
                 return self._version
             v = version(self.ws.store)
             if v != self._version:
-                from ..metrics import metrics_from_workspace
-
-                base = metrics_from_workspace(self.ws, jobs=False)  # the charts need no job rows
-                base.deployments, base.lead_times  # noqa: B018  (computed once here, shared by every chart)
-                self._base, self._version, self._memo = base, v, {}
+                self._live.update(v)
+                self._base, self._version, self._memo = self._compute(), v, {}
                 self.loads += 1
             return v
+
+    @property
+    def live(self) -> LiveHistory:
+        """The frames in memory (what the last refresh read: ``live.stats``)."""
+        return self._live
+
+    def _compute(self) -> Any:
+        """The whole-history Metrics, recomputing each derived table only when its inputs changed.
+
+        A new incident changes the deployments (failed changes, recovery) but
+        neither the lead times (commits, provenance and which runs deployed
+        when) nor the stage times (stages, approvals): those are kept.
+        """
+        from ..metrics import Metrics
+        from ..metrics.dora import deployments, lead_times
+        from ..metrics.model import DeployRule
+        from ..metrics.stages import stage_times
+
+        rule = DeployRule.from_config(self.ws.config)
+        live, h = self._live, self._live.history()
+        dep = self._derive("deployments", (live.generation("runs", "stages", "incidents", "marks", "rollbacks"), rule),
+                           lambda: deployments(h, rule))
+        ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at", "pipeline", "group", "environment"]]
+        ids = h.runs["run_id"]
+        runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0)
+        leads = self._derive("lead_times", (live.generation("commits", "provenance"), runs_key, ok.reset_index(drop=True)),
+                             lambda: lead_times(h, dep))
+        times = self._derive("stage_times", (live.generation("stages", "approvals"),), lambda: stage_times(h))
+        m = Metrics(h, rule)
+        m.__dict__.update(deployments=dep, lead_times=leads, stage_times=times)  # Metrics' cached properties
+        return m
+
+    def _derive(self, name: str, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        got = self._derived.get(name)
+        if got is not None and _same_key(got[0], key):
+            return got[1]
+        value = make()
+        self._derived[name] = (key, value)
+        return value
 
     def close(self) -> None:
         self._watch.close()
