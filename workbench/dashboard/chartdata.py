@@ -46,7 +46,7 @@ def _fingerprint_query() -> tuple[Any, list[tuple[str, int]]]:
 
     features.load()  # feature modules define their tables
     tables = S.pipeline_runs.metadata.tables
-    cols: list[Any] = []
+    subs: list[Any] = []
     layout: list[tuple[str, int]] = []
     for name, watched in _WATCHED.items():
         t = tables.get(name)
@@ -63,9 +63,13 @@ def _fingerprint_query() -> tuple[Any, list[tuple[str, int]]]:
             else:
                 expr = sa.func.coalesce(col, 0)
             parts.append(sa.func.coalesce(sa.func.sum(expr * i), 0))
-        cols.extend(sa.select(p).select_from(t).scalar_subquery() for p in parts)
+        # one scan per table computes all its aggregates (a scalar subquery each scanned it once per aggregate)
+        subs.append(sa.select(*(p.label(f"a{k}") for k, p in enumerate(parts))).select_from(t).subquery(f"fp_{name}"))
         layout.append((name, len(parts)))
-    return sa.select(*cols), layout
+    joined = subs[0]
+    for sq in subs[1:]:  # each is one row: joined on true, not a cartesian FROM list (SQLAlchemy warns on those)
+        joined = joined.join(sq, sa.true())
+    return sa.select(*(c for sq in subs for c in sq.c)).select_from(joined), layout
 
 
 _QUERY: Any = None
@@ -168,6 +172,7 @@ class ChartSource:
         self._watch = _Watch(ws.store)
         self._live = LiveHistory(ws.store, parts)  # the frames, brought up to date by reading what changed
         self._derived: dict[str, tuple[tuple[Any, ...], Any]] = {}  # name -> (inputs' key, table)
+        self._serial: dict[str, int] = {}  # name -> how many times it was computed
         self._base: Any = None  # Metrics over all history (deployments, lead times)
         self._memo: dict[tuple[Any, ...], Any] = {}
         self.loads = 0  # how many store versions were read (tests check the cache works)
@@ -196,33 +201,47 @@ class ChartSource:
 
         A new incident changes the deployments (failed changes, recovery) but
         neither the lead times (commits, provenance and which runs deployed
-        when) nor the stage times (stages, approvals): those are kept.
+        when) nor the stage times (stages, approvals): those are kept. A CI
+        run changes neither the deployments nor the provenance walk. Each
+        key holds what its table is computed from (``generation``: a frame's
+        content changed; ``epoch``: a table was read whole, rows may have gone).
         """
         from ..metrics import Metrics
-        from ..metrics.dora import deployments, lead_times
-        from ..metrics.model import DeployRule
+        from ..metrics.dora import deployments, lead_times, reach
+        from ..metrics.model import DeployRule, History
         from ..metrics.stages import stage_times
 
         rule = DeployRule.from_config(self.ws.config)
         live, h = self._live, self._live.history()
-        dep = self._derive("deployments", (live.generation("runs", "stages", "incidents", "marks", "rollbacks"), rule),
-                           lambda: deployments(h, rule))
+        # deployments read only the production pipelines' runs and stages: a CI run changes none of them
+        prod = list(rule.points)
+        runs = h.runs.loc[h.runs["pipeline"].isin(prod)].reset_index(drop=True)
+        stages = h.stages.loc[h.stages["pipeline"].isin(prod)].reset_index(drop=True)
+        dep = self._derive("deployments", (rule, runs, stages, live.generation("incidents", "marks", "rollbacks")),
+                           lambda: deployments(History.of(runs=runs, stages=stages, incidents=h.incidents,
+                                                          marks=h.marks, rollbacks=h.rollbacks), rule))
         ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at", "pipeline", "group", "environment"]]
+        ok = ok.reset_index(drop=True)
+        # the provenance walk depends on which runs deployed when and on the provenance, not on the commits
+        reached = self._derive("reach", (ok[["run_id", "deployed_at"]], live.generation("provenance"), live.epoch("runs")),
+                               lambda: reach(h.runs, h.provenance, dep))
         ids = h.runs["run_id"]
-        runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0)
-        leads = self._derive("lead_times", (live.generation("commits", "provenance"), runs_key, ok.reset_index(drop=True)),
-                             lambda: lead_times(h, dep))
+        runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0, live.epoch("runs"))
+        leads = self._derive("lead_times", (live.generation("commits"), runs_key, ok, self._serial["reach"]),
+                             lambda: lead_times(h, dep, reached=reached))
         times = self._derive("stage_times", (live.generation("stages", "approvals"),), lambda: stage_times(h))
         m = Metrics(h, rule)
         m.__dict__.update(deployments=dep, lead_times=leads, stage_times=times)  # Metrics' cached properties
         return m
 
     def _derive(self, name: str, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """``make()``, or the table made last time when ``key`` (what it is computed from) is the same."""
         got = self._derived.get(name)
         if got is not None and _same_key(got[0], key):
             return got[1]
         value = make()
         self._derived[name] = (key, value)
+        self._serial[name] = self._serial.get(name, 0) + 1  # a key for what is computed from this table
         return value
 
     def close(self) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -96,8 +97,11 @@ def _build(store: Any, spec: Spec, cond: Any = None) -> pd.DataFrame:
 
 def status_codes(s: pd.Series) -> int:
     """Σ status codes as the fingerprint counts them (1-based position in ``STATUSES``, 0 for others)."""
-    cat = pd.Categorical(s.astype("object"), categories=list(STATUSES))
-    return int((cat.codes.astype("int64") + 1).sum())
+    if isinstance(s.dtype, pd.CategoricalDtype) and list(s.cat.categories) == list(STATUSES):
+        codes = s.cat.codes.to_numpy()  # the frames' own dtype: no string hashing (10 ms at 50k rows)
+    else:
+        codes = pd.Categorical(s.astype("object"), categories=list(STATUSES)).codes
+    return int((codes.astype("int64") + 1).sum())
 
 
 @dataclass
@@ -105,6 +109,7 @@ class _State:
     frame: pd.DataFrame
     seen: tuple[Any, ...]  # the table's fingerprint when ``frame`` was read
     generation: int = 0  # bumped whenever the frame's content changed
+    epoch: int = 0  # bumped whenever the table was read whole again (rows may have gone)
 
 
 @dataclass
@@ -126,7 +131,12 @@ class LiveHistory:
         self.full_reads = 0  # tables read whole (the first time, and each fallback)
 
     def generation(self, *keys: str) -> tuple[int, ...]:
+        """Per table, a number that changes whenever its frame's content changed."""
         return tuple(self._state[k].generation if k in self._state else -1 for k in keys)
+
+    def epoch(self, *keys: str) -> tuple[int, ...]:
+        """Per table, a number that changes whenever it was read whole again (rows may have been deleted)."""
+        return tuple(self._state[k].epoch if k in self._state else -1 for k in keys)
 
     def frame(self, key: str) -> pd.DataFrame | None:
         st = self._state.get(key)
@@ -171,6 +181,8 @@ class LiveHistory:
                 st.frame, st.seen = frame, fp
                 if changed:
                     st.generation += 1
+                if self.stats.how[spec.key] == "full":
+                    st.epoch += 1
 
     # -- one table -------------------------------------------------------------------------------
     def _incremental(self, spec: Spec, st: _State, fp: tuple[Any, ...]) -> tuple[pd.DataFrame, bool] | None:
@@ -251,17 +263,32 @@ def _append(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def _replace(old: pd.DataFrame, new: pd.DataFrame, idc: str) -> tuple[pd.DataFrame, bool]:
-    """``old`` with the rows of ``new`` put in (by id), ordered by id; and whether anything differs."""
+    """``old`` (ordered by id) with the rows of ``new`` put in by id; and whether anything differs.
+
+    Rows already there are overwritten in place and new ids appended: no
+    50,000-row sort or filter for the handful of rows a change touches.
+    """
     if new.empty:
         return old, False
-    hit = old[idc].isin(new[idc]).to_numpy()
-    before = old.loc[hit].reset_index(drop=True)
-    if len(before) == len(new) and _same(before, new.reset_index(drop=True)):
-        return old, False  # only unchanged open rows were read again
-    out = pd.concat([old.loc[~hit], new], ignore_index=True) if len(old) else new
-    if not out[idc].is_monotonic_increasing:
-        out = out.sort_values(idc, kind="stable").reset_index(drop=True)
-    return _canon(out), True
+    if old.empty:
+        return _canon(new.reset_index(drop=True)), True
+    have = old[idc].to_numpy()
+    ids = new[idc].to_numpy()
+    pos = np.minimum(np.searchsorted(have, ids), len(have) - 1)
+    found = have[pos] == ids
+    upd, add = new.loc[found].reset_index(drop=True), new.loc[~found]
+    if len(add) and int(add[idc].min()) <= int(have[-1]):  # a row committed out of id order: merge and sort
+        out = pd.concat([old.loc[~old[idc].isin(ids)], new], ignore_index=True)
+        return _canon(out.sort_values(idc, kind="stable").reset_index(drop=True)), True
+    out, changed = old, False
+    rows = pos[found]
+    if len(upd) and not _same(old.iloc[rows].reset_index(drop=True), upd):
+        out, changed = old.copy(), True
+        for j, c in enumerate(out.columns):
+            out.iloc[rows, j] = upd[c].array
+    if len(add):
+        out, changed = pd.concat([out, add], ignore_index=True), True
+    return (_canon(out) if changed else out), changed
 
 
 __all__ = ["LiveHistory", "SLACK", "SPECS", "Spec", "status_codes"]

@@ -208,7 +208,28 @@ def ancestors(run_ids: Any, provenance: pd.DataFrame, max_depth: int = 64) -> pd
     return seen
 
 
-def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") -> pd.DataFrame:
+def reach(runs: pd.DataFrame, provenance: pd.DataFrame, dep: pd.DataFrame) -> pd.DataFrame:
+    """Per successful deployment and pipeline it descends from: the highest run counter it carries.
+
+    ``(dep, pipeline, counter, deployed_at)``, in deployment order: the
+    expensive half of :func:`lead_times` (the provenance walk), which does
+    not depend on the commits, so a caller whose deployments and provenance
+    did not change can keep it (the dashboard's ChartSource does).
+    """
+    ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at"]]
+    if not len(ok):
+        return pd.DataFrame({"dep": pd.Series(dtype="int64"), "pipeline": pd.Series(dtype="object"),
+                             "counter": pd.Series(dtype="int64"), "deployed_at": pd.Series(dtype="datetime64[ns, UTC]")})
+    runs = runs[["run_id", "pipeline", "counter"]].dropna(subset=["run_id"])
+    anc = ancestors(ok["run_id"], provenance)
+    anc = anc.merge(runs.rename(columns={"run_id": "run"}).astype({"run": "int64"}), on="run")
+    anc = anc.sort_values("counter").drop_duplicates(["dep", "pipeline"], keep="last")
+    out = anc.merge(ok.rename(columns={"run_id": "dep"}).astype({"dep": "int64"}), on="dep")
+    return out.sort_values(["deployed_at", "dep"], kind="stable")[["dep", "pipeline", "counter", "deployed_at"]]
+
+
+def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time",
+               reached: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per commit: its first successful production deployment and the lead time to it.
 
     A deployment carries the commits recorded on every run it descends from
@@ -218,7 +239,8 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") 
     it; ``counted`` is False for commits not deployed yet and for
     non-positive lead times (clock skew, rebased dates), which Four Keys
     excludes too. ``time_col`` is ``commit_time`` (committer date, falling
-    back to the author date) or ``author_time``.
+    back to the author date) or ``author_time``. ``reached`` is
+    :func:`reach` of the same history and deployments, when already known.
     """
     c = h.commits
     if c.empty:
@@ -235,21 +257,17 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time") 
     })
     first_dep = np.full(len(cc), np.nan)
     first_at = np.full(len(cc), np.datetime64("NaT"), dtype="datetime64[ns]")
-    ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at"]]
-    if len(ok):
-        anc = ancestors(ok["run_id"], h.provenance)
-        anc = anc.merge(runs.rename(columns={"run_id": "run"}).astype({"run": "int64"}), on="run")
-        anc = anc.sort_values("counter").drop_duplicates(["dep", "pipeline"], keep="last")
-        reach = anc.merge(ok.rename(columns={"run_id": "dep"}).astype({"dep": "int64"}), on="dep")
-        reach = reach.sort_values(["deployed_at", "dep"], kind="stable")
-        for pipeline, part in reach.groupby("pipeline", sort=False):
+    if reached is None:
+        reached = reach(runs, h.provenance, dep)
+    if len(reached):
+        for pipeline, part in reached.groupby("pipeline", sort=False):
             rows = (cc["pipeline"] == pipeline).to_numpy()
             if not rows.any():
                 continue
-            reached = np.maximum.accumulate(part["counter"].to_numpy(dtype="int64"))
+            highest = np.maximum.accumulate(part["counter"].to_numpy(dtype="int64"))
             k = cc.loc[rows, "counter"].to_numpy(dtype="int64")
-            idx = np.searchsorted(reached, k, side="left")
-            hit = idx < len(reached)
+            idx = np.searchsorted(highest, k, side="left")
+            hit = idx < len(highest)
             pos = np.flatnonzero(rows)[hit]
             first_dep[pos] = part["dep"].to_numpy()[idx[hit]]
             first_at[pos] = _ns(part["deployed_at"])[idx[hit]]
@@ -466,4 +484,4 @@ def four_keys(dep: pd.DataFrame, leads: pd.DataFrame, incidents: pd.DataFrame, p
 
 
 __all__ = ["ancestors", "attribute_incidents", "deployment_counts", "deployments", "four_keys", "frequency_bucket",
-           "lead_times", "summary", "UTC"]
+           "lead_times", "reach", "summary", "UTC"]
