@@ -285,11 +285,12 @@ def _changes(ws: Any, h: History, touch: Callable[[], None]) -> dict[str, Change
                 conn.execute(sa.text(
                     "INSERT INTO stage_runs (id, pipeline_run_id, name, position, counter, status, approval_type, "
                     "created_at, started_at) VALUES (:i, :r, :n, :pos, 1, :s, 'success', :t, :t)"),
-                    {"i": st + 1 + pos, "r": run + 1, "n": name, "pos": pos, "s": "running" if pos == 0 else "scheduled",
-                     "t": now})
+                    {"i": st + 1 + pos, "r": run + 1, "n": name, "pos": pos, "t": now,
+                     "s": "running" if pos == 0 else "scheduled"})
             conn.execute(sa.text(
                 "INSERT INTO commits (pipeline_run_id, material, sha, author, author_time, commit_time, message) "
-                "VALUES (:r, 'repo', :sha, 'dev', :t, :t, 'change')"), {"r": run + 1, "sha": f"{run + 1:040x}", "t": now - 60})
+                "VALUES (:r, 'repo', :sha, 'dev', :t, :t, 'change')"),
+                {"r": run + 1, "sha": f"{run + 1:040x}", "t": now - 60})
         return run + 1
 
     def finish(run: int) -> None:

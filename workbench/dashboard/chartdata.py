@@ -223,7 +223,8 @@ class ChartSource:
         ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at", "pipeline", "group", "environment"]]
         ok = ok.reset_index(drop=True)
         # the provenance walk depends on which runs deployed when and on the provenance, not on the commits
-        reached = self._derive("reach", (ok[["run_id", "deployed_at"]], live.generation("provenance"), live.epoch("runs")),
+        reach_key = (ok[["run_id", "deployed_at"]], live.generation("provenance"), live.epoch("runs"))
+        reached = self._derive("reach", reach_key,
                                lambda: reach(h.runs, h.provenance, dep))
         ids = h.runs["run_id"]
         runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0, live.epoch("runs"))

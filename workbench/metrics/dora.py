@@ -219,7 +219,8 @@ def reach(runs: pd.DataFrame, provenance: pd.DataFrame, dep: pd.DataFrame) -> pd
     ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at"]]
     if not len(ok):
         return pd.DataFrame({"dep": pd.Series(dtype="int64"), "pipeline": pd.Series(dtype="object"),
-                             "counter": pd.Series(dtype="int64"), "deployed_at": pd.Series(dtype="datetime64[ns, UTC]")})
+                             "counter": pd.Series(dtype="int64"),
+                             "deployed_at": pd.Series(dtype="datetime64[ns, UTC]")})
     runs = runs[["run_id", "pipeline", "counter"]].dropna(subset=["run_id"])
     anc = ancestors(ok["run_id"], provenance)
     anc = anc.merge(runs.rename(columns={"run_id": "run"}).astype({"run": "int64"}), on="run")
