@@ -61,6 +61,25 @@ def test_failed_job_fails_stage_and_stops_pipeline(tmp_path: Path) -> None:
     assert "broken" in Path(jr.loc["bad", "log_path"]).read_text()
 
 
+def test_a_run_cancelled_by_another_process_between_stages_starts_no_next_stage(tmp_path: Path) -> None:
+    """The driver decides the next stage from what it knows after a pass (no read of the run): the
+    stage's creation must still refuse a run that another process cancelled in between."""
+    from workbench.materials.controls import cancel_now
+
+    p = Pipeline("p", tuple(Stage(name, (Job(f"{name}-job", (sh("true"),)),)) for name in ("one", "two", "three")))
+    ws = make_ws(tmp_path, p)
+
+    def listener(event: str, **data: Any) -> None:  # from the second stage on the run was already running
+        if event == "stage_finished" and data["stage"].name == "two":  # as `workbench cancel` elsewhere would
+            cancel_now(ws, ws.store.run_detail(data["run"].id), "someone else")
+
+    with ws.engine(listener=listener) as engine:
+        run = engine.run("p")
+    assert run.status == Status.CANCELLED and run.reason == "cancelled by someone else"
+    assert list(ws.frames.stage_runs["stage"]) == ["one", "two"]
+    assert list(ws.frames.job_runs["job"]) == ["one-job", "two-job"]
+
+
 def test_run_if_and_argv_never_through_a_shell(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     p = Pipeline("p", (Stage("s", (Job("j", (

@@ -249,8 +249,10 @@ class Engine:
                     self._run_cancel.pop(run_id, None)
 
     def _drive(self, run_id: int) -> PipelineRun:
+        known: RunDetail | None = None  # the run as this driver left it after a stage it ran passed
         while True:
-            detail = self.store.run_detail(run_id, jobs=False)  # the stage rows decide; jobs are read when needed
+            # the stage rows decide; jobs are read when needed
+            detail = known if known is not None else self.store.run_detail(run_id, jobs=False)
             run = detail.run
             if run.status.finished:
                 return run
@@ -258,6 +260,10 @@ class Engine:
             latest = detail.latest_stages()
             snapshots = [StageSnapshot(s.name, s.status) for s in latest.values()]
             decision = next_step(pipeline, snapshots, manually_triggered=run.trigger == "manual")
+            if known is not None:
+                known = None
+                if not isinstance(decision, RunStage):  # only starting a stage re-checks the run in its transaction
+                    continue
             if isinstance(decision, Finish):
                 self.store.set_pipeline_status(run_id, decision.status, decision.reason)
                 run = self.store.get_pipeline_run_by_id(run_id)
@@ -292,17 +298,28 @@ class Engine:
                     stage_run, jobs = self.store.create_stage_run(
                         run_id, stage_cfg.name, decision.position, approval_type=stage_cfg.approval.type,
                         status=Status.RUNNING, jobs=wanted, expect_stage_runs=len(detail.stages),
-                        run_status=Status.RUNNING if run.status != Status.RUNNING else None,
+                        run_status=Status.RUNNING if run.status != Status.RUNNING else None, open_run=True,
                     )
                     marked = True
             except InvalidState:
-                continue  # another driver got there first; look again
+                continue  # another driver got there first, or the run was cancelled; look again
             if run.status != Status.RUNNING and not marked:
                 self.store.set_pipeline_status(run_id, Status.RUNNING)
-            self._run_stage(run, pipeline, stage_cfg, stage_run, jobs)
+            final = self._run_stage(run, pipeline, stage_cfg, stage_run, jobs)
+            if final is not None and final.status == Status.PASSED and run.status == Status.RUNNING:
+                # Decide the next step from the stage rows read before plus the stage just passed, without
+                # reading the run again (a read transaction per stage step, benchmarks/README.md): starting
+                # the next stage is a compare-and-set on the run's stage count and open status, so a rerun
+                # or cancel from another process meanwhile sends this loop back to the store; any other
+                # decision (finish, approval) is taken only after a fresh read.
+                stages = sorted([s for s in detail.stages if s.id != final.id] + [final],
+                                key=lambda s: (s.position, s.counter))
+                known = replace(detail, stages=tuple(stages), jobs={})
 
     # -- stages and jobs -----------------------------------------------------
-    def _run_stage(self, run: PipelineRun, pipeline: Pipeline, stage: Stage, stage_run: StageRun, jobs: list[Any]) -> None:
+    def _run_stage(self, run: PipelineRun, pipeline: Pipeline, stage: Stage, stage_run: StageRun,
+                   jobs: list[Any]) -> StageRun | None:
+        """Run the stage's jobs; returns the stage as recorded at its end (None: a new counter was scheduled)."""
         if not jobs:
             wanted = [(job, inst) for job in stage.jobs for inst in job_instances(job, self._agent_count(job, pipeline))]
             jobs = self.store.add_job_runs(stage_run.id, [inst for _, inst in wanted])
@@ -382,8 +399,9 @@ class Engine:
                     self.rerun(run.id, stage.name, failed_jobs=True, by=AGENT_LOST_RERUN)
                 except InvalidState:  # another driver decided first: its decision stands
                     pass
-                return
+                return None
         self.listener("stage_finished", run=run, stage=final)
+        return final
 
     def _stage_hooks(self, run: PipelineRun, stage: Stage, final: Any) -> Any:
         """The stage as the stage hooks leave it (a traffic step may fail a pass)."""

@@ -302,6 +302,7 @@ class Store:
         jobs: Sequence[tuple[str, int, int]] = (),
         expect_stage_runs: int | None = None,
         run_status: Status | None = None,
+        open_run: bool = False,
     ) -> tuple[StageRun, list[JobRun]]:
         """Insert a stage run (next counter for that stage) and its job runs at once.
 
@@ -313,6 +314,9 @@ class Store:
         stage in this one transaction instead of three. ``run_status`` sets
         the run's status in the same transaction (:meth:`set_pipeline_status`):
         the engine's first stage marks its run running without a write of its own.
+        With ``open_run`` a run that finished meanwhile (cancelled by another
+        process) raises :class:`InvalidState` too: the engine starts a next
+        stage without reading the run again after the previous one passed.
         """
         t = now()
         with self.write() as conn:
@@ -321,6 +325,8 @@ class Store:
                 seen = conn.execute(_COUNT_STAGES, {"b_id": pipeline_run_id}).scalar_one()
                 if seen != expect_stage_runs:
                     raise InvalidState("the run was advanced by another process")
+            if open_run and Status(conn.execute(_RUN_STATUS, {"b_id": pipeline_run_id}).scalar_one()) in FINISHED:
+                raise InvalidState("the run finished meanwhile")
             prev = conn.execute(_MAX_STAGE_COUNTER, {"b_id": pipeline_run_id, "b_name": name}).scalar()
             sid = conn.execute(_INSERT_STAGE, {
                 "b_id": pipeline_run_id, "b_name": name, "b_position": position, "b_counter": (prev or 0) + 1,
@@ -483,6 +489,7 @@ _INSERT_STAGE = S.stage_runs.insert().values(
     status=_P("b_status"), approval_type=_P("b_approval_type"), approved_by=_P("b_approved_by"),
     created_at=_P("b_created_at"), started_at=_P("b_started_at"))
 _INSERT_JOBS = S.job_runs.insert()
+_RUN_STATUS = sa.select(S.pipeline_runs.c.status).where(S.pipeline_runs.c.id == _P("b_id"))
 # create_pipeline_run's (the SQLite counter; PostgreSQL's is one upsert)
 _INSERT_RUN = S.pipeline_runs.insert()
 _COUNTER_OF = (sa.select(S.pipeline_counters.c.counter).where(S.pipeline_counters.c.pipeline == _P("b_pipeline"))
