@@ -63,16 +63,24 @@ class Dag:
                               f"                - exec: {{command: {json.dumps(argv[0])}, arguments: [{args}]}}"]
         return "\n".join(lines) + "\n"
 
-    def makefile(self) -> str:
-        """One phony target per job; a stage's jobs depend on the previous stage's (or the upstream's last)."""
-        out = [".PHONY: all", ""]
+    def makefile(self, stamps: Path | None = None) -> str:
+        """One phony target per job; a stage's jobs depend on the previous stage's (or the upstream's last).
+
+        With ``stamps``, each recipe runs in bash and appends ``s TARGET TIME`` and ``e TARGET TIME``
+        (``$EPOCHREALTIME``) to that file around its command: the timeline of make's steps.
+        """
+        out = [".PHONY: all", ""] + (["SHELL := /bin/bash", ""] if stamps else [])
         finals = {p: [f"{p}.s{len(st) - 1}.j{j}" for j in range(len(st[-1]))] for p, st in self.pipelines.items()}
         for name, stages in self.pipelines.items():
             before = [t for u in self.upstream.get(name, ()) for t in finals[u]]
             for si, stage in enumerate(stages):
                 targets = [f"{name}.s{si}.j{ji}" for ji in range(len(stage))]
                 for t, argv in zip(targets, stage):
-                    out += [f".PHONY: {t}", f"{t}: {' '.join(before)}".rstrip(), f"\t@{shlex.join(argv)}", ""]
+                    cmd = shlex.join(argv)
+                    if stamps:
+                        log = shlex.quote(str(stamps))
+                        cmd = f'echo "s $@ $$EPOCHREALTIME" >> {log}; {cmd}; echo "e $@ $$EPOCHREALTIME" >> {log}'
+                    out += [f".PHONY: {t}", f"{t}: {' '.join(before)}".rstrip(), f"\t@{cmd}", ""]
                 before = targets
         out.insert(1, "all: " + " ".join(t for ts in finals.values() for t in ts))
         return "\n".join(out) + "\n"

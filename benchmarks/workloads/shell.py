@@ -30,8 +30,7 @@ def ours(dag: Dag, repeat: int, *, parallel: int | None = None) -> dict[str, Any
 
     parallel = parallel or nproc()
     samples: list[float] = []
-    steps: list[float] = []
-    stage_gaps: list[float] = []
+    lat: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
     for i in range(repeat + 1):  # the first is a warm-up (imports, page cache, features)
         root = Path(tempfile.mkdtemp(prefix="wb-bench-"))
         try:
@@ -59,33 +58,67 @@ def ours(dag: Dag, repeat: int, *, parallel: int | None = None) -> dict[str, Any
                 raise RuntimeError(f"expected {len(dag.pipelines)} passed runs, got {runs[['pipeline', 'status']]}")
             if i:
                 samples.append(wall)
-                s, g = latencies(ws, dag)
-                steps += s
-                stage_gaps += g
+                jobs = ws.frames.job_runs
+                for k, v in latencies(_records(jobs), dag, parallel).items():
+                    lat[k] += v
             ws.close()
         finally:
             shutil.rmtree(root, ignore_errors=True)
-    return {"wall": med(samples), "samples": samples, "steps": steps, "stage_gaps": stage_gaps}
+    return {"wall": med(samples), "samples": samples, **lat}
 
 
-def latencies(ws: Any, dag: Dag) -> tuple[list[float], list[float]]:
-    """From the store: upstream-to-downstream steps (last upstream job end → first downstream job start)
-    and stage-to-stage steps inside a pipeline (last job end → first job start of the next stage)."""
-    jobs = ws.frames.job_runs
-    sr = ws.frames.stage_runs
-    first = jobs.groupby("pipeline")["started_at"].min()
-    last = jobs.groupby("pipeline")["finished_at"].max()
-    steps = []
+def _records(jobs: Any) -> list[tuple[str, str, float, float]]:
+    """(pipeline, stage, started, finished) of every job run in the store, in seconds."""
+    return [(p, s, a.timestamp(), b.timestamp())
+            for p, s, a, b in zip(jobs["pipeline"], jobs["stage"], jobs["started_at"], jobs["finished_at"])]
+
+
+def latencies(jobs: list[tuple[str, str, float, float]], dag: Dag, slots: int) -> dict[str, list[float]]:
+    """Upstream-to-downstream steps (last upstream job end → first downstream job start) and
+    stage-to-stage steps inside a pipeline (last job end → first job start of the next stage),
+    from the jobs' recorded start and end; each also with its *slot wait*, the part of the step
+    during which every one of the ``slots`` job slots was held by another job (which no scheduler
+    with that many slots could have avoided: benchmarks/README.md), and the step without it."""
+    start: dict[tuple[str, str], float] = {}
+    end: dict[tuple[str, str], float] = {}
+    for p, s, a, b in jobs:
+        start[(p, s)] = min(start.get((p, s), a), a)
+        end[(p, s)] = max(end.get((p, s), b), b)
+    busy = [(a, b) for _, _, a, b in jobs]
+    out: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
+
+    def add(kind: str, t0: float, t1: float) -> None:
+        wait = slot_wait(busy, t0, t1, slots)
+        out[kind].append(t1 - t0)
+        out[f"{kind}_wait"].append(wait)
+        out[f"{kind}_engine"].append(t1 - t0 - wait)
+
     for p, ups in dag.upstream.items():
         if ups:
-            steps.append((first[p] - max(last[u] for u in ups)).total_seconds())
-    gaps = []
-    per_stage = jobs.groupby(["pipeline", "stage"]).agg(start=("started_at", "min"), end=("finished_at", "max"))
-    for p, g in sr.sort_values("position").groupby("pipeline"):
-        names = list(g["stage"])
-        for a, b in zip(names, names[1:]):
-            gaps.append((per_stage.loc[(p, b), "start"] - per_stage.loc[(p, a), "end"]).total_seconds())
-    return steps, gaps
+            add("steps", max(end[(u, f"s{len(dag.pipelines[u]) - 1}")] for u in ups), start[(p, "s0")])
+    for p, stages in dag.pipelines.items():
+        for i in range(1, len(stages)):
+            add("stage_gaps", end[(p, f"s{i - 1}")], start[(p, f"s{i}")])
+    return out
+
+
+STEP_KEYS = ("steps", "steps_wait", "steps_engine", "stage_gaps", "stage_gaps_wait", "stage_gaps_engine")
+
+
+def slot_wait(busy: list[tuple[float, float]], t0: float, t1: float, slots: int) -> float:
+    """Seconds of [t0, t1] during which at least ``slots`` of the ``busy`` intervals overlap.
+
+    The step's own jobs cannot be among them: the previous stage's all ended by
+    t0, the next stage's first started at t1.
+    """
+    edges = sorted([(max(a, t0), 1) for a, b in busy if a < t1 and b > t0] +
+                   [(min(b, t1), -1) for a, b in busy if a < t1 and b > t0])
+    held, last, total = 0, t0, 0.0
+    for t, d in edges:
+        if held >= slots:
+            total += t - last
+        held, last = held + d, t
+    return total
 
 
 def make(dag: Dag, repeat: int, *, parallel: int | None = None) -> float:
@@ -97,6 +130,37 @@ def make(dag: Dag, repeat: int, *, parallel: int | None = None) -> float:
         argv = ["make", "-s", f"-j{parallel}", "-C", str(root), "all"]
         subprocess.run(argv, check=True)  # warm-up
         return med(timed(lambda: subprocess.run(argv, check=True)) for _ in range(repeat))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def make_latencies(dag: Dag, repeat: int, *, parallel: int | None = None) -> dict[str, list[float]]:
+    """:func:`latencies` of ``make -j N`` on the same DAG, from a timestamped copy of its Makefile.
+
+    Each recipe runs in bash and appends ``$EPOCHREALTIME`` before and after
+    its command (builtins: no extra process); so make's step here includes a
+    bash start (~1 ms) that the plain ``make`` baseline does not pay.
+    """
+    parallel = parallel or nproc()
+    root = Path(tempfile.mkdtemp(prefix="wb-bench-make-"))
+    out: dict[str, list[float]] = {k: [] for k in STEP_KEYS}
+    try:
+        log = root / "times"
+        (root / "Makefile").write_text(dag.makefile(stamps=log))
+        argv = ["make", "-s", f"-j{parallel}", "-C", str(root), "all"]
+        for i in range(repeat + 1):  # the first is a warm-up
+            log.write_text("")
+            subprocess.run(argv, check=True)
+            marks: dict[str, dict[str, float]] = {}
+            for line in log.read_text().split("\n"):
+                if line:
+                    kind, target, t = line.split()
+                    marks.setdefault(target, {})[kind] = float(t)
+            jobs = [(*target.split(".")[:2], m["s"], m["e"]) for target, m in marks.items()]
+            if i:
+                for k, v in latencies(jobs, dag, parallel).items():  # type: ignore[arg-type]
+                    out[k] += v
+        return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
