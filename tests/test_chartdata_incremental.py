@@ -152,6 +152,7 @@ def test_every_kind_of_change_gives_the_data_of_a_full_read(shop: Any) -> None:
         _check(cs, ws)
         how = _how(cs)
         assert how["incidents"] == "full" and how["runs"] == "skip" and how["stages"] == "skip", how
+        assert cs.derived == {"deployments": "made", "reach": "kept", "lead_times": "kept", "stage_times": "kept"}
         assert bool(cs.metrics().deployments.set_index("counter").loc[1, "failed_change"])
         resolve_incident(ws, inc.id, user="alice")
         _check(cs, ws)
@@ -159,6 +160,20 @@ def test_every_kind_of_change_gives_the_data_of_a_full_read(shop: Any) -> None:
         mark_hotfix(ws, "release/2", incident=inc.id, user="alice")
         _check(cs, ws)
         assert _how(cs)["marks"] == "full"
+
+        # a third release, deployed: the provenance walk goes from the new deployment only
+        ws.repo.commit({"a.txt": "3"}, "third change")
+        assert ws.run("app").status == Status.PASSED
+        ws.run("release")
+        for step in (5, 25):
+            approve(ws, f"release/3/install_shop_{step}", user="alice", comment="ok", drive=True)
+        _check(cs, ws)
+        approve(ws, "release/3/install_shop_100", user="alice", comment="ok", drive=True)
+        _check(cs, ws)
+        assert cs.derived["reach"] == "updated" and cs.derived["lead_times"] == "made", cs.derived
+        assert list(cs.metrics().deployments["counter"]) == [1, 2, 3]
+        leads = cs.metrics().lead_times.set_index("sha")
+        assert leads.loc[ws.repo.head, "deployment_run_id"] == ws.store.get_pipeline_run("release", 3).id
 
         # a stage rerun of an old run: a new stage row, and the old, finished run row changes
         old = ws.store.get_pipeline_run("app", 1)

@@ -16,13 +16,15 @@ Nothing here draws: :mod:`.charts` turns the data into figures.
 from __future__ import annotations
 
 import threading
+from functools import cached_property
 from typing import Any, Callable
 
 import pandas as pd
 import sqlalchemy as sa
 
+from ..metrics import Metrics
 from . import charts, source
-from .livehistory import LiveHistory
+from .livehistory import SPECS, LiveHistory
 
 # the history tables the charts read, and the columns whose change means the data changed
 # (status transitions always set one of the times; counts and max(id) catch inserts and deletes)
@@ -145,6 +147,29 @@ class _Watch:
             self._seen = None
 
 
+class _Shared(Metrics):
+    """Metrics whose deployments, lead times and stage times come from a ChartSource's cache, each on first use."""
+
+    def __init__(self, source: "ChartSource", history: Any, rule: Any, keys: dict[str, tuple[int, int]], *,
+                 since: Any = None, base: "_Shared | None" = None) -> None:
+        super().__init__(history, rule, since=since)
+        self.source, self.keys, self.base = source, keys, base
+
+    @cached_property
+    def deployments(self) -> pd.DataFrame:
+        return self.base.deployments if self.base is not None else self.source._deployments(self)
+
+    @cached_property
+    def lead_times(self) -> pd.DataFrame:
+        return self.base.lead_times if self.base is not None else self.source._lead_times(self)
+
+    @cached_property
+    def stage_times(self) -> pd.DataFrame:
+        if self.base is not None:  # the period's stage runs only
+            return Metrics.stage_times.func(self)  # type: ignore[attr-defined]
+        return self.source._stage_times(self)
+
+
 def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     if len(a) != len(b):
         return False
@@ -173,6 +198,7 @@ class ChartSource:
         self._live = LiveHistory(ws.store, parts)  # the frames, brought up to date by reading what changed
         self._derived: dict[str, tuple[tuple[Any, ...], Any]] = {}  # name -> (inputs' key, table)
         self._serial: dict[str, int] = {}  # name -> how many times it was computed
+        self.derived: dict[str, str] = {}  # name -> kept, updated or made, the last time it was asked
         self._base: Any = None  # Metrics over all history (deployments, lead times)
         self._memo: dict[tuple[Any, ...], Any] = {}
         self.loads = 0  # how many store versions were read (tests check the cache works)
@@ -197,50 +223,87 @@ class ChartSource:
         return self._live
 
     def _compute(self) -> Any:
-        """The whole-history Metrics, recomputing each derived table only when its inputs changed.
+        """This version's whole-history Metrics; its deployments, lead times and stage times come on first use.
 
-        A new incident changes the deployments (failed changes, recovery) but
-        neither the lead times (commits, provenance and which runs deployed
-        when) nor the stage times (stages, approvals): those are kept. A CI
-        run changes neither the deployments nor the provenance walk. Each
-        key holds what its table is computed from (``generation``: a frame's
-        content changed; ``epoch``: a table was read whole, rows may have gone).
+        Each chart computes only what it shows (the stage durations need no
+        lead times), and each derived table is computed again only when what
+        it is computed from changed: a new incident changes the deployments
+        but neither the lead times nor the stage times; a CI run changes
+        neither the deployments nor the provenance walk. ``keys`` is the
+        frames' state at this version (``generation``: the content changed;
+        ``epoch``: read whole, rows may have gone), so a Metrics of an older
+        version asked late never files its tables under a newer key.
         """
-        from ..metrics import Metrics
-        from ..metrics.dora import deployments, lead_times, reach
-        from ..metrics.model import DeployRule, History
-        from ..metrics.stages import stage_times
+        from ..metrics.model import DeployRule
 
         rule = DeployRule.from_config(self.ws.config)
-        live, h = self._live, self._live.history()
-        # deployments read only the production pipelines' runs and stages: a CI run changes none of them
-        prod = list(rule.points)
-        runs = h.runs.loc[h.runs["pipeline"].isin(prod)].reset_index(drop=True)
-        stages = h.stages.loc[h.stages["pipeline"].isin(prod)].reset_index(drop=True)
-        dep = self._derive("deployments", (rule, runs, stages, live.generation("incidents", "marks", "rollbacks")),
-                           lambda: deployments(History.of(runs=runs, stages=stages, incidents=h.incidents,
-                                                          marks=h.marks, rollbacks=h.rollbacks), rule))
-        ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at", "pipeline", "group", "environment"]]
-        ok = ok.reset_index(drop=True)
-        # the provenance walk depends on which runs deployed when and on the provenance, not on the commits
-        reach_key = (ok[["run_id", "deployed_at"]], live.generation("provenance"), live.epoch("runs"))
-        reached = self._derive("reach", reach_key,
-                               lambda: reach(h.runs, h.provenance, dep))
-        ids = h.runs["run_id"]
-        runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0, live.epoch("runs"))
-        leads = self._derive("lead_times", (live.generation("commits"), runs_key, ok, self._serial["reach"]),
-                             lambda: lead_times(h, dep, reached=reached))
-        times = self._derive("stage_times", (live.generation("stages", "approvals"),), lambda: stage_times(h))
-        m = Metrics(h, rule)
-        m.__dict__.update(deployments=dep, lead_times=leads, stage_times=times)  # Metrics' cached properties
-        return m
+        live = self._live
+        keys = {s.key: (live.generation(s.key), live.epoch(s.key)) for s in SPECS}
+        return _Shared(self, live.history(), rule, keys)
 
-    def _derive(self, name: str, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-        """``make()``, or the table made last time when ``key`` (what it is computed from) is the same."""
+    def _deployments(self, m: "_Shared") -> pd.DataFrame:
+        from ..metrics.dora import deployments
+        from ..metrics.model import History
+
+        h, rule, keys = m.history, m.rule, m.keys
+        with self._lock:
+            # deployments read only the production pipelines' runs and stages: a CI run changes none of them
+            prod = list(rule.points)
+            runs = h.runs.loc[h.runs["pipeline"].isin(prod)].reset_index(drop=True)
+            stages = h.stages.loc[h.stages["pipeline"].isin(prod)].reset_index(drop=True)
+            key = (rule, runs, stages, keys["incidents"], keys["marks"], keys["rollbacks"])
+            return self._derive("deployments", key, lambda: deployments(History.of(
+                runs=runs, stages=stages, incidents=h.incidents, marks=h.marks, rollbacks=h.rollbacks), rule))
+
+    def _lead_times(self, m: "_Shared") -> pd.DataFrame:
+        from ..metrics.dora import lead_times, reach
+
+        h, keys, dep = m.history, m.keys, m.deployments
+        with self._lock:
+            ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at", "pipeline", "group", "environment"]]
+            ok = ok.reset_index(drop=True)
+            # the provenance walk depends on which runs deployed when and on the provenance, not on the commits
+            okk = ok[["run_id", "deployed_at"]]
+
+            def more(old_key: tuple[Any, ...], old: pd.DataFrame) -> pd.DataFrame | None:
+                """Same provenance and runs, deployments added: walk from the new ones only (each walk is its own)."""
+                if not _same_key(old_key[1:], (keys["provenance"], keys["runs"][1])):
+                    return None
+                both = okk.merge(old_key[0], on=["run_id", "deployed_at"], how="left", indicator=True)
+                new = both.loc[both["_merge"] == "left_only", "run_id"]
+                kept = old.loc[old["dep"].isin(both.loc[both["_merge"] == "both", "run_id"])]
+                walked = reach(h.runs, h.provenance, dep.loc[dep["run_id"].isin(new)])
+                return pd.concat([kept, walked]).sort_values(["deployed_at", "dep"], kind="stable")
+
+            reached = self._derive("reach", (okk, keys["provenance"], keys["runs"][1]),
+                                   lambda: reach(h.runs, h.provenance, dep), more)
+            ids = h.runs["run_id"]
+            runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0, keys["runs"][1])
+            return self._derive("lead_times", (keys["commits"], runs_key, ok, self._serial["reach"]),
+                                lambda: lead_times(h, dep, reached=reached))
+
+    def _stage_times(self, m: "_Shared") -> pd.DataFrame:
+        from ..metrics.stages import stage_times
+
+        with self._lock:
+            return self._derive("stage_times", (m.keys["stages"], m.keys["approvals"]), lambda: stage_times(m.history))
+
+    def _derive(self, name: str, key: tuple[Any, ...], make: Callable[[], Any],
+                update: Callable[[tuple[Any, ...], Any], Any] | None = None) -> Any:
+        """``make()``, or the table made last time when ``key`` (what it is computed from) is the same.
+
+        ``update(old_key, old_table)`` may bring the old table up to date
+        for less than ``make()`` costs, or return None.
+        """
         got = self._derived.get(name)
         if got is not None and _same_key(got[0], key):
+            self.derived[name] = "kept"
             return got[1]
-        value = make()
+        value = update(*got) if got is not None and update is not None else None
+        self.derived[name] = "updated"
+        if value is None:
+            value = make()
+            self.derived[name] = "made"
         self._derived[name] = (key, value)
         self._serial[name] = self._serial.get(name, 0) + 1  # a key for what is computed from this table
         return value
@@ -250,23 +313,19 @@ class ChartSource:
 
     def metrics(self, days: int = 0) -> Any:
         """The :class:`~workbench.metrics.Metrics` of the period, sharing the version's deployments and lead times."""
-        from ..metrics import Metrics
-
         self.refresh()
         since = None
         if days:
             # to the minute: "last 7 days" asked twice in a minute is the same period (and cache entry)
             since = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=days)).floor("min")
-        return self._get(("metrics", since), lambda: self._period_metrics(Metrics, since))
+        return self._get(("metrics", since), lambda: self._period_metrics(since))
 
-    def _period_metrics(self, cls: Any, since: Any) -> Any:
+    def _period_metrics(self, since: Any) -> Any:
         base = self._base
         if since is None:
             return base
-        m = cls(base.history, base.rule, since=since)
-        m.__dict__["deployments"] = base.deployments  # both cover the whole history (recoveries cross periods)
-        m.__dict__["lead_times"] = base.lead_times
-        return m
+        # both cover the whole history (recoveries cross periods): the period's share the base's, on first use
+        return _Shared(self, base.history, base.rule, base.keys, since=since, base=base)
 
     def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         with self._lock:
