@@ -596,3 +596,23 @@ def test_the_shipped_sample_history_has_every_metric():
     # the example's production environment: the rollout, and db and batch deploying themselves
     assert m.rule.points == {"prod_deploy": ("install_prod_100",), "db": ("deploy_prod",), "batch": ("deploy_prod",)}
     assert m.stage_summary.loc[("prod_deploy", "install_prod_25"), "approval_wait_median"] > pd.Timedelta(minutes=20)
+
+
+def test_ancestors_of_a_few_runs_walked_in_python_equal_the_merge_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new deployment's walk (a few start runs) takes the Python path; it must find what the merges find."""
+    import numpy as np
+
+    from workbench.metrics import dora
+
+    rng = np.random.default_rng(3)
+    ups = rng.integers(1, 400, 900)
+    prov = pd.DataFrame({"upstream_run_id": ups, "downstream_run_id": ups + rng.integers(1, 40, 900)})
+    starts = [399, 420, 250, 5]
+
+    def pairs(depth: int) -> set[tuple[int, int]]:
+        return set(map(tuple, dora.ancestors(starts, prov, max_depth=depth)[["dep", "run"]].to_numpy().tolist()))
+
+    fast = {d: pairs(d) for d in (1, 3, 64)}
+    monkeypatch.setattr(dora, "_FEW", 0)  # every walk through the merges
+    assert fast == {d: pairs(d) for d in (1, 3, 64)}
+    assert len(fast[1]) < len(fast[3]) < len(fast[64])  # the depth limit matters in this graph, and is the same

@@ -16,6 +16,7 @@ Nothing here draws: :mod:`.charts` turns the data into figures.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from functools import cached_property
 from typing import Any, Callable
 
@@ -243,7 +244,6 @@ class ChartSource:
 
     def _deployments(self, m: "_Shared") -> pd.DataFrame:
         from ..metrics.dora import deployments
-        from ..metrics.model import History
 
         h, rule, keys = m.history, m.rule, m.keys
         with self._lock:
@@ -252,8 +252,7 @@ class ChartSource:
             runs = h.runs.loc[h.runs["pipeline"].isin(prod)].reset_index(drop=True)
             stages = h.stages.loc[h.stages["pipeline"].isin(prod)].reset_index(drop=True)
             key = (rule, runs, stages, keys["incidents"], keys["marks"], keys["rollbacks"])
-            return self._derive("deployments", key, lambda: deployments(History.of(
-                runs=runs, stages=stages, incidents=h.incidents, marks=h.marks, rollbacks=h.rollbacks), rule))
+            return self._derive("deployments", key, lambda: deployments(replace(h, runs=runs, stages=stages), rule))
 
     def _lead_times(self, m: "_Shared") -> pd.DataFrame:
         from ..metrics.dora import lead_times, reach

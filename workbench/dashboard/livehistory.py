@@ -7,12 +7,13 @@ that have not changed. :class:`LiveHistory` keeps the frames read last time
 and, per table, reads only:
 
 * **runs and stages** (rows change while a run progresses, and again when an
-  old run's stage is rerun): rows with a new id, rows open in memory or in
-  the store (not finished, or no finish time), and rows with a time at or
-  after the watermark (the latest time read last time, less :data:`SLACK`
-  for writers' clock skew). Every write to an existing row either sets one
-  of its times to "now" or leaves it unfinished, so these are all the rows
-  that can differ. The merged frame is then checked against the store's
+  old run's stage is rerun): rows with a new id, rows open when last read,
+  and rows unfinished in the store or finished at or after the watermark
+  (the latest time read last time, less :data:`SLACK` for writers' clock
+  skew). The workbench's writes to an existing row either leave it
+  unfinished (start, wait, rerun) or finish it "now" (pass, fail, cancel,
+  reject, roll back), so these are all the rows that can differ. The
+  merged frame is then checked against the store's
   fingerprint (row count, highest id, sum of status codes); anything that
   does not add up — a deletion, a status change the rule did not foresee, a
   write racing the read — makes that table read whole again.
@@ -30,19 +31,20 @@ change.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ..metrics.model import ALIASES, COLUMNS, DeployRule, History
+from ..metrics.model import ALIASES, COLUMNS, History, normalize
 from ..status import ALL as STATUSES
 from ..status import ACTIVE
 from ..store.frames import EXTRA_FRAMES, Frames
 
 SLACK = 60.0  # seconds: a writer whose clock is behind by less than this is still seen by the watermark
+_NEVER = 1e18  # an unfinished row's finish time, as far as the watermark is concerned
 MAX_OPEN = 2000  # open rows re-read by id; more than that (a stuck store) and a whole read is as cheap
 
 
@@ -127,6 +129,7 @@ class LiveHistory:
         self.store = store
         self._parts = parts
         self._state: dict[str, _State] = {}
+        self._normal: dict[str, tuple[Any, pd.DataFrame]] = {}  # History field -> (frame's tag, normalized)
         self.stats = Stats()
         self.full_reads = 0  # tables read whole (the first time, and each fallback)
 
@@ -143,7 +146,17 @@ class LiveHistory:
         return None if st is None else st.frame
 
     def history(self) -> History:
-        return History.of(**{k: st.frame for k, st in self._state.items()})
+        """The frames as a :class:`History` (normalized once per content: 10 ms saved per version)."""
+        frames = {}
+        for f in fields(History):
+            st = self._state.get(f.name)
+            tag = (st.generation, st.epoch, id(st.frame)) if st is not None else None
+            got = self._normal.get(f.name)
+            if got is None or got[0] != tag:
+                got = (tag, normalize(f.name, st.frame if st is not None else None))
+                self._normal[f.name] = got
+            frames[f.name] = got[1]
+        return History(**frames)
 
     def update(self, version: tuple[Any, ...]) -> None:
         """Bring every frame up to the store as ``version`` (the fingerprint just taken) describes it."""
@@ -217,11 +230,12 @@ class LiveHistory:
         mark = times.max().max()
         since = (mark.timestamp() - SLACK) if not pd.isna(mark) else 0.0
         top, seen_top = int(fp[1]), int(st.seen[1])
+        # new rows, rows unfinished now or finished since the watermark, rows open when last read. Nothing
+        # else: a started row is unfinished or finished since; a row created since has a new id (or, committed
+        # out of id order, fails the count check). One predicate per kind: the scan costs per predicate.
         cond = sa.or_(
             t.c.id > seen_top,
-            t.c.finished_at.is_(None),
-            t.c.status.in_([s.value for s in ACTIVE]),
-            t.c.created_at >= since, t.c.started_at >= since, t.c.finished_at >= since,
+            sa.func.coalesce(t.c.finished_at, _NEVER) >= since,
             *([t.c.id.in_(open_ids)] if open_ids else []),
         )
         new = _build(self.store, spec, sa.and_(t.c.id <= top, cond))
@@ -282,10 +296,13 @@ def _replace(old: pd.DataFrame, new: pd.DataFrame, idc: str) -> tuple[pd.DataFra
         return _canon(out.sort_values(idc, kind="stable").reset_index(drop=True)), True
     out, changed = old, False
     rows = pos[found]
-    if len(upd) and not _same(old.iloc[rows].reset_index(drop=True), upd):
-        out, changed = old.copy(), True
-        for j, c in enumerate(out.columns):
-            out.iloc[rows, j] = upd[c].array
+    if len(upd):
+        before = old.iloc[rows].reset_index(drop=True)
+        cols = [j for j, c in enumerate(old.columns) if not before[c].equals(upd[c])]
+        if cols:  # only the columns that changed (a status and a time, typically): ~1 ms per column assigned
+            out, changed = old.copy(), True
+            for j in cols:
+                out.iloc[rows, j] = upd[old.columns[j]].array
     if len(add):
         out, changed = pd.concat([out, add], ignore_index=True), True
     return (_canon(out) if changed else out), changed
