@@ -43,8 +43,11 @@ def _empty(columns: list[str]) -> pd.DataFrame:
 
 def _fill_from(values: pd.Series, keys: pd.Series, mapping: dict[str, str]) -> pd.Series:
     """``values`` with gaps filled from ``mapping[key]`` (config facts for old runs)."""
-    base = values.astype("object")
-    return base.where(base.notna() & (base.astype(str) != ""), keys.astype(str).map(mapping)).astype("object")
+    arr = values.to_numpy(dtype=object, na_value=None).copy()
+    missing = pd.isna(arr) | (arr == "")
+    if missing.any():  # only those are looked up (the Series round trips cost 10 ms per deployments table)
+        arr[missing] = [mapping.get(str(k), np.nan) for k in keys.to_numpy(dtype=object)[missing]]
+    return pd.Series(arr, index=values.index, dtype="object")
 
 
 def deployments(h: History, rule: DeployRule) -> pd.DataFrame:
@@ -164,12 +167,20 @@ def _interventions(h: History, dep: pd.DataFrame) -> pd.DataFrame:
                             | (dep["incidents"] > 0))
     # when service came back: the first of rollback, hotfix, next good deployment (failed runs)...
     nxt = pd.Series(pd.NaT, index=dep.index, dtype="datetime64[ns, UTC]")
-    if failed_run.any():
-        good = dep.loc[dep["outcome"] == "succeeded", ["pipeline", "at"]].rename(columns={"at": "next_at"})
-        left = dep.loc[failed_run, ["pipeline", "at"]].reset_index().sort_values("at")
-        m = pd.merge_asof(left, good.sort_values("next_at"), left_on="at", right_on="next_at", by="pipeline",
-                          direction="forward", allow_exact_matches=False)
-        nxt.loc[m["index"].to_numpy()] = _utc(_ns(m["next_at"]))
+    if failed_run.any():  # per pipeline, the first good deployment strictly after (a searchsorted per pipeline)
+        at = _ns(dep["at"])
+        pipes = dep["pipeline"].to_numpy(dtype=object)
+        good = (dep["outcome"] == "succeeded").to_numpy()
+        bad = failed_run.to_numpy()
+        after = np.full(len(dep), np.datetime64("NaT"), dtype="datetime64[ns]")
+        for p in pd.unique(pipes[bad]):
+            mine = pipes == p
+            times = np.sort(at[good & mine])
+            rows = np.flatnonzero(bad & mine)
+            i = np.searchsorted(times, at[rows], side="right")
+            hit = i < len(times)
+            after[rows[hit]] = times[i[hit]]
+        nxt = pd.Series(_utc(after), index=dep.index)
     cand = pd.concat([dep["rolled_back_at"], _lookup(rid, fixed_at).astype("datetime64[ns, UTC]"), nxt], axis=1)
     restored = cand.min(axis=1)
     # ...failing those, when its last incident was resolved (none while one is open)
