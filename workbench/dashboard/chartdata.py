@@ -1,15 +1,18 @@
-"""Every chart's data from one computation per store version.
+"""Every chart's data from one computation per store version, brought up to date by what changed.
 
 The dashboard's charts (lead time, deployment frequency, change fail rate,
 recovery time, rework rate, stage durations) all derive from the same three
 tables — deployments, lead times per commit, stage times — and those derive
-from the same history frames. Reading the frames is the dominant cost (a
-SQLite fetch of 50,000 stage runs alone is 0.2-0.3 s on a busy 2-core box),
-so :class:`ChartSource` reads them and computes the metrics once per
-**store version** (:func:`version`: one aggregate query over the history
-tables), and every chart's data after that is a filter and a group-by over
-tables already in memory: a few milliseconds. The Gantt reads one run's rows
-(the store's ``run_detail``); the value stream walks the cached provenance.
+from the same history frames. Reading the frames whole is the dominant cost
+(a SQLite fetch of 50,000 stage runs alone is 0.2-0.4 s on a busy 2-core
+box), so :class:`ChartSource` keeps them (:mod:`.livehistory`) and, when
+the **store version** changes (:func:`version`: one aggregate query over the
+history tables), reads only the rows that changed. Each derived table is
+computed on first use and again only when what it is computed from changed
+(a new incident leaves the lead times and stage times alone); every chart's
+data is then a filter and a group-by over tables in memory, memoized per
+period and bucket. The Gantt reads one run's rows (the store's
+``run_detail``); the value stream walks the cached provenance.
 
 Nothing here draws: :mod:`.charts` turns the data into figures.
 """
