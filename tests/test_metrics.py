@@ -616,3 +616,27 @@ def test_ancestors_of_a_few_runs_walked_in_python_equal_the_merge_walk(monkeypat
     monkeypatch.setattr(dora, "_FEW", 0)  # every walk through the merges
     assert fast == {d: pairs(d) for d in (1, 3, 64)}
     assert len(fast[1]) < len(fast[3]) < len(fast[64])  # the depth limit matters in this graph, and is the same
+
+
+def test_reach_of_a_few_new_deployments_equals_the_whole_walk() -> None:
+    """ChartSource walks the provenance from new deployments only (reach_few); the lead times must not change."""
+    import sys
+    from pathlib import Path
+
+    from workbench.metrics import dora
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_metrics import synthetic
+
+    h, rule = synthetic(20000, seed=11)
+    dep = dora.deployments(h, rule)
+    whole = dora.reach(h.runs, h.provenance, dep)
+    ok = dep.loc[dep["outcome"] == "succeeded"]
+    old, new = dep.loc[~dep["run_id"].isin(ok["run_id"].tail(3))], dep.loc[dep["run_id"].isin(ok["run_id"].tail(3))]
+    few = dora.reach_few(h.runs, dora.parents_of(h.provenance), new)
+    glued = pd.concat([dora.reach(h.runs, h.provenance, old), few])
+    key = ["dep", "pipeline"]
+    pd.testing.assert_frame_equal(glued.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True))
+    assert len(few) >= 3 and set(few["dep"]) == set(ok["run_id"].tail(3))
+    pd.testing.assert_frame_equal(dora.lead_times(h, dep, reached=glued), dora.lead_times(h, dep))

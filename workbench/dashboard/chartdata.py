@@ -258,7 +258,7 @@ class ChartSource:
             return self._derive("deployments", key, lambda: deployments(replace(h, runs=runs, stages=stages), rule))
 
     def _lead_times(self, m: "_Shared") -> pd.DataFrame:
-        from ..metrics.dora import lead_times, reach
+        from ..metrics.dora import lead_times, reach, reach_few
 
         h, keys, dep = m.history, m.keys, m.deployments
         with self._lock:
@@ -271,11 +271,19 @@ class ChartSource:
                 """Same provenance and runs, deployments added: walk from the new ones only (each walk is its own)."""
                 if not _same_key(old_key[1:], (keys["provenance"], keys["runs"][1])):
                     return None
-                both = okk.merge(old_key[0], on=["run_id", "deployed_at"], how="left", indicator=True)
-                new = both.loc[both["_merge"] == "left_only", "run_id"]
-                kept = old.loc[old["dep"].isin(both.loc[both["_merge"] == "both", "run_id"])]
-                walked = reach(h.runs, h.provenance, dep.loc[dep["run_id"].isin(new)])
-                return pd.concat([kept, walked]).sort_values(["deployed_at", "dep"], kind="stable")
+                before = dict(zip(old_key[0]["run_id"].tolist(), old_key[0]["deployed_at"].tolist()))
+                now = dict(zip(okk["run_id"].tolist(), okk["deployed_at"].tolist()))
+                new = [r for r, t in now.items() if before.get(r) != t]
+                gone = [r for r, t in before.items() if now.get(r) != t]
+                if len(new) > 64:
+                    return None  # many: one walk of them all costs the same
+                kept = old.loc[~old["dep"].isin(gone)] if gone else old
+                if not new:
+                    return kept
+                walked = reach_few(h.runs, self._parents(h, keys["provenance"]), dep.loc[dep["run_id"].isin(new)])
+                if len(kept) and len(walked) and walked["deployed_at"].min() <= kept["deployed_at"].max():
+                    return pd.concat([kept, walked]).sort_values(["deployed_at", "dep"], kind="stable")
+                return pd.concat([kept, walked])  # the new deployments are the latest: already in order
 
             reached = self._derive("reach", (okk, keys["provenance"], keys["runs"][1]),
                                    lambda: reach(h.runs, h.provenance, dep), more)
@@ -283,6 +291,12 @@ class ChartSource:
             runs_key = (len(ids), int(ids.min()) if len(ids) else 0, int(ids.max()) if len(ids) else 0, keys["runs"][1])
             return self._derive("lead_times", (keys["commits"], runs_key, ok, self._serial["reach"]),
                                 lambda: lead_times(h, dep, reached=reached))
+
+    def _parents(self, h: Any, key: Any) -> dict[int, list[int]]:
+        """The provenance as a dict (run -> its upstream runs), kept while the provenance is the same."""
+        from ..metrics.dora import parents_of
+
+        return self._derive("parents", (key,), lambda: parents_of(h.provenance))
 
     def _stage_times(self, m: "_Shared") -> pd.DataFrame:
         from ..metrics.stages import stage_times

@@ -224,6 +224,32 @@ def ancestors(run_ids: Any, provenance: pd.DataFrame, max_depth: int = 64) -> pd
 _FEW = 16  # up to this many start runs, a plain breadth-first walk beats a dozen DataFrame merges per level
 
 
+def parents_of(provenance: pd.DataFrame) -> dict[int, list[int]]:
+    """Run id -> the runs it was fed by (the provenance as a dict, for walks from a few runs)."""
+    edges = provenance[["upstream_run_id", "downstream_run_id"]].dropna().astype("int64")
+    parents: dict[int, list[int]] = {}
+    for up, run in zip(edges["upstream_run_id"].tolist(), edges["downstream_run_id"].tolist()):
+        parents.setdefault(run, []).append(up)
+    return parents
+
+
+def walk(start: int, parents: dict[int, list[int]], max_depth: int = 64) -> list[int]:
+    """``start`` and every run it descends from, level by level as :func:`ancestors` finds them."""
+    seen, frontier, out = {start}, [start], [start]
+    for _ in range(max_depth):
+        step = []
+        for r in frontier:
+            for up in parents.get(r, ()):
+                if up not in seen:
+                    seen.add(up)
+                    step.append(up)
+        if not step:
+            break
+        out.extend(step)
+        frontier = step
+    return out
+
+
 def _walk(starts: list[int], edges: pd.DataFrame, max_depth: int) -> pd.DataFrame:
     """:func:`ancestors` for a few runs (a new deployment, one run's value stream): the same levels, in Python."""
     parents: dict[int, list[int]] = {}
@@ -232,22 +258,44 @@ def _walk(starts: list[int], edges: pd.DataFrame, max_depth: int) -> pd.DataFram
     deps: list[int] = []
     runs: list[int] = []
     for start in starts:
-        seen, frontier = {start}, [start]
-        deps.append(start)
-        runs.append(start)
-        for _ in range(max_depth):
-            step = []
-            for r in frontier:
-                for up in parents.get(r, ()):
-                    if up not in seen:
-                        seen.add(up)
-                        step.append(up)
-            if not step:
-                break
-            deps.extend([start] * len(step))
-            runs.extend(step)
-            frontier = step
+        found = walk(start, parents, max_depth)
+        deps.extend([start] * len(found))
+        runs.extend(found)
     return pd.DataFrame({"dep": np.array(deps, dtype="int64"), "run": np.array(runs, dtype="int64")})
+
+
+def reach_few(runs: pd.DataFrame, parents: dict[int, list[int]], dep: pd.DataFrame) -> pd.DataFrame:
+    """:func:`reach` of a few deployments (new ones) by plain walks: the same rows, without the merges.
+
+    ``runs`` must be ordered by ``run_id`` (the frames are); rows come per
+    deployment in ``dep``'s order, each deployment's pipelines in any order
+    (:func:`lead_times` does not depend on it).
+    """
+    ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "deployed_at"]]
+    ids = runs["run_id"].to_numpy(dtype="int64")
+    pipes = runs["pipeline"].to_numpy(dtype=object)
+    counters = runs["counter"].to_numpy(dtype="int64")
+    d_rows: list[int] = []
+    p_rows: list[Any] = []
+    c_rows: list[int] = []
+    at_rows: list[Any] = []
+    for dep_id, at in zip(ok["run_id"].tolist(), ok["deployed_at"].tolist()):
+        found = np.array(walk(int(dep_id), parents), dtype="int64")
+        pos = np.minimum(np.searchsorted(ids, found), max(len(ids) - 1, 0))
+        known = ids[pos] == found if len(ids) else np.zeros(len(found), dtype=bool)
+        best: dict[Any, int] = {}
+        for p, c in zip(pipes[pos[known]].tolist(), counters[pos[known]].tolist()):
+            if c > best.get(p, -1):
+                best[p] = c
+        for p, c in best.items():
+            d_rows.append(int(dep_id))
+            p_rows.append(p)
+            c_rows.append(c)
+            at_rows.append(at)
+    return pd.DataFrame({"dep": np.array(d_rows, dtype="int64"),
+                         "pipeline": pd.array(p_rows, dtype=runs["pipeline"].dtype),
+                         "counter": np.array(c_rows, dtype="int64"),
+                         "deployed_at": pd.Series(at_rows, dtype="datetime64[ns, UTC]").array})
 
 
 def reach(runs: pd.DataFrame, provenance: pd.DataFrame, dep: pd.DataFrame) -> pd.DataFrame:
@@ -304,7 +352,7 @@ def lead_times(h: History, dep: pd.DataFrame, *, time_col: str = "commit_time",
         reached = reach(runs, h.provenance, dep)
     if len(reached):
         for pipeline, part in reached.groupby("pipeline", sort=False):
-            rows = (cc["pipeline"] == pipeline).to_numpy()
+            rows = (cc["pipeline"] == pipeline).to_numpy(dtype=bool, na_value=False)  # commits of unknown runs: NA
             if not rows.any():
                 continue
             highest = np.maximum.accumulate(part["counter"].to_numpy(dtype="int64"))
@@ -527,4 +575,4 @@ def four_keys(dep: pd.DataFrame, leads: pd.DataFrame, incidents: pd.DataFrame, p
 
 
 __all__ = ["ancestors", "attribute_incidents", "deployment_counts", "deployments", "four_keys", "frequency_bucket",
-           "lead_times", "reach", "summary", "UTC"]
+           "lead_times", "parents_of", "reach", "reach_few", "summary", "UTC", "walk"]
