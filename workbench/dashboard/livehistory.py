@@ -112,6 +112,7 @@ class _State:
     seen: tuple[Any, ...]  # the table's fingerprint when ``frame`` was read
     generation: int = 0  # bumped whenever the frame's content changed
     epoch: int = 0  # bumped whenever the table was read whole again (rows may have gone)
+    summary: tuple[float, frozenset[int]] | None = None  # mutable tables: watermark and open ids (None: compute)
 
 
 @dataclass
@@ -192,6 +193,8 @@ class LiveHistory:
                 self._state[spec.key] = _State(frame, fp)
             else:
                 st.frame, st.seen = frame, fp
+                if self.stats.how[spec.key] == "full":
+                    st.summary = None
                 if changed:
                     st.generation += 1
                 if self.stats.how[spec.key] == "full":
@@ -222,13 +225,11 @@ class LiveHistory:
 
     def _mutable(self, spec: Spec, st: _State, fp: tuple[Any, ...], t: sa.Table) -> tuple[pd.DataFrame, bool] | None:
         old, idc = st.frame, spec.id_col
-        times = old[["created_at", "started_at", "finished_at"]]
-        open_rows = old["finished_at"].isna() | old["status"].isin([s.value for s in ACTIVE])
-        open_ids = [int(i) for i in old.loc[open_rows, idc]]
+        mark, still_open = st.summary if st.summary is not None else _summary(old, idc)
+        open_ids = sorted(still_open)
         if len(open_ids) > MAX_OPEN:
             return None
-        mark = times.max().max()
-        since = (mark.timestamp() - SLACK) if not pd.isna(mark) else 0.0
+        since = mark - SLACK
         top, seen_top = int(fp[1]), int(st.seen[1])
         # new rows, rows unfinished now or finished since the watermark, rows open when last read. Nothing
         # else: a started row is unfinished or finished since; a row created since has a new id (or, committed
@@ -245,7 +246,17 @@ class LiveHistory:
         if (len(merged) != int(fp[0]) or (len(merged) and int(merged[idc].max()) != top)
                 or status_codes(merged["status"]) != int(fp[2])):
             return None
+        # only the rows read can have changed: the watermark and open rows follow from them
+        new_mark, new_open = _summary(new, idc)
+        st.summary = (max(mark, new_mark), (still_open - set(new[idc].tolist())) | new_open)
         return merged, changed
+
+
+def _summary(df: pd.DataFrame, idc: str) -> tuple[float, frozenset[int]]:
+    """The latest time in ``df`` (epoch seconds, 0 for none) and the ids of its open rows."""
+    mark = df[["created_at", "started_at", "finished_at"]].max().max()
+    open_rows = df["finished_at"].isna() | df["status"].isin([s.value for s in ACTIVE])
+    return (mark.timestamp() if not pd.isna(mark) else 0.0), frozenset(int(i) for i in df.loc[open_rows, idc])
 
 
 def _canon(df: pd.DataFrame) -> pd.DataFrame:
