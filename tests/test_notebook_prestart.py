@@ -22,6 +22,8 @@ from workbench.config.model import Config, Job, NotebookTask, Pipeline, Stage
 from workbench.kernels import POOL, KernelPool, _neutral_env
 from workbench.status import Status
 
+from conftest import CliResult
+
 FIXTURES = Path(__file__).parent / "notebooks"
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,9 +114,7 @@ def test_long_lived_engine_keeps_a_spare_kernel(tmp_path: Path, pool: Any) -> No
     assert wait_until(lambda: len(pool.idle_pids()) == 1)  # the next run's kernel, as before
 
 
-def test_workbench_run_cli_boots_each_first_stage_kernel_once_and_leaves_none(workspace: Any) -> None:
-    """The CLI starts the kernels from its first look at the file; the run hook then starts none more,
-    each job gets its own parameters on one of them, and no kernel outlives the process."""
+def two_notebook_jobs(workspace: Any) -> None:
     (workspace.root / "notebooks").mkdir()
     shutil.copy(FIXTURES / "params.ipynb", workspace.root / "notebooks" / "params.ipynb")
     workspace.write("nb.gocd.yaml", """
@@ -128,13 +128,17 @@ def test_workbench_run_cli_boots_each_first_stage_kernel_once_and_leaves_none(wo
                     a: {tasks: [{notebook: {path: notebooks/params.ipynb, parameters: {greeting: a}}}]}
                     b: {tasks: [{notebook: {path: notebooks/params.ipynb, parameters: {greeting: b}}}]}
         """)
+
+
+def run_watching_kernels(workspace: Any, *args: str, env: dict[str, str] | None = None) -> tuple[Any, set[int]]:
+    """``workbench ARGS`` in a fresh process, and the pid of every kernel it had while it ran."""
     tag = uuid.uuid4().hex
     seen: set[int] = set()
-    env = {**os.environ, "WB_TEST_TAG": tag, "WORKBENCH_WORKSPACE": str(workspace.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "run", "nbp", "-q", "-j", "2"], cwd=workspace.root,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    full_env = {**os.environ, "WB_TEST_TAG": tag, "WORKBENCH_WORKSPACE": str(workspace.root), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=workspace.root,
+                            env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def watch() -> None:  # every kernel process of this run, for as long as it runs
+    def watch() -> None:
         while proc.poll() is None:
             seen.update(k.pid for k in kernels_tagged(tag))
             time.sleep(0.01)
@@ -143,13 +147,30 @@ def test_workbench_run_cli_boots_each_first_stage_kernel_once_and_leaves_none(wo
     watching.start()
     out, err = proc.communicate(timeout=120)
     watching.join()
-    assert proc.returncode == 0, out + err
+    assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]  # none left
+    return CliResult(proc.returncode, out, err), seen
+
+
+def test_workbench_run_cli_boots_each_first_stage_kernel_once_and_leaves_none(workspace: Any) -> None:
+    """The CLI starts the kernels from its first look at the file; the run hook then starts none more,
+    each job gets its own parameters on one of them, and no kernel outlives the process."""
+    two_notebook_jobs(workspace)
+    r, seen = run_watching_kernels(workspace, "run", "nbp", "-q", "-j", "2")
+    assert r.code == 0, r.out + r.err
     assert len(seen) == 2, seen  # two jobs, two kernels: none started twice, no spare
     for job in ("a", "b"):
         params = json.loads((workspace.root / ".workbench" / "work" / "nbp" / "1" / "s-1" / job / "params.json").read_text())
         assert params["greeting"] == job and params["job"] == job
         assert "(warm," in workspace.cli("logs", f"nbp/1/s/{job}").out  # started before the job asked
-    assert wait_until(lambda: kernels_tagged(tag) == [], 10), [k.pid for k in kernels_tagged(tag)]
+
+
+def test_workbench_run_boots_no_kernel_here_when_workbench_yaml_sends_jobs_to_dask(workspace: Any) -> None:
+    two_notebook_jobs(workspace)
+    (workspace.root / "workbench.yaml").write_text("executor: dask://tcp://127.0.0.1:9\n")  # nobody listens
+    r, seen = run_watching_kernels(workspace, "run", "nbp", "-q",
+                                   env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"})
+    assert r.code != 0 and "cannot reach the Dask scheduler" in r.err, r.out + r.err
+    assert seen == set()  # the jobs were never going to run in this process
 
 
 def test_kernels_are_the_standard_ipython_kernel_without_debugpy_loaded(tmp_path: Path) -> None:

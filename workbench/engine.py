@@ -82,9 +82,7 @@ class Engine:
         if isinstance(executor, Executor):
             self.executor = executor
         else:  # the name given (--executor), else workbench.yaml's, else local
-            spec, options = ws.settings.executor_for(executor)
-            if max_parallel is not None or "max_parallel" not in options:  # -j wins over workbench.yaml's max_parallel
-                options["max_parallel"] = max_parallel
+            spec, options = ws.settings.resolve_executor(executor, max_parallel)
             self.executor = make_executor(spec, **options)
         self._owns_executor = not isinstance(executor, Executor)
         if hasattr(self.executor, "bind"):  # e.g. the Dask executor records "waiting for an agent" in the store

@@ -55,6 +55,13 @@ class Settings:
             return requested, dict(self.executor_options)
         return requested, {}
 
+    def resolve_executor(self, requested: str | None, max_parallel: int | None) -> tuple[str | None, dict[str, Any]]:
+        """:meth:`executor_for`, with ``-j`` (``max_parallel``) winning over this file's ``max_parallel``."""
+        spec, options = self.executor_for(requested)
+        if max_parallel is not None or "max_parallel" not in options:
+            options["max_parallel"] = max_parallel
+        return spec, options
+
 
 def load_settings(root: Path) -> Settings:
     """Read ``root/workbench.yaml``; a missing file gives the defaults, a bad one a ConfigError."""

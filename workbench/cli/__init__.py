@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import signal
 import sys
 from typing import Any, Callable
@@ -104,7 +103,7 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
 
     gc.disable()  # see _started
     ws = _ws(ctx)
-    notebooks = executor in (None, "local") and _boot_kernels(ws, pipeline, parallel)
+    notebooks = _boot_kernels(ws, pipeline, executor, parallel)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
     progress = Progress(quiet=quiet)
     with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
@@ -133,23 +132,32 @@ def _started() -> None:
     gc.enable()
 
 
-def _boot_kernels(ws: Any, pipeline: str, parallel: int | None) -> bool:
+def _boot_kernels(ws: Any, pipeline: str, executor: str | None, parallel: int | None) -> bool:
     """Start the first stage's notebook kernels now, from a quick look at the pipeline's file.
 
     Loading the config loads every feature module (SQLAlchemy, the engine,
     papermill): most of a second, during which the kernel boots on the other CPU.
+    Only when the jobs will run here (the executor the engine will make, from
+    ``--executor`` or workbench.yaml, is the local one), as many as its slots.
     False when the look finds no notebook job.
     """
     from ..config.peek import first_stage_notebooks
 
+    try:
+        spec, options = ws.settings.resolve_executor(executor, parallel)
+    except WorkbenchError:  # a broken workbench.yaml: the engine reports it in its turn
+        return False
+    if (spec or "local").partition("://")[0] != "local":
+        return False
     hint = first_stage_notebooks(ws.root, pipeline)
     if hint is None:
         return False
+    from ..executors.local import local_slots
     from ..kernels import POOL
 
     POOL.keep_spare = False  # a one-shot process: no kernel beyond what the run needs
     count, kernel = hint
-    POOL.start_now(kernel, min(count, parallel or os.cpu_count() or 2))
+    POOL.start_now(kernel, min(count, local_slots(options.get("max_parallel"))))
     return True
 
 

@@ -10,12 +10,17 @@ from ..status import Status
 from .base import Executor, JobOutcome, JobSpec, ProcessCallback, StartCallback
 
 
+def local_slots(max_parallel: int | None) -> int:
+    """How many jobs the local executor runs at once: ``max_parallel``, else one per CPU."""
+    return max_parallel or os.cpu_count() or 2
+
+
 class LocalExecutor(Executor):
     name = "local"
     runs_jobs_here = True
 
     def __init__(self, max_parallel: int | None = None, **_: object) -> None:
-        self.max_parallel = max_parallel or os.cpu_count() or 2
+        self.max_parallel = local_slots(max_parallel)
         self._pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="wb-job")
         self.agent = f"local@{socket.gethostname()}"
 
