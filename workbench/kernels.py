@@ -16,10 +16,11 @@ kills the whole group, so a cell's child processes die with the kernel.
 Set ``WORKBENCH_WARM_KERNELS=0`` to disable warming.
 
 A one-shot process (``workbench run``) turns ``keep_spare`` off and tells the
-pool how many notebook jobs its run has (:meth:`KernelPool.expect`): it then
-starts the first kernels as soon as the run is known, and no kernel beyond
-what the run still needs (a spare would only steal a CPU from the job that
-is running, then be killed at exit).
+pool how many notebook jobs its run has (:meth:`KernelPool.expect`): it
+starts the first stage's kernels before it even loads the config
+(:meth:`KernelPool.start_now`), and no kernel beyond what the run still needs
+(a spare would only steal a CPU from the job that is running, then be killed
+at exit).
 """
 from __future__ import annotations
 
@@ -278,22 +279,10 @@ class KernelPool:
 
     def replenish(self, kernel_name: str, want: int | None = None) -> None:
         """Start a warm kernel if fewer are idle or booting than jobs are running (or ``want``)."""
-        if not self.enabled or self._closed or not self.is_python(kernel_name):
-            return
-        env = _neutral_env()
-        key = (kernel_name, startup_signature(env))
-        with self._lock:
-            idle = sum(1 for k in self._idle if k.key == key)
-            if want is None:
-                want = max(1, self._active)
-                if not self.keep_spare:
-                    want = min(want, self._expected)
-            target = min(self.max_warm, want)
-            if idle + self._starting >= target:
-                return
-            self._starting_keys[key] = self._starting_keys.get(key, 0) + 1
-        threading.Thread(target=self._start_warm, args=(kernel_name, env, key), name="wb-kernel-warm",
-                         daemon=True).start()
+        claim = self._claim(kernel_name, want)
+        if claim is not None:
+            threading.Thread(target=self._start_warm, args=(kernel_name, *claim), name="wb-kernel-warm",
+                             daemon=True).start()
 
     def start_now(self, kernel_name: str = "python3", count: int = 1) -> None:
         """Launch one warm kernel in this thread, now, and up to ``count`` in all (the rest in the background).
@@ -302,15 +291,34 @@ class KernelPool:
         papermill: most of a second of one CPU), so the kernel boots on the other CPU meanwhile
         instead of after them.
         """
-        if count < 1 or not self.enabled or self._closed or not self.is_python(kernel_name):
+        if count < 1:
             return
+        claim = self._claim(kernel_name, count)
+        if claim is not None:
+            self._start_warm(kernel_name, *claim, preload=False)
+        if count > 1:
+            self.prewarm(kernel_name, count)
+
+    def _claim(self, kernel_name: str, want: int | None) -> tuple[dict[str, str], tuple[Any, ...]] | None:
+        """Count one more kernel of this kind as booting if fewer than ``want`` are idle or booting.
+
+        ``want`` None: as many as jobs are running (at least one; without ``keep_spare``,
+        no more than the jobs still expected). Returns the launch environment and kind, or None.
+        """
+        if not self.enabled or self._closed or not self.is_python(kernel_name):
+            return None
         env = _neutral_env()
         key = (kernel_name, startup_signature(env))
         with self._lock:
+            idle = sum(1 for k in self._idle if k.key == key)
+            if want is None:
+                want = max(1, self._active)
+                if not self.keep_spare:
+                    want = min(want, self._expected)
+            if idle + self._starting >= min(self.max_warm, want):
+                return None
             self._starting_keys[key] = self._starting_keys.get(key, 0) + 1
-        self._start_warm(kernel_name, env, key, preload=False)
-        if count > 1:
-            self.prewarm(kernel_name, count)
+        return env, key
 
     def _start_warm(self, kernel_name: str, env: dict[str, str], key: tuple[Any, ...], *, preload: bool = True) -> None:
         kernel: Kernel | None = None

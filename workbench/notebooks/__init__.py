@@ -148,6 +148,15 @@ def warm_kernels(count: int = 1, kernel_name: str = "python3") -> None:
     POOL.prewarm(kernel_name, count)
 
 
+def _warm_for(engine: Any, stage: Any) -> None:
+    """Kernels for ``stage``'s notebook jobs, as many as the executor runs at once."""
+    from ..kernels import kernel_of, notebook_jobs
+
+    n = notebook_jobs(stage)
+    if n:
+        warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), kernel_of(stage))
+
+
 class _WarmFirstStage:
     """Before a run is triggered here, start kernels for its first stage's notebook jobs.
 
@@ -160,16 +169,14 @@ class _WarmFirstStage:
     def run_starting(self, engine: Any, cfg: Any) -> None:
         if not getattr(engine.executor, "runs_jobs_here", False) or not cfg.stages:
             return
-        from ..kernels import POOL, kernel_of, notebook_jobs
+        from ..kernels import POOL, notebook_jobs
 
         if getattr(engine, "one_shot", False):
             POOL.keep_spare = False
             POOL.expect(sum(notebook_jobs(s) for s in cfg.stages))
         else:  # a long-lived engine here (dashboard, serve, tests): whatever a one-shot run in this process set before
             POOL.keep_spare = True
-        n = notebook_jobs(cfg.stages[0])
-        if n:
-            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), kernel_of(cfg.stages[0]))
+        _warm_for(engine, cfg.stages[0])
 
 
 class _WarmNextStage:
@@ -190,11 +197,7 @@ class _WarmNextStage:
         nxt = stages[names.index(stage_cfg.name) + 1]
         if nxt.approval.manual:
             return None  # a person may take hours: do not hold kernels for them
-        from ..kernels import kernel_of, notebook_jobs
-
-        n = notebook_jobs(nxt)
-        if n:
-            warm_kernels(min(n, int(getattr(engine.executor, "max_parallel", 2) or 2)), kernel_of(nxt))
+        _warm_for(engine, nxt)
         return None
 
 

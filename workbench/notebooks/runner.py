@@ -89,10 +89,6 @@ if "papermill.iorw" not in sys.modules:
 _import_without("papermill.iorw", _PAPERMILL_BACKENDS)
 
 import nbformat  # noqa: E402
-
-from . import schema as _schema  # noqa: E402
-
-_schema.install()
 from nbclient.exceptions import DeadKernelError  # noqa: E402
 from nbclient.util import ensure_async, run_sync  # noqa: E402
 from papermill.clientwrap import PapermillNotebookClient  # noqa: E402
@@ -107,6 +103,9 @@ from papermill.utils import remove_args  # noqa: E402
 from ..tasks import JobContext, TaskError  # noqa: E402
 from ..tasks.process import ProcessResult  # noqa: E402
 from ..kernels import POOL, Kernel, close_thread_loop  # noqa: E402
+from . import schema as _schema  # noqa: E402
+
+_schema.install()  # before the first notebook is read or written
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MASK = "********"
