@@ -73,11 +73,16 @@ def _release_workspace(workspace: Any, tmp_path: Path) -> Any:
     return ws
 
 
+def _require_browser(server: str, what: str) -> None:
+    """Chromium, Playwright and the Python package that serves the page (fails under CI when missing)."""
+    require_service(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    require_service(importlib.util.find_spec(server) is not None, what)
+    require_service(importlib.util.find_spec("playwright") is not None, "the playwright Python package")
+
+
 @pytest.fixture
 def dashboard_server(workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, str]]:
-    require_service(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    require_service(importlib.util.find_spec("voila") is not None, "Voila (the dashboard extra)")
-    require_service(importlib.util.find_spec("playwright") is not None, "the playwright Python package")
+    _require_browser("voila", "Voila (the dashboard extra)")
     ws = _release_workspace(workspace, tmp_path)
     port = _free_port()
     env = {**os.environ, "JUPYTERHUB_USER": "alice", "WORKBENCH_WORKSPACE": str(ws.root),
@@ -104,9 +109,7 @@ def test_approve_in_the_browser(dashboard_server: tuple[Any, str], tmp_path: Pat
 
 @pytest.fixture
 def lab_server(workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, str]]:
-    require_service(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    require_service(importlib.util.find_spec("jupyterlab") is not None, "JupyterLab (the test extra)")
-    require_service(importlib.util.find_spec("playwright") is not None, "the playwright Python package")
+    _require_browser("jupyterlab", "JupyterLab (the test extra)")
     ws = _release_workspace(workspace, tmp_path)
     root = tmp_path / "lab"
     root.mkdir()
