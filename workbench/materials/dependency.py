@@ -52,22 +52,7 @@ def ancestry(conn: sa.Connection, run_ids: Sequence[int]) -> dict[int, dict[str,
     return {rid: dict(anc or {}) for rid, anc in rows}
 
 
-def _passed_query(pipeline: str, stage: str, limit: int, counter: int | None = None) -> sa.Select[Any]:
-    pr, sr = S.pipeline_runs, S.stage_runs
-    q = (
-        sa.select(pr.c.id, pr.c.counter, pr.c.label, sr.c.counter.label("sc"),
-                  pr.c.pipeline.label("up_pipeline"), sr.c.name.label("up_stage"))
-        .join(sr, sr.c.pipeline_run_id == pr.c.id)
-        .where(pr.c.pipeline == pipeline, sr.c.name == stage, sr.c.status == "passed")
-        .order_by(pr.c.counter.desc(), sr.c.counter.desc())
-        .limit(limit)
-    )
-    if counter is not None:
-        q = q.where(pr.c.counter == counter)
-    return q
-
-
-# _passed_query's shape with every value bound: built and compiled once per process, for every key
+# a stage's passed runs, newest first, every value bound: built and compiled once per process, for every key
 _PASSED = (
     sa.select(S.pipeline_runs.c.id, S.pipeline_runs.c.counter, S.pipeline_runs.c.label,
               S.stage_runs.c.counter.label("sc"), S.pipeline_runs.c.pipeline.label("up_pipeline"),
@@ -78,6 +63,7 @@ _PASSED = (
     .order_by(S.pipeline_runs.c.counter.desc(), S.stage_runs.c.counter.desc())
     .limit(sa.bindparam("b_limit"))
 )
+_PASSED_AT = _PASSED.where(S.pipeline_runs.c.counter == sa.bindparam("b_counter"))  # one run's passing counters
 
 
 def _upstream_runs(rows: Sequence[Any], anc: Mapping[int, Mapping[str, str]]) -> list[UpstreamRun]:
@@ -91,8 +77,12 @@ def _upstream_runs(rows: Sequence[Any], anc: Mapping[int, Mapping[str, str]]) ->
 def passed_runs(store: Any, pipeline: str, stage: str, *, limit: int = 10,
                 counter: int | None = None) -> list[UpstreamRun]:
     """Runs of ``pipeline`` whose ``stage`` passed, newest first (each passing stage counter is one)."""
+    params = {"b_pipeline": pipeline, "b_stage": stage, "b_limit": limit}
     with store.read() as conn:
-        rows = conn.execute(_passed_query(pipeline, stage, limit, counter)).all()
+        if counter is None:
+            rows = conn.execute(_PASSED, params).all()
+        else:
+            rows = conn.execute(_PASSED_AT, {**params, "b_counter": counter}).all()
         anc = ancestry(conn, [r.id for r in rows])
     return _upstream_runs(rows, anc)
 
