@@ -1,12 +1,13 @@
 """Release Workbench: GoCD-style continuous delivery for people who live in JupyterLab."""
 from __future__ import annotations
 
+from .client import Client
 from .errors import WorkbenchError
 from .record import glue, record
 from .workspace import Workspace
 
 __version__ = "0.1.0"
-__all__ = ["Workspace", "WorkbenchError", "__version__", "dashboard", "glue", "record"]
+__all__ = ["Client", "Workspace", "WorkbenchError", "__version__", "dashboard", "glue", "record"]
 
 
 def __getattr__(name: str) -> object:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from .config.model import Approval, Config, Pipeline, Stage
 from .errors import InvalidState, NotFound, Unauthorized, UsageError
-from .identity import current_user
+from .identity import Identity, as_identity
 from .status import Status
 from .store import schema as S
 from .store.frames import register_frame
@@ -55,7 +55,8 @@ audit = sa.Table(
 sa.Index("ix_audit_target", audit.c.target)
 S.register_migration("approvals-1", S.tables_created_by(audit))
 
-ACTIONS = ("approve", "reject", "rollback", "traffic")
+ACTIONS = ("approve", "reject", "rollback", "traffic", "trigger", "rerun", "cancel", "unlock", "incident", "mark",
+           "token", "webhook")
 
 
 # -- who may act (pure) ---------------------------------------------------------
@@ -70,8 +71,9 @@ class Approvers:
     members: frozenset[str]  # users ∪ members of roles
     anyone: bool  # no approval names anybody
 
-    def allows(self, user: str) -> bool:
-        return self.anyone or user in self.members
+    def allows(self, user: str, groups: Iterable[str] = ()) -> bool:
+        """``user`` is named (directly or through a role), or is in a hub group a role lists as ``group:NAME``."""
+        return self.anyone or user in self.members or any(f"group:{g}" in self.members for g in groups)
 
     def describe(self, cfg: Config | None = None) -> str:
         if self.anyone:
@@ -105,8 +107,9 @@ def approvers(cfg: Config, subject: Stage | Approval | Pipeline | Iterable[Appro
     return Approvers(users, roles, frozenset(members), anyone=not users and not roles)
 
 
-def may(cfg: Config, subject: Any, user: str) -> bool:
-    return approvers(cfg, subject).allows(user)
+def may(cfg: Config, subject: Any, user: "str | Identity") -> bool:
+    who = as_identity(user)
+    return approvers(cfg, subject).allows(who.user, who.groups)
 
 
 # -- audit ------------------------------------------------------------------------
@@ -142,17 +145,38 @@ def _target_parts(target: str) -> dict[str, Any]:
     return {}
 
 
-def authorize(ws: "Workspace", subject: Any, user: str | None, action: str, *, target: str,
+def authorize(ws: "Workspace", subject: Any, user: "str | Identity | None", action: str, *, target: str,
               comment: str | None = None) -> str:
-    """The one check: returns the acting user, or audits the attempt and raises Unauthorized."""
-    user = user or current_user()
+    """The one check: returns the acting user, or audits the attempt and raises Unauthorized.
+
+    ``user`` is a name (asserted: the local CLI) or an :class:`Identity` the
+    release service proved; a ``read``-scoped token never decides anything.
+    """
+    identity = require_act(ws, user, action, target=target, comment=comment)
+    user = identity.user
     cfg = ws.config
     who = approvers(cfg, subject)
-    if who.allows(user):
+    if who.allows(user, identity.groups):
         return user
     message = f"{user} may not {action} {target}: allowed are {who.describe(cfg)}"
     record(ws, user, action, target, "unauthorized", comment=comment, detail=message, **_target_parts(target))
     raise Unauthorized(message + "; this attempt was recorded")
+
+
+def require_act(ws: "Workspace", user: "str | Identity | None", action: str, *, target: str,
+                comment: str | None = None) -> Identity:
+    """The acting identity, unless it may only read (a ``read`` token): then audited and refused.
+
+    Actions open to anyone who may use the workspace (trigger, rerun, cancel,
+    unlock, incidents) call this alone; decisions call :func:`authorize`, which calls it first.
+    """
+    identity = as_identity(user)
+    if not identity.may_act:
+        message = f"{identity.user} may not {action} {target}: the token has the read scope only"
+        record(ws, identity.user, action, target, "unauthorized", comment=comment, detail=message,
+               **_target_parts(target))
+        raise Unauthorized(message + "; this attempt was recorded")
+    return identity
 
 
 def refuse(ws: "Workspace", user: str, action: str, target: str, message: str, comment: str | None = None) -> InvalidState:
@@ -208,7 +232,7 @@ def _already(run: "PipelineRun", sr: "StageRun") -> str:
     return f"stage {sr.name} of {run.locator} was already {verb} by {sr.approved_by} (now {sr.status})"
 
 
-def _decide(ws: "Workspace", locator: str, action: str, user: str | None, comment: str | None) -> tuple["PipelineRun", "StageRun", str]:
+def _decide(ws: "Workspace", locator: str, action: str, user: "str | Identity | None", comment: str | None) -> tuple["PipelineRun", "StageRun", str]:
     run, pipeline, stage, target = _locate(ws, locator)
     user = authorize(ws, stage, user, action, target=target, comment=comment)
     try:
@@ -248,7 +272,7 @@ def _set_run_status_if(conn: sa.Connection, run_id: int, expect: Iterable[Status
     conn.execute(pr.update().where(pr.c.id == run_id, pr.c.status.in_([s.value for s in expect])).values(**values))
 
 
-def approve(ws: "Workspace", locator: str, *, user: str | None = None, comment: str | None = None,
+def approve(ws: "Workspace", locator: str, *, user: "str | Identity | None" = None, comment: str | None = None,
             drive: bool = True, listener: Callable[..., None] | None = None) -> "PipelineRun":
     """Approve the waiting stage ``PIPELINE/COUNTER/STAGE``; with ``drive`` continue the run here.
 
@@ -262,7 +286,7 @@ def approve(ws: "Workspace", locator: str, *, user: str | None = None, comment: 
         return engine.drive(run.id)
 
 
-def reject(ws: "Workspace", locator: str, *, user: str | None = None, comment: str | None = None) -> "PipelineRun":
+def reject(ws: "Workspace", locator: str, *, user: "str | Identity | None" = None, comment: str | None = None) -> "PipelineRun":
     """Reject the waiting stage: it is marked rejected and the run ends (rejected)."""
     if not comment or not comment.strip():
         raise UsageError("a rejection needs a comment saying why (--comment)")
@@ -322,4 +346,4 @@ def _register_masking() -> None:
 
 _register_masking()
 
-__all__ = ["Approvers", "approvers", "approve", "authorize", "may", "pending_approvals", "record", "record_in", "reject", "audit"]
+__all__ = ["Approvers", "approvers", "approve", "authorize", "may", "pending_approvals", "record", "record_in", "reject", "require_act", "audit"]

@@ -14,6 +14,14 @@ PostgreSQL store::
     artifacts:
       url: s3://releases/workbench    # any fsspec URL every agent can reach
 
+    server:                         # the release service (docs/server.md)
+      url: https://release.internal   # where the CLI, notebooks and dashboards send their calls
+      bind: 127.0.0.1:8765            # where `workbench server` listens
+      anonymous_read: false           # reads without signing in (off by default)
+      trusted_proxies: [127.0.0.1]    # only these may set X-Forwarded-* headers
+      webhooks:
+        github: {secret: "${GITHUB_WEBHOOK_SECRET}"}
+
 Short forms: ``executor: dask://tcp://ci-sched:8786``, ``store: URL``, ``artifacts: URL``.
 ``${NAME}`` in a value is replaced by the environment variable NAME (so a
 password need not be committed; libpq's ``~/.pgpass`` and ``PGPASSWORD`` work
@@ -34,7 +42,22 @@ from .errors import ConfigError, Problem
 
 FILE_NAME = "workbench.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOP_KEYS = ("executor", "store", "artifacts")
+_TOP_KEYS = ("executor", "store", "artifacts", "server")
+_SERVER_KEYS = ("url", "bind", "anonymous_read", "trusted_proxies", "webhooks", "max_body_bytes")
+FORGES = ("github", "gitlab", "gitea", "bitbucket")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``server:`` section. Webhook secrets stay as written (``${VAR}`` unexpanded) until the
+    server starts, so a CLI user who lacks the variable is not refused every command."""
+
+    url: str | None = None
+    bind: str | None = None
+    anonymous_read: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    webhook_secrets: Mapping[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class Settings:
     executor_options: Mapping[str, Any] = field(default_factory=dict)
     store_url: str | None = None
     artifacts_url: str | None = None
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     def executor_for(self, requested: str | None) -> tuple[str | None, dict[str, Any]]:
         """The executor to make and its options: ``requested`` wins; options apply to the same kind."""
@@ -100,10 +124,71 @@ def load_settings(root: Path) -> Settings:
     executor, options = _executor(data.get("executor"), lambda m: problem("executor", m))
     store_url = _url(data.get("store"), "store", root, lambda m: problem("store", m))
     artifacts_url = _url(data.get("artifacts"), "artifacts", root, lambda m: problem("artifacts", m))
+    server = _server(data.get("server"), lambda m: problem("server", m))
     if problems:
         raise ConfigError(problems)
     return Settings(path=path, executor=executor, executor_options=options, store_url=store_url,
-                    artifacts_url=artifacts_url)
+                    artifacts_url=artifacts_url, server=server)
+
+
+def _server(value: Any, report: Any) -> ServerSettings:
+    if value is None:
+        return ServerSettings()
+    if not isinstance(value, dict):
+        report("server must be a mapping (url:, bind:, webhooks:, ...)")
+        return ServerSettings()
+    for key in value:
+        if key not in _SERVER_KEYS:
+            report(f"unknown server key {key!r} (known: {', '.join(_SERVER_KEYS)})")
+    url = value.get("url")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        report("server url must be an http:// or https:// URL")
+        url = None
+    bind = value.get("bind")
+    if bind is not None and (not isinstance(bind, str) or ":" not in bind):
+        report("server bind must be HOST:PORT")
+        bind = None
+    anonymous = value.get("anonymous_read", False)
+    if not isinstance(anonymous, bool):
+        report("server anonymous_read must be true or false")
+        anonymous = False
+    proxies = value.get("trusted_proxies") or []
+    if isinstance(proxies, str):
+        proxies = [proxies]
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        report("server trusted_proxies must be a list of addresses")
+        proxies = []
+    secrets: dict[str, str] = {}
+    hooks = value.get("webhooks") or {}
+    if not isinstance(hooks, dict):
+        report("server webhooks must be a mapping of forge to {secret: ...}")
+        hooks = {}
+    for forge, spec in hooks.items():
+        if forge not in FORGES:
+            report(f"unknown webhook forge {forge!r} (known: {', '.join(FORGES)})")
+            continue
+        secret = spec.get("secret") if isinstance(spec, dict) else None
+        if not isinstance(secret, str) or not secret:
+            report(f"webhooks {forge} needs secret: (e.g. \"${{{forge.upper()}_WEBHOOK_SECRET}}\")")
+            continue
+        secrets[forge] = secret
+    max_body = value.get("max_body_bytes", 1_000_000)
+    if not isinstance(max_body, int) or isinstance(max_body, bool) or max_body < 1024:
+        report("server max_body_bytes must be a whole number of at least 1024")
+        max_body = 1_000_000
+    return ServerSettings(url=_expand(url, report) if url else None, bind=bind, anonymous_read=anonymous,
+                          trusted_proxies=tuple(proxies), webhook_secrets=secrets, max_body_bytes=max_body)
+
+
+def expand_secret(value: str) -> str:
+    """A webhook secret as the server uses it: ``${VAR}`` replaced, or a UsageError naming the variable."""
+    from .errors import UsageError
+
+    missing: list[str] = []
+    out = _expand(value, missing.append)
+    if missing:
+        raise UsageError("; ".join(missing))
+    return out
 
 
 def _expand(value: Any, report: Any) -> Any:
@@ -163,4 +248,4 @@ def _url(value: Any, key: str, root: Path, report: Any) -> str | None:
     return url
 
 
-__all__ = ["FILE_NAME", "Settings", "load_settings"]
+__all__ = ["FILE_NAME", "FORGES", "ServerSettings", "Settings", "expand_secret", "load_settings"]

@@ -31,9 +31,10 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
@@ -184,6 +185,18 @@ class Scheduler:
     def _poke(self) -> None:
         self._progress = True
         self._wake.set()
+
+    def drive_soon(self, run_id: int) -> None:
+        """Drive ``run_id`` now in this scheduler's threads (the server, after an approve or a trigger)."""
+        with self._mutex:
+            self._mine.add(run_id)
+            running = run_id in self._drives and not self._drives[run_id].done()
+            if not running:
+                self._drives[run_id] = self._pool.submit(self._drive, run_id)
+
+    def cancel_run(self, run_id: int) -> None:
+        """Stop a run this scheduler's engine drives (its jobs are killed, on_cancel runs)."""
+        self.engine.cancel_run(run_id)
 
     def force(self, keys: Iterable[str] | None) -> None:
         """Poll these materials (fingerprints, URLs or names; None = all) on the next pass, auto_update or not."""
@@ -604,29 +617,37 @@ def serve_running(ws: Any) -> str | None:
     return None
 
 
-def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], None] | None = None,
-          listener: Callable[..., None] | None = None, executor: Any = None, max_parallel: int | None = None,
-          stop: threading.Event | None = None) -> None:
-    """Scheduling passes in a loop until Ctrl-C; one serve per workspace."""
+@contextmanager
+def serving(ws: Any, what: str = "workbench serve") -> Iterator[None]:
+    """Hold the workspace's serve lock (one ``serve`` or ``server`` per workspace) and its pid file."""
     from .store import owner_id
 
-    if interval <= 0:
-        raise UsageError("--interval must be more than 0 seconds")
     lock = _serve_lock(ws)
     try:
         lock.acquire()
     except Timeout:
-        raise UsageError(f"a `workbench serve` already runs for this workspace ({serve_running(ws)})") from None
+        raise UsageError(f"a `workbench serve` or `workbench server` already runs for this workspace "
+                         f"({serve_running(ws)}); {what} stops here") from None
     try:
         (ws.state / "serve.pid").write_text(owner_id())
-        with Scheduler(ws, listener=listener, executor=executor, max_parallel=max_parallel) as s:
-            s.serve_forever(interval, on_pass=on_pass, stop=stop)
+        yield
     finally:
         try:
             (ws.state / "serve.pid").unlink()
         except OSError:
             pass
         lock.release()
+
+
+def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], None] | None = None,
+          listener: Callable[..., None] | None = None, executor: Any = None, max_parallel: int | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Scheduling passes in a loop until Ctrl-C; one serve per workspace."""
+    if interval <= 0:
+        raise UsageError("--interval must be more than 0 seconds")
+    with serving(ws):
+        with Scheduler(ws, listener=listener, executor=executor, max_parallel=max_parallel) as s:
+            s.serve_forever(interval, on_pass=on_pass, stop=stop)
 
 
 def material_keys(ws: Any, what: str | None) -> list[str] | None:

@@ -65,16 +65,9 @@ def promote_cmd(ctx: click.Context, name: str, version: str, src: str, dst: str,
 @click.pass_context
 def list_cmd(ctx: click.Context, name: str | None, repos: tuple[str, ...], fmt: str) -> None:
     """Versions in the repositories (only committed versions: an interrupted copy is not listed)."""
-    from .. import packages as P
     from ..reporting import print_table
 
-    ws = _ws(ctx)
-    repo = _repos(ws)
-    names = list(repos)
-    if not names:
-        names = sorted(set(ws.config.extensions.get("package_repositories") or {})
-                       | {p.name for p in (ws.state / "packages").glob("*") if p.is_dir()})
-    rows = [pkg.as_dict() for r in names for pkg in P.list_packages(repo(r), name)]
+    rows = _client_or_local(ctx).packages(name, repos)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
