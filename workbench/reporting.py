@@ -6,10 +6,9 @@ so scripts can rely on them.
 from __future__ import annotations
 
 import os
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import NotFound
 from .status import Status
@@ -202,24 +201,3 @@ def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:
         raise NotFound(f"job {job_name} of {run.locator}/{stage_name} has not started, so it has no log yet")
     return Path(job.log_path), job
 
-
-def job_log(ws: Any, locator: str, *, follow: bool, write: Callable[[bytes], Any]) -> None:
-    path, job = job_log_path(ws, locator)
-    if not path.exists():
-        raise NotFound(f"log file {path} is missing")
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(65536)
-            if chunk:
-                write(chunk)
-                continue
-            if not follow:
-                return
-            current = ws.store.get_stage_run(job.stage_run_id)
-            jobs = {j.id: j for j in ws.store.job_runs(current.id)}
-            if Status(jobs[job.id].status).finished:
-                rest = fh.read()
-                if rest:
-                    write(rest)
-                return
-            time.sleep(0.2)

@@ -53,6 +53,41 @@ class WorkbenchGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
 
 
+def _service(ctx: click.Context) -> Any:
+    """The application layer the command talks to: the release service when one is configured, else here.
+
+    ``$WORKBENCH_SERVER`` or workbench.yaml's ``server: {url: ...}`` sends the
+    command through the HTTP API (``workbench.Client``, signed with
+    ``$WORKBENCH_TOKEN`` or the hub's ``$JUPYTERHUB_API_TOKEN``); ``--local``
+    (the server's own account, maintenance) works on the files directly.
+    Both offer the same methods and return the same shapes.
+    """
+    import os
+
+    obj = ctx.find_root().obj
+    if "service" in obj:
+        return obj["service"]
+    url = None if obj.get("local") else (os.environ.get("WORKBENCH_SERVER") or None)
+    if url is None and not obj.get("local"):
+        url = _ws(ctx).settings.server.url
+    if url:
+        from ..client import Client
+
+        obj["service"] = Client(url)
+        ctx.find_root().call_on_close(obj["service"].close)
+    else:
+        from ..service.local import Local
+
+        obj["service"] = Local(_ws(ctx))
+    return obj["service"]
+
+
+def _remote(ctx: click.Context) -> bool:
+    from ..client import Client
+
+    return isinstance(_service(ctx), Client)
+
+
 def _ws(ctx: click.Context) -> Any:
     from ..workspace import Workspace
 
@@ -66,11 +101,13 @@ def _ws(ctx: click.Context) -> Any:
 @click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--workspace", "-w", type=click.Path(file_okay=False), envvar="WORKBENCH_WORKSPACE",
               help="Workspace folder (default: $WORKBENCH_WORKSPACE, else the current folder).")
+@click.option("--local", "local", is_flag=True,
+              help="Work on the workspace's files directly even when a release service is configured.")
 @click.version_option(package_name="release-workbench")
 @click.pass_context
-def main(ctx: click.Context, workspace: str | None) -> None:
+def main(ctx: click.Context, workspace: str | None, local: bool) -> None:
     """Release Workbench: GoCD-style pipelines as code, with history as DataFrames."""
-    ctx.obj = {"workspace": workspace}
+    ctx.obj = {"workspace": workspace, "local": local}
 
 
 @main.command()
@@ -103,7 +140,9 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
 
     gc.disable()  # see _started
     ws = _ws(ctx)
-    notebooks = _boot_kernels(ws, pipeline, executor, parallel)
+    from ..kernels import prestart_for_run
+
+    notebooks = prestart_for_run(ws, pipeline, executor, parallel)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
     progress = Progress(quiet=quiet)
     with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
@@ -130,35 +169,6 @@ def _started() -> None:
     """
     gc.freeze()
     gc.enable()
-
-
-def _boot_kernels(ws: Any, pipeline: str, executor: str | None, parallel: int | None) -> bool:
-    """Start the first stage's notebook kernels now, from a quick look at the pipeline's file.
-
-    Loading the config loads every feature module (SQLAlchemy, the engine,
-    papermill): most of a second, during which the kernel boots on the other CPU.
-    Only when the jobs will run here (the executor the engine will make, from
-    ``--executor`` or workbench.yaml, is the local one), as many as its slots.
-    False when the look finds no notebook job.
-    """
-    from ..config.peek import first_stage_notebooks
-
-    try:
-        spec, options = ws.settings.resolve_executor(executor, parallel)
-    except WorkbenchError:  # a broken workbench.yaml: the engine reports it in its turn
-        return False
-    if (spec or "local").partition("://")[0] != "local":
-        return False
-    hint = first_stage_notebooks(ws.root, pipeline)
-    if hint is None:
-        return False
-    from ..executors.local import local_slots
-    from ..kernels import POOL
-
-    POOL.keep_spare = False  # a one-shot process: no kernel beyond what the run needs
-    count, kernel = hint
-    POOL.start_now(kernel, min(count, local_slots(options.get("max_parallel"))))
-    return True
 
 
 def finish_run(ws: Any, run: Any) -> None:
@@ -207,10 +217,9 @@ def _result_line(ws: Any, run: Any) -> str:
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
-    from ..reporting import status_rows, print_status
+    from ..reporting import print_status
 
-    ws = _ws(ctx)
-    rows = status_rows(ws)
+    rows = _service(ctx).board()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -224,10 +233,9 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> None:
     """Past runs, newest first."""
-    from ..reporting import history_rows, print_table
+    from ..reporting import print_table
 
-    ws = _ws(ctx)
-    rows = history_rows(ws, pipeline, limit)
+    rows = _service(ctx).history(pipeline, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -248,10 +256,9 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
 @click.pass_context
 def logs(ctx: click.Context, locator: str, follow: bool) -> None:
     """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
-    from ..reporting import job_log
-
-    ws = _ws(ctx)
-    job_log(ws, locator, follow=follow, write=lambda b: (sys.stdout.buffer.write(b), sys.stdout.buffer.flush()))
+    for chunk in _service(ctx).log(locator, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
 
 
 @main.command()

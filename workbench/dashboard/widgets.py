@@ -52,7 +52,7 @@ class ApprovalRow(W.HBox):
     def _approve(self) -> str:
         run = actions.approve(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value,
                               drive=self.dash.drive, on_done=lambda _r: self.dash.refresh_live())
-        return f"approved {self.pending.locator} as {self.dash.user}; {run.locator} goes on"
+        return f"approved {self.pending.locator} as {self.dash.user}; {run['locator']} goes on"
 
     def _reject(self) -> str:
         actions.reject(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value)
