@@ -316,13 +316,7 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.post(f"{P}/notify", tags=["materials"])
     def notify(body: NotifyBody | None = None, who: Identity = Depends(acting("notify"))) -> dict[str, Any]:
         """`workbench notify` over HTTP: poll the materials with this URL or name (all without one) now."""
-        from ..triggering import material_keys
-
-        what = (body or NotifyBody()).what
-        keys = material_keys(ws, what)
-        if scheduler is not None:
-            scheduler.force(keys)
-        return {"polling": keys if keys is not None else "all"}
+        return local(who).notify((body or NotifyBody()).what)
 
     for add in extra_routers:
         add(app, state)
