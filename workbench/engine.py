@@ -620,11 +620,13 @@ def _checkouts(pipeline: Pipeline, revisions: Mapping[str, Any]) -> list[dict[st
     return out
 
 
-def find_run(store: Any, locator: str) -> tuple[PipelineRun, list[str]]:
-    """``PIPELINE/COUNTER[/STAGE[/JOB]]`` → the run and the rest of the path."""
+def find_run(store: Any, locator: str, expected: str = "PIPELINE/COUNTER[/STAGE[/JOB]]") -> tuple[PipelineRun, list[str]]:
+    """``PIPELINE/COUNTER[/STAGE[/JOB]]`` → the run and the rest of the path.
+
+    ``expected`` is the form the caller wants, named in the error for a locator too short."""
     parts = [p for p in locator.strip("/").split("/") if p]
     if len(parts) < 2:
-        raise NotFound(f"{locator!r}: expected PIPELINE/COUNTER[/STAGE[/JOB]]")
+        raise NotFound(f"{locator!r}: expected {expected}")
     pipeline, counter = parts[0], parts[1]
     if counter != "latest" and not counter.isdigit():
         raise NotFound(f"{locator!r}: counter must be a number or 'latest'")

@@ -181,9 +181,10 @@ def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:
     """``PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB`` → its log file and job run."""
     from .engine import find_run
 
-    run, rest = find_run(ws.store, locator)
+    form = "PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB"
+    run, rest = find_run(ws.store, locator, form)
     if len(rest) not in (2, 3):
-        raise NotFound(f"{locator!r}: expected PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB")
+        raise NotFound(f"{locator!r}: expected {form}")
     stage_name, job_name = rest[0], rest[-1]
     detail = ws.store.run_detail(run)
     stages = [s for s in detail.stages if s.name == stage_name]

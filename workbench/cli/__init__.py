@@ -53,7 +53,7 @@ class WorkbenchGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
 
 
-def _service(ctx: click.Context) -> Any:
+def _service(ctx: click.Context, *, reading: bool = False) -> Any:
     """The application layer the command talks to: the release service when one is configured, else here.
 
     ``$WORKBENCH_SERVER`` or workbench.yaml's ``server: {url: ...}`` sends the
@@ -69,7 +69,7 @@ def _service(ctx: click.Context) -> Any:
         return obj["service"]
     url = None if obj.get("local") else (os.environ.get("WORKBENCH_SERVER") or None)
     if url is None and not obj.get("local"):
-        url = _ws(ctx).settings.server.url
+        url = _ws(ctx, reading=reading).settings.server.url
     if url:
         from ..client import Client
 
@@ -78,7 +78,7 @@ def _service(ctx: click.Context) -> Any:
     else:
         from ..service.local import Local
 
-        obj["service"] = Local(_ws(ctx))
+        obj["service"] = Local(_ws(ctx, reading=reading))
     return obj["service"]
 
 
@@ -88,14 +88,23 @@ def _remote(ctx: click.Context) -> bool:
     return isinstance(_service(ctx), Client)
 
 
-def _ws(ctx: click.Context) -> Any:
+def _ws(ctx: click.Context, *, reading: bool = False) -> Any:
+    """The workspace of ``-w``; ``reading``: a command that only reads refuses a folder that is not a
+    workspace (no pipelines/, no .workbench/) instead of creating a store there."""
     from ..workspace import Workspace
 
     obj = ctx.find_root().obj
     if "ws" not in obj:
         obj["ws"] = Workspace.open(obj.get("workspace"))
         ctx.find_root().call_on_close(obj["ws"].close)
-    return obj["ws"]
+    ws = obj["ws"]
+    if reading and not ws.pipelines_dir.is_dir() and not ws.state.is_dir() and not ws.settings.store_url \
+            and not ws._store_url:
+        from ..errors import UsageError
+
+        raise UsageError(f"{ws.root} is not a workspace: it has no pipelines/ folder and no history "
+                         "(.workbench/); pass -w WORKSPACE or create pipelines/*.gocd.yaml")
+    return ws
 
 
 @click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,15 +122,25 @@ def main(ctx: click.Context, workspace: str | None, local: bool) -> None:
 @main.command()
 @click.pass_context
 def validate(ctx: click.Context) -> None:
-    """Check the pipeline files; print FILE:LINE:COL for each problem (exit 2)."""
+    """Check every file a later command loads (pipeline files, workbench.yaml, notebook parameters);
+    print FILE:LINE:COL for each problem (exit 2)."""
+    from ..service.local import Local
+
     ws = _ws(ctx)
-    cfg = ws.config
-    for w in cfg.warnings:
-        _err(str(w))
-    for check in VALIDATE_CHECKS:  # features' checks that need the workspace's files (notebooks, ...)
-        for w in check(cfg, ws.root):
-            _err(str(w))
-    click.echo(f"ok: {len(cfg.pipelines)} pipelines in {len(cfg.files)} files")
+    if not ws.pipelines_dir.is_dir():
+        _ = ws.settings  # workbench.yaml is still checked
+        _err(f"warning: {ws.root} has no pipelines/ folder: no pipeline files to check "
+             "(a workspace keeps its pipelines in pipelines/*.gocd.yaml)")
+        click.echo("ok: no pipelines")
+        return
+    result = Local(ws).validate()
+    for w in result["warnings"]:
+        _err(w)
+    click.echo(f"ok: {plural(result['pipelines'], 'pipeline')} in {plural(result['files'], 'file')}")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # (config, workspace root) -> warnings; registered by cli/<feature>.py modules
@@ -131,7 +150,7 @@ VALIDATE_CHECKS: list[Callable[[Any, Any], list[Any]]] = []
 @main.command()
 @click.argument("pipeline")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once (default: CPU count).")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once (default: CPU count).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result line.")
 @click.pass_context
 def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
@@ -219,7 +238,7 @@ def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
     from ..reporting import print_status
 
-    rows = _service(ctx).board()
+    rows = _service(ctx, reading=True).board()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -235,7 +254,7 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
     """Past runs, newest first."""
     from ..reporting import print_table
 
-    rows = _service(ctx).history(pipeline, limit)
+    rows = _service(ctx, reading=True).history(pipeline, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -256,7 +275,7 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
 @click.pass_context
 def logs(ctx: click.Context, locator: str, follow: bool) -> None:
     """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
-    for chunk in _service(ctx).log(locator, follow=follow):
+    for chunk in _service(ctx, reading=True).log(locator, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 

@@ -68,7 +68,7 @@ def approvals(ctx: click.Context, fmt: str) -> None:
     """Stages waiting for approval, and who may approve each."""
     from ..reporting import print_table
 
-    rows = _service(ctx).approvals()
+    rows = _service(ctx, reading=True).approvals()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -130,7 +130,7 @@ def audit(ctx: click.Context, limit: int, fmt: str) -> None:
     """Every decision and refused attempt, newest first: who, when, what, comment, outcome."""
     from ..reporting import print_table
 
-    rows = _service(ctx).audit(limit)
+    rows = _service(ctx, reading=True).audit(limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

@@ -133,7 +133,7 @@ def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--revision", "-r", "revisions", multiple=True, metavar="MATERIAL=REV",
               help="Use this revision of a material (sha, branch, tag; for an upstream: COUNTER or PIPELINE/COUNTER).")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once.")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], executor: str | None,
@@ -156,7 +156,7 @@ def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], execu
 @click.argument("locator", metavar="PIPELINE/COUNTER/STAGE")
 @click.option("--failed-jobs", is_flag=True, help="Rerun only the jobs that did not pass.")
 @click.option("--executor", default=None)
-@click.option("--parallel", "-j", type=int, default=None)
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None)
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def rerun(ctx: click.Context, locator: str, failed_jobs: bool, executor: str | None, parallel: int | None,

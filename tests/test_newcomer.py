@@ -1,0 +1,67 @@
+"""What a newcomer tripped on (issue 19): each test failed before its fix."""
+from __future__ import annotations
+
+import json
+
+PIPE = """
+format_version: 10
+pipelines:
+  build:
+    group: g
+    materials: {}
+    stages:
+      - compile:
+          jobs:
+            c: {tasks: [{exec: {command: "true"}}]}
+"""
+
+
+def test_validate_checks_workbench_yaml_too(workspace) -> None:
+    workspace.write("p.gocd.yaml", PIPE)
+    (workspace.root / "workbench.yaml").write_text("executor: local\nstroe: x.db\n")
+    r = workspace.cli("validate")
+    assert r.code == 2, r
+    assert "workbench.yaml:2:1: unknown key 'stroe'" in r.err
+    assert "ok:" not in r.out
+
+
+def test_validate_counts_in_plain_english_and_a_folder_without_pipelines_is_not_a_located_problem(workspace) -> None:
+    workspace.write("p.gocd.yaml", PIPE)
+    r = workspace.cli("validate")
+    assert r.code == 0 and r.out.strip() == "ok: 1 pipeline in 1 file", r
+    (workspace.root / "pipelines" / "p.gocd.yaml").unlink()
+    (workspace.root / "pipelines").rmdir()
+    r = workspace.cli("validate")
+    assert r.code == 0 and "pipelines:1:1" not in r.err and "has no pipelines/ folder" in r.err, r
+
+
+def test_read_only_commands_create_nothing_in_a_folder_that_is_not_a_workspace(workspace, tmp_path) -> None:
+    other = tmp_path / "not-a-workspace"
+    other.mkdir()
+    for args in (["status"], ["history"], ["approvals"], ["audit"], ["logs", "p/1/s/j"]):
+        r = workspace.cli("-w", str(other), *args)
+        assert r.code == 2, (args, r)
+        assert "is not a workspace" in r.err and "Traceback" not in r.err
+    assert list(other.iterdir()) == []
+
+
+def test_bad_counts_are_refused(workspace) -> None:
+    workspace.write("p.gocd.yaml", PIPE)
+    assert workspace.cli("run", "build", "-q").code == 0
+    for n in ("0", "-3"):
+        r = workspace.cli("history", "-n", n)
+        assert r.code == 2 and "at least 1" in r.err, (n, r)
+    r = workspace.cli("history", "-n", "1", "--format", "json")
+    assert r.code == 0 and len(json.loads(r.out)) == 1
+    r = workspace.cli("run", "build", "-j", "0")
+    assert r.code == 2 and "-j" in r.err, r
+    r = workspace.cli("audit", "-n", "0")
+    assert r.code == 2, r
+
+
+def test_logs_names_the_log_locator_form(workspace) -> None:
+    workspace.write("p.gocd.yaml", PIPE)
+    assert workspace.cli("run", "build", "-q").code == 0
+    for loc in ("build", "build/1"):
+        r = workspace.cli("logs", loc)
+        assert r.code == 2 and "expected PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB" in r.err, r
