@@ -65,3 +65,27 @@ def test_logs_names_the_log_locator_form(workspace) -> None:
     for loc in ("build", "build/1"):
         r = workspace.cli("logs", loc)
         assert r.code == 2 and "expected PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB" in r.err, r
+
+
+def test_go_trigger_user_of_an_approved_stage_is_the_approver(workspace) -> None:
+    workspace.write("p.gocd.yaml", """
+        format_version: 10
+        pipelines:
+          app:
+            group: g
+            materials: {}
+            stages:
+              - build:
+                  jobs:
+                    b: {tasks: [{script: 'echo "build by $GO_TRIGGER_USER"'}]}
+              - deploy:
+                  approval: {type: manual, users: [carol]}
+                  jobs:
+                    d: {tasks: [{script: 'echo "deploy by $GO_TRIGGER_USER"'}]}
+        """)
+    r = workspace.cli("run", "app", "-q", env={"JUPYTERHUB_USER": "dave"})
+    assert r.code == 0, r
+    r = workspace.cli("approve", "app/1/deploy", "-q", env={"JUPYTERHUB_USER": "carol"})
+    assert r.code == 0, r
+    assert "build by dave" in workspace.cli("logs", "app/1/build/b").out
+    assert "deploy by carol" in workspace.cli("logs", "app/1/deploy/d").out

@@ -522,7 +522,8 @@ class Engine:
             "GO_STAGE_NAME": stage.name,
             "GO_STAGE_COUNTER": str(stage_run.counter),
             "GO_JOB_NAME": jr.name,
-            "GO_TRIGGER_USER": run.triggered_by,
+            # GoCD: the person who approved (or reran) this stage; else whoever or whatever triggered the run
+            "GO_TRIGGER_USER": stage_run.approved_by or run.triggered_by,
             "WORKBENCH_RUN_ID": str(run.id),
             "WORKBENCH_STAGE_RUN_ID": str(stage_run.id),
             "WORKBENCH_JOB_RUN_ID": str(jr.id),
