@@ -499,3 +499,16 @@ def pd_na() -> Any:
     import pandas as pd
 
     return pd.NA
+
+
+def test_traffic_says_when_nginx_does_not_answer(workspace: Any, nginx_route: Any) -> None:
+    """Issue 19 item 4: with nginx stopped, the weights shown are recorded ones, and `traffic` says so."""
+    workspace.write("release.yaml", pipeline_yaml(nginx_route.config))
+    ws = workspace.open()
+    move(ws, "shop", 25, actor="test", reason="before the stop")
+    r = workspace.cli("traffic")
+    assert r.code == 0 and "does not answer" not in r.err, r
+    nginx_route.nginx.stop()
+    r = workspace.cli("traffic")
+    assert r.code == 0 and "blue=75% green=25%" in r.out, r
+    assert "route shop: the provider does not answer: nginx does not answer on" in r.err, r

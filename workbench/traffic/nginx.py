@@ -201,6 +201,18 @@ class NginxProvider(Provider):
         raise TrafficError(f"route {route.name}: nginx did not serve the new weights within "
                            f"{route.options.get('confirm_timeout', 10)}s (last seen: {last})")
 
+    def unanswered(self, route: Route) -> str | None:
+        listen = _listen(route)
+        if listen is None:
+            return None
+        try:
+            with urllib.request.urlopen(_status_url(listen), timeout=2):
+                return None
+        except urllib.error.HTTPError:
+            return None  # it answers, if not with a status page
+        except OSError as exc:
+            return f"nginx does not answer on {listen} ({getattr(exc, 'reason', exc)})"
+
     def current_weights(self, route: Route) -> Weights | None:
         conf = route.path("conf")
         try:

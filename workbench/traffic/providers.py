@@ -38,6 +38,13 @@ class Provider:
         """The weights really served, or None when the provider cannot tell."""
         return None
 
+    def unanswered(self, route: Route) -> str | None:
+        """Why the provider does not serve the route right now (e.g. nginx is not running), or None.
+
+        ``current_weights`` may read a file that outlives the server; this asks the server itself,
+        so ``workbench traffic`` can say that the weights it shows are recorded, not served."""
+        return None
+
 
 PROVIDERS: dict[str, type[Provider]] = {}
 
