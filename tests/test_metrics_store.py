@@ -182,6 +182,9 @@ def test_report_is_one_self_contained_html_without_secrets(shop: Any, tmp_path: 
     assert secret not in html
     assert '<script src="http' not in html and "<link rel=\"stylesheet\" href=\"http" not in html
     assert "Plotly.newPlot" in html  # charts carry plotly.js inline
+    assert "NaT" not in html and ">NaN<" not in html  # a reader sees a dash (issue 19 item 5)
+    assert "IPKernelApp" not in r.err and "KeyboardInterrupt" not in r.err  # no kernel chatter on success
+    assert r.err.strip() == "", r.err
     from workbench.metrics.analysis import find_release
 
     with pytest.raises(NotFound, match="no production deployment labelled 'nope'"):
