@@ -89,3 +89,61 @@ def test_go_trigger_user_of_an_approved_stage_is_the_approver(workspace) -> None
     assert r.code == 0, r
     assert "build by dave" in workspace.cli("logs", "app/1/build/b").out
     assert "deploy by carol" in workspace.cli("logs", "app/1/deploy/d").out
+
+
+CHAIN = """
+format_version: 10
+pipelines:
+  build:
+    group: g
+    materials: {}
+    stages:
+      - compile: {jobs: {c: {tasks: [{exec: {command: "true"}}]}}}
+  deploy:
+    group: g
+    materials:
+      up: {pipeline: build, stage: compile}
+    stages:
+      - install: {jobs: {i: {tasks: [{script: "exit ${DEPLOY_EXIT:-0}"}]}}}
+  smoke:
+    group: g
+    materials:
+      up: {pipeline: deploy, stage: install}
+    stages:
+      - check: {jobs: {s: {tasks: [{exec: {command: "true"}}]}}}
+  other:
+    group: g
+    materials:
+      up: {pipeline: unrelated, stage: s}
+    stages:
+      - s: {jobs: {s: {tasks: [{exec: {command: "true"}}]}}}
+  unrelated:
+    group: g
+    materials: {}
+    stages:
+      - s: {jobs: {s: {tasks: [{exec: {command: "true"}}]}}}
+"""
+
+
+def test_run_goes_on_to_the_pipelines_it_triggers(workspace) -> None:
+    """Issue 19 item 2: `run build` drives deploy (and deploy's downstream), nothing unrelated."""
+    from workbench import Workspace
+
+    workspace.write("p.gocd.yaml", CHAIN)
+    r = workspace.cli("run", "build")
+    assert r.code == 0, r
+    assert "deploy/1 triggered by build/1/compile/1" in r.out and "smoke/1 triggered by deploy/1/install/1" in r.out, r.out
+    lines = [ln for ln in r.out.splitlines() if "(label" in ln]
+    assert [ln.split(" ")[0] for ln in lines] == ["build/1", "deploy/1", "smoke/1"], r.out
+    with Workspace.open(workspace.root) as ws:
+        assert {p: len(ws.store.pipeline_runs(p)) for p in ("build", "deploy", "smoke", "other", "unrelated")} == \
+            {"build": 1, "deploy": 1, "smoke": 1, "other": 0, "unrelated": 0}
+
+    r = workspace.cli("run", "build", "--no-downstream")
+    assert r.code == 0 and "triggered by" not in r.out, r
+    with Workspace.open(workspace.root) as ws:
+        assert len(ws.store.pipeline_runs("deploy")) == 1
+
+    r = workspace.cli("run", "build", "-q", env={"DEPLOY_EXIT": "3"})
+    assert r.code == 1, r  # the downstream failed: the command says so
+    assert "deploy/2 (label 2): failed" in r.out and "build/3 (label 3): passed" in r.out, r.out

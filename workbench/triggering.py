@@ -442,19 +442,31 @@ class Scheduler:
         return bool(self._drives)
 
     # -- loops -------------------------------------------------------------------
-    def run_until_idle(self, *, max_passes: int | None = None) -> TickReport:
+    def run_until_idle(self, *, max_passes: int | None = None,
+                       events: tuple[Iterable[tuple[str, str]], Iterable[str]] | None = None) -> TickReport:
         """A tick: passes and driving until no run is in progress here and nothing new triggers.
 
         ``max_passes`` (default: 100, or 4 per pipeline in a larger workspace: a
         chain of N pipelines takes about N passes) bounds the passes; past it
         the tick reports an error and only finishes the runs it drives.
+        ``events`` (``(passed (pipeline, stage) pairs, finished pipelines)``) makes
+        it answer those alone, as if this process had seen them: what ``workbench
+        run`` finished triggers downstream, and their downstreams in turn, without
+        polling any material or starting anything else that happens to be due.
         """
         started = time.monotonic()
         if max_passes is None:
             max_passes = max(100, 4 * len(self.ws.config.pipelines))
+        first = True
+        if events is not None:
+            passed, finished = events
+            with self._mutex:
+                self._passed |= set(passed)
+                self._finished |= set(finished)
+            self._full_due = False
+            first = False
         try:
             self._progress = True
-            first = True
             while True:
                 if self._progress and self.report.passes >= max_passes:
                     self._progress = False

@@ -151,10 +151,14 @@ VALIDATE_CHECKS: list[Callable[[Any, Any], list[Any]]] = []
 @click.argument("pipeline")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
 @click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once (default: CPU count).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result line.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result lines.")
+@click.option("--no-downstream", is_flag=True,
+              help="Stop after PIPELINE's own run; do not start the pipelines that depend on it.")
 @click.pass_context
-def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
-    """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
+def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool,
+        no_downstream: bool) -> None:
+    """Trigger PIPELINE and run it here in the foreground, then the pipelines its passed stages trigger
+    (as GoCD does), and theirs in turn (exit 0 all passed or waiting, 1 one failed)."""
     from ..progress import Progress
 
     gc.disable()  # see _started
@@ -174,7 +178,48 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
                 result = engine.run(pipeline)
         finally:
             signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result)
+    finish_run(ws, result, downstream=None if no_downstream else _downstream(ws, result, quiet, executor, parallel))
+
+
+def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: int | None) -> list[Any]:
+    """Drive what ``run``'s passed stages trigger (dependency materials), and their downstreams in turn.
+
+    A scheduler answering those events alone (``run_until_idle(events=...)``):
+    no material is polled and nothing else that happens to be due starts.
+    Returns the runs it created, oldest first; none (no scheduler at all) when
+    nothing depends on the stages that passed.
+    """
+    from ..progress import Progress
+    from ..status import Status
+    from ..triggering import Scheduler, dependency_index
+
+    if run.status in (Status.SCHEDULED, Status.RUNNING):  # another process drives it
+        return []
+    detail = ws.store.run_detail(run)
+    passed = [(run.pipeline, s.name) for s in detail.latest_stages().values() if s.status == Status.PASSED]
+    if not any(key in dependency_index(ws.config) for key in passed):
+        return []
+    created: list[int] = []
+    progress = Progress(quiet=quiet)
+
+    def listen(event: str, **data: Any) -> None:
+        if event == "run_created":
+            created.append(data["run"].id)
+            if not quiet:
+                new = data["run"]
+                ups = [str(v.get("revision")) for v in new.revisions.values()
+                       if isinstance(v, dict) and v.get("kind") == "dependency"]
+                click.echo(f"{new.locator} triggered by {', '.join(ups) or run.locator}")
+        progress(event, **data)
+
+    with Scheduler(ws, listener=listen, executor=executor, max_parallel=parallel) as s:
+        previous = signal.signal(signal.SIGINT, lambda *_: s.engine.cancel())
+        try:
+            with progress:
+                s.run_until_idle(events=(passed, [run.pipeline] if run.status.finished else []))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return [ws.store.get_pipeline_run_by_id(i) for i in created]
 
 
 def _started() -> None:
@@ -190,24 +235,29 @@ def _started() -> None:
     gc.enable()
 
 
-def finish_run(ws: Any, run: Any) -> None:
+def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None) -> None:
     """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
 
     ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
     0: passed; stopped to wait for an approval; or taken over by another
     process (a tick or serve now drives a stage of it: the run is still
     going, nothing failed, and the line says where to follow it). 1: failed
-    or rejected. 130: cancelled.
+    or rejected. 130: cancelled. ``downstream`` (``workbench run``'s
+    downstream runs) each get their line, and the worst of all decides.
     """
     from ..status import Status
 
-    click.echo(_result_line(ws, run))
-    if run.status in (Status.SCHEDULED, Status.RUNNING):
-        click.echo(f"{run.locator} continues in another process (`workbench status`, `workbench logs -f`)")
-        return
-    if run.status in (Status.WAITING, Status.PASSED):
-        return
-    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
+    code = 0
+    for r in [run, *(downstream or ())]:
+        click.echo(_result_line(ws, r))
+        if r.status in (Status.SCHEDULED, Status.RUNNING):
+            click.echo(f"{r.locator} continues in another process (`workbench status`, `workbench logs -f`)")
+        elif r.status == Status.CANCELLED:
+            code = code or EXIT_INTERRUPTED
+        elif r.status not in (Status.WAITING, Status.PASSED):
+            code = EXIT_FAILED
+    if code:
+        sys.exit(code)
 
 
 def _result_line(ws: Any, run: Any) -> str:
