@@ -7,6 +7,8 @@ so "the split" is what a few hundred real requests got.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -512,3 +514,26 @@ def test_traffic_says_when_nginx_does_not_answer(workspace: Any, nginx_route: An
     r = workspace.cli("traffic")
     assert r.code == 0 and "blue=75% green=25%" in r.out, r
     assert "route shop: the provider does not answer: nginx does not answer on" in r.err, r
+
+
+def test_a_command_providers_relative_path_means_the_workspace_root(workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defect 6: `workbench -w WS traffic --set` from another folder runs WS's script."""
+    scripts = workspace.root / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "lb.sh").write_text('echo "$WORKBENCH_WEIGHTS" > "$(dirname "$0")/../served.json"\n')
+    workspace.write("r.yaml", """
+        format_version: 10
+        routes:
+          shop:
+            provider: command
+            stacks: {blue: "127.0.0.1:1", green: "127.0.0.1:2"}
+            argv: [bash, scripts/lb.sh]
+        pipelines: {}
+        """)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = subprocess.run([sys.executable, "-m", "workbench", "-w", str(workspace.root), "traffic", "shop", "--set", "25"],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "WORKBENCH_WORKSPACE"})
+    assert p.returncode == 0, p.stderr
+    assert json.loads((workspace.root / "served.json").read_text()) == {"blue": 75, "green": 25}
