@@ -158,3 +158,16 @@ def test_export_to_a_parquet_name_is_refused_with_what_to_do(workspace, tmp_path
     assert not (tmp_path / "history.parquet").exists()
     r = workspace.cli("export", str(tmp_path / "history.zip"))
     assert r.code == 0, r
+
+
+def test_every_frame_is_offered_to_tab_completion_with_what_it_holds(workspace) -> None:
+    """Issue 16 defect 11: dir(ws.frames) listed 3 of the 19 frames."""
+    import workbench.features
+
+    workbench.features.load()
+    ws = workspace.open()
+    names = ws.frames.names()
+    assert len(names) >= 19 and set(names) <= set(dir(ws.frames))
+    described = ws.frames.describe()
+    assert list(described["frame"]) == names
+    assert all(described["holds"].str.len() > 10), described[described["holds"].str.len() <= 10]
