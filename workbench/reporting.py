@@ -170,6 +170,9 @@ def print_status(rows: list[dict[str, Any]]) -> None:
     console = Console(width=max(100, _term_width()))
     console.print(table)
     for r in rows:
+        if r.get("status") in ("failed", "cancelled", "rejected") and r.get("reason"):
+            console.print(f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", markup=False, style="red",
+                          soft_wrap=True)
         for w in r.get("waiting_jobs") or ():
             console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
         for e in r.get("material_errors") or ():

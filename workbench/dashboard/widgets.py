@@ -50,9 +50,15 @@ class ApprovalRow(W.HBox):
         self.add_class("wb-approval")
 
     def _approve(self) -> str:
-        run = actions.approve(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value,
-                              drive=self.dash.drive, on_done=lambda _r: self.dash.refresh_live())
-        return f"approved {self.pending.locator} as {self.dash.user}; {run['locator']} goes on"
+        locator = self.pending.locator
+
+        def done(result: Any) -> None:  # the run as it stopped: the page says what really happened
+            self.dash.report_outcome(locator, result)
+            self.dash.refresh_live()
+
+        run = actions.approve(self.dash.ws, locator, user=self.dash.user, comment=self.comment.value,
+                              drive=self.dash.drive, on_done=done)
+        return f"approved {locator} as {self.dash.user}; {run['locator']} continues…"
 
     def _reject(self) -> str:
         actions.reject(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value)
@@ -208,6 +214,23 @@ class Dashboard(W.VBox):
             ok = True
         self.refresh_live()
         return ok
+
+    def report_outcome(self, locator: str, result: Any) -> None:
+        """After an approval, the run's real outcome replaces "approved": red with the reason when a stage
+        failed (e.g. the traffic provider's message), neutral when it waits again, green when it passed."""
+        done = f"approved {locator} as {self.user}"
+        if isinstance(result, BaseException):
+            _say(self.message, f"{done}, but the run could not go on: {result}", BAD)
+            return
+        status = getattr(result, "status", None)
+        value = getattr(status, "value", str(status))
+        why = f": {result.reason}" if getattr(result, "reason", None) else ""
+        if value in ("failed", "cancelled", "rejected"):
+            _say(self.message, f"{done}; then {result.locator} {value}{why}", BAD)
+        elif value == "passed":
+            _say(self.message, f"{done}; {result.locator} passed", OK)
+        elif value == "waiting":
+            _say(self.message, f"{done}; {result.locator} waits for the next approval", OK)
 
     # -- live refresh --------------------------------------------------------------------
     def refresh_live(self) -> None:
