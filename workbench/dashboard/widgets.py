@@ -80,6 +80,7 @@ class RouteRow(W.VBox):
         self.cancel = W.Button(description="Cancel")
         self.confirm_box = W.HBox([self.confirm_text, self.confirm, self.cancel], layout=W.Layout(display="none"))
         self._pending: tuple[str, Any] | None = None
+        self._shown_weight: tuple[Any, int] | None = None  # the (stack, recorded weight) the slider last showed
         for b, cls in ((self.move, "wb-move"), (self.rollback, "wb-rollback"), (self.confirm, "wb-confirm"),
                        (self.cancel, "wb-cancel")):
             b.add_class(cls)
@@ -101,8 +102,15 @@ class RouteRow(W.VBox):
         text = " · ".join(f"{html.escape(s)} {w}%{' (live)' if s == view.live else ''}" for s, w in view.weights.items())
         owner = f" — rollout of {html.escape(view.run)}" if view.run else ""
         self.weights.value = f"<div>{bar}</div><small>{text}{owner}</small>"
-        if self._pending is None and self.slider.value != view.candidate_weight:
+        # A refresh moves the slider only when the recorded weight itself changed: a person dragging it
+        # (before "Move…") keeps what they chose; the label follows the stack a move would now shift.
+        shown = (view.candidate, view.candidate_weight)
+        if self._pending is None and shown != self._shown_weight:
             self.slider.value = view.candidate_weight
+        self._shown_weight = shown
+        label = f"{view.candidate or '-'} %"
+        if self.slider.description != label:
+            self.slider.description = label
         self.rollback.disabled = not view.can_rollback
         self.rollback.tooltip = view.why_not or f"put 100% back on {view.live} for {view.run}"
 
