@@ -241,3 +241,32 @@ def test_an_incident_without_caused_by_blames_the_release_serving_when_it_opened
     dep = metrics_from_workspace(ws).deployments.set_index("run_id")
     assert dep.loc[second.id, "incidents"] == 1 and bool(dep.loc[second.id, "failed_change"])
     assert dep.loc[first.id, "incidents"] == 0
+
+
+def test_a_first_run_records_every_commit_it_brings(workspace: Any, git_repo: Any) -> None:
+    """Issue 16 defect 7: the first run recorded only the head commit, so lead times lost the others."""
+    from workbench.materials.git import FIRST_RUN_COMMITS
+    from workbench.triggering import tick
+
+    repo = git_repo("app")
+    for i in range(4):
+        repo.commit({f"f{i}.txt": str(i)}, f"change {i}", date=f"2026-11-0{i + 1}T10:00:00+00:00")
+    workspace.write("p.yaml", f"""
+        format_version: 10
+        environments:
+          production: {{production: true, pipelines: [deploy]}}
+        pipelines:
+          deploy:
+            group: g
+            materials:
+              app: {{git: {repo.url}}}
+            stages:
+              - install: {{jobs: {{i: {{tasks: [{{exec: {{command: "true"}}}}]}}}}}}
+        """)
+    ws = workspace.open()
+    tick(ws)
+    commits = ws.frames.commits
+    assert len(commits) == 5 and commits["sha"].nunique() == 5  # the initial commit and the four changes
+    lead = metrics_from_workspace(ws).lead_times
+    assert int(lead["counted"].sum()) == 5
+    assert FIRST_RUN_COMMITS >= 100  # the bound docs/metrics.md names
