@@ -65,6 +65,37 @@ class ApprovalRow(W.HBox):
         return f"rejected {self.pending.locator} as {self.dash.user}"
 
 
+_warm: list[threading.Thread] = []
+
+
+def warm_charts() -> None:
+    """Import plotly's figure widget and chart classes in the background while the board shows.
+
+    The first ``FigureWidget`` costs 1.5-2 s of imports (plotly's renderers pull in nbformat and
+    jsonschema; each trace type loads its validators): paid when the Metrics tab was first opened,
+    it made the tab take seconds (issue 16). The import lock makes a tab opened meanwhile wait for
+    the same work instead of doing it twice; nothing is built here, so no widget or comm exists yet.
+    """
+    if _warm:
+        return
+
+    def work() -> None:
+        try:
+            import plotly.graph_objects as go
+            from plotly.graph_objs import _figurewidget  # noqa: F401  (nbformat, jsonschema, anywidget)
+
+            fig = go.Figure()
+            fig.add_trace(go.Scatter(x=[0], y=[0]))
+            fig.add_trace(go.Bar(x=[0], y=[0]))
+            fig.update_layout(title="warm", xaxis={"title": "x"}, yaxis={"title": "y"}, legend={"orientation": "h"})
+        except Exception:  # a warm-up only: the tab reports real errors when it builds its charts
+            pass
+
+    t = threading.Thread(target=work, name="wb-warm-charts", daemon=True)
+    _warm.append(t)
+    t.start()
+
+
 class RouteRow(W.VBox):
     def __init__(self, dash: "Dashboard", view: data.RouteView) -> None:
         self.dash = dash
@@ -206,6 +237,8 @@ class Dashboard(W.VBox):
         if charts_on_start:
             self.refresh_charts()
             self._fill_runs()
+        else:
+            warm_charts()
         if autostart:
             self.start()
 
