@@ -197,8 +197,10 @@ class Dashboard(W.VBox):
         self.status = W.HTML()
         self.message = W.HTML()
         self.message.add_class("wb-message")
-        self.live = W.ToggleButton(value=autostart, description="live", tooltip="refresh while runs progress")
-        self.live.observe(lambda ch: self.start() if ch["new"] else self.stop(), names="value")
+        self.live = W.ToggleButton(value=autostart, tooltip="refresh while runs progress (click to switch)")
+        self._show_live(autostart)
+        self.live.observe(lambda ch: (self._show_live(ch["new"]), self.start() if ch["new"] else self.stop()),
+                          names="value")
         self.board = W.HTML()
         self.board.add_class("wb-board-html")
         self.approvals = W.VBox()
@@ -255,6 +257,12 @@ class Dashboard(W.VBox):
             ok = True
         self.refresh_live()
         return ok
+
+    def _show_live(self, on: bool) -> None:
+        """The toggle says its state in words and colour: "live: on" (green) or "live: off"."""
+        self.live.description = "live: on" if on else "live: off"
+        self.live.button_style = "success" if on else ""
+        self.live.icon = "refresh" if on else "pause"
 
     def report_outcome(self, locator: str, result: Any) -> None:
         """After an approval, the run's real outcome replaces "approved": red with the reason when a stage
@@ -381,8 +389,12 @@ class Dashboard(W.VBox):
                         fw.layout = fig.layout
             self.metrics_html.value = summary_html(m)
             f = self.figures
-            self.chart_box.children = [W.HBox([f["lead"], f["freq"]]), W.HBox([f["cfr"], f["recovery"]]),
-                                       W.HBox([f["rework"], f["stages"]])]
+
+            def cell(key: str) -> W.Box:  # each chart takes half the row, whatever the screen's width
+                return W.Box([f[key]], layout=W.Layout(flex="1 1 0", min_width="360px"))
+
+            self.chart_box.children = [W.HBox([cell("lead"), cell("freq")]), W.HBox([cell("cfr"), cell("recovery")]),
+                                       W.HBox([cell("rework"), cell("stages")])]
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         try:
@@ -430,7 +442,8 @@ def summary_html(m: Any) -> str:
         return html.escape(str(v))
 
     rows = [
-        ("Deployment frequency", f"{td(r['deployments'])} deployments, {td(r['per_week'])}/week, {td(r['frequency_bucket'])}",
+        ("Deployment frequency", f"{td(r['deployments'])} deployments, {td(r['per_week'])}/week on average; "
+         f"Four Keys bucket <i>{td(r['frequency_bucket'])}</i> (from the median week's deploy days)",
          r["deployment_frequency_band"]),
         ("Change lead time", f"median {td(r['lead_time_median'])}, p90 {td(r['lead_time_p90'])} ({td(r['commits'])} commits)",
          r["lead_time_band"]),
