@@ -40,6 +40,6 @@ def deliveries(ctx: click.Context, limit: int, fmt: str) -> None:
     from ..reporting import print_table
 
     for row in rows:
-        row["materials"] = ", ".join(row.pop("material_keys")) or None
-    print_table(rows, ["id", "received_at", "forge", "event", "outcome", "status", "repository", "materials", "reason",
-                       "polled_at", "delivery_id", "remote"])
+        row["polled"] = "yes" if row.pop("polled_at") else ("no" if row["outcome"] == "accepted" else "")
+    # the table shows what an operator scans for; ids, addresses and material keys are in --format json
+    print_table(rows, ["id", "received_at", "forge", "event", "outcome", "status", "repository", "reason", "polled"])
