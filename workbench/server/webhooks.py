@@ -210,9 +210,18 @@ class Receiver:
 
     async def _refuse(self, row: D.Delivery, exc_class: type[WorkbenchError], reason: str) -> JSONResponse:
         status, body = _refusal(exc_class, reason)
-        await run_in_threadpool(D.insert, self.ws.store, _with(row, status=status, reason=reason))
-        log.warning("webhook %s from %s refused (%s): %s", row.forge, row.remote, status, reason)
+        await run_in_threadpool(self._store_refusal, _with(row, status=status, reason=reason))
         return JSONResponse(body, status_code=status)
+
+    def _store_refusal(self, row: D.Delivery) -> None:
+        """The row, a log line, and for a caller without the secret an audit row like the API's own refusals."""
+        D.insert(self.ws.store, row)
+        log.warning("webhook %s from %s refused (%s): %s", row.forge, row.remote, row.status, row.reason)
+        if row.status in (NotSignedIn.http_status, Unauthorized.http_status):
+            from ..approvals import record
+
+            record(self.ws, "(not signed in)", "webhook", f"webhooks/{row.forge}", "unauthorized",
+                   detail=f"from {row.remote}: {row.reason}")
 
     def _decide(self, row: D.Delivery, headers: dict[str, str], body: bytes) -> Answer:
         """A signed delivery: parse, match, record (unique id), then tell the scheduler."""
@@ -221,7 +230,7 @@ class Receiver:
             payload = F.parse_payload(body, headers.get("content-type"))
         except F.PayloadError as exc:
             status, out = _refusal(UsageError, str(exc))
-            D.insert(self.ws.store, _with(row, status=status, reason=str(exc)))
+            self._store_refusal(_with(row, status=status, reason=str(exc)))
             return Answer(status, out)
         kind = F.kind_of(forge, row.event)
         row = _with(row, repository=payload.repository, ref=payload.ref)
@@ -253,8 +262,7 @@ class Receiver:
             when = _iso(exc.first_at) if exc.first_at is not None else "an earlier time"
             why = f"delivery {row.delivery_id} already received at {when}"
             status, out = _refusal(InvalidState, why)
-            D.insert(self.ws.store, _with(row, outcome=D.REFUSED, status=status, reason=why, material_keys=()))
-            log.warning("webhook %s from %s refused (409): %s", row.forge, row.remote, why)
+            self._store_refusal(_with(row, outcome=D.REFUSED, status=status, reason=why, material_keys=()))
             return Answer(status, out)
         return Answer(row.status, {**body, "delivery": row.delivery_id}, _with(row, id=rid))
 
