@@ -130,3 +130,14 @@ def test_matching_keys_finds_the_materials_of_a_push(tmp_path: Path) -> None:
     assert F.matching_keys(materials, [f"file://{tmp_path}/local"]) == [str(tmp_path / "local")]
     assert F.matching_keys(materials, ["https://github.com/org/unknown", "not a url at all"]) == []
     assert F.matching_keys(materials, []) == []
+
+
+def test_the_settings_example_of_docs_webhooks_is_a_valid_workbench_yaml(tmp_path: Path) -> None:
+    from workbench.settings import load_settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "workbench.yaml").write_text(block)
+    server = load_settings(tmp_path).server
+    assert sorted(server.webhook_secrets) == sorted(F.FORGES)
+    assert server.webhook_secrets["github"] == "${GITHUB_WEBHOOK_SECRET}" and server.max_body_bytes == 1_000_000

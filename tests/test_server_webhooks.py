@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import httpx
@@ -231,10 +232,19 @@ def test_hostile_deliveries_are_refused_or_ignored_recorded_and_trigger_nothing(
         assert r2.status_code == 202, r2.text
         wait_for(lambda: run_with(ws, later), message="the run of genuine-2")
         wait_for(lambda: finished(ws), message="the runs to finish")
-    tail = rows(ws)[-4:]
+
+        # one delivery sent eight times at once: the store's unique constraint lets exactly one through
+        race = signed("github", good, delivery="race-1")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: httpx.post(server.url + PATHS["github"], content=good, headers=race,
+                                                         timeout=30).status_code, range(8)))
+        assert sorted(answers) == [202] + [409] * 7, answers
+    tail = [d for d in rows(ws) if d.delivery_id != "race-1"][-4:]
     assert [(d.delivery_id, d.outcome, d.status) for d in tail] == [
         ("genuine-1", "accepted", 202), ("genuine-1", "refused", 409), ("genuine-2", "refused", 401),
         ("genuine-2", "accepted", 202)]
+    raced = [d for d in rows(ws) if d.delivery_id == "race-1"]
+    assert sorted(d.outcome for d in raced) == ["accepted"] + ["refused"] * 7
     assert [r.counter for r in runs(ws, "app")] == [1, 2, 3]
     assert server.stop() == 0
     assert_clean(server)
