@@ -12,8 +12,9 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,7 @@ def setup(workspace: Any, repo: Any, forges: tuple[str, ...] = tuple(SECRETS)) -
     return workspace.open()
 
 
-def start(server_factory: Any, workspace: Any, ws: Any) -> Any:
+def start(server_factory: Any, workspace: Any, ws: Any) -> Any:  # noqa: F811
     """The server, once its first pass has built the repository's first commit (a material never fetched is
     fetched once, auto_update or not); from then on only a webhook can start a run."""
     server = server_factory(workspace.root, "--interval", "300", env=ENV)
@@ -144,7 +145,8 @@ def test_a_signed_push_from_every_forge_runs_the_pipeline_on_the_new_commit(
             r = http.post(path, content=body, headers=signed(forge, body))
             assert r.status_code == 202, (forge, path, r.text)
             assert r.json()["outcome"] == "accepted" and r.json()["polling"] == [str(repo.path.resolve())]
-            run = wait_for(lambda: run_with(ws, sha), message=f"a run of {sha[:8]} after the {forge} webhook at {path}")
+            run = wait_for(lambda sha=sha: run_with(ws, sha),
+                           message=f"a run of {sha[:8]} after the {forge} webhook at {path}")
             assert run.counter == i + 2
             wait_for(lambda: finished(ws), message="the run to finish")
     assert [r.status for r in runs(ws, "app")] == [Status.PASSED] * (len(cases) + 1)
@@ -272,7 +274,7 @@ def test_a_server_killed_right_after_a_2xx_still_polls_after_restart(
             assert r.status_code == 202, r.text
             assert_clean(server)
             server = server_factory(workspace.root, "--interval", "300", env=ENV)
-            wait_for(lambda: run_with(ws, sha), message=f"the run of {sha[:8]} after restart {i + 1}")
+            wait_for(lambda sha=sha: run_with(ws, sha), message=f"the run of {sha[:8]} after restart {i + 1}")
             wait_for(lambda: finished(ws), message="the run to finish")
             wait_for(lambda: all(d.polled_at is not None for d in rows(ws)), message="the deliveries stamped")
     assert [run_with(ws, s) is not None for s in shas] == [True] * 5

@@ -65,3 +65,36 @@ def test_the_frame(store: Any, tmp_path: Any) -> None:
     df = Frames(store).webhook_deliveries
     assert list(df["outcome"].astype(str)) == ["accepted", "refused"]
     assert list(df["material_keys"][0]) == ["/a", "/b"] and df["polled_at"].isna().all()
+
+
+class ForceLog:
+    """What PollConfirmations asks of a scheduler (its one call), recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def force(self, keys: list[str]) -> None:
+        self.calls.append(list(keys))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_polled_only_after_a_pass_that_began_after_the_force(store: Any) -> None:
+    from workbench.server.webhooks import PollConfirmations
+    from workbench.triggering import TickReport
+
+    scheduler = ForceLog()
+    confirm = PollConfirmations(store, scheduler)
+    first = D.insert(store, delivery("a", material_keys=("/a",)), unique=True)
+    confirm.submit([first], ["/a"])
+    assert scheduler.calls == [["/a"]]
+    confirm.on_pass(TickReport())  # may have begun before the force: force again, confirm nothing
+    assert scheduler.calls == [["/a"], ["/a"]] and [d.id for d in D.pending(store)] == [first]
+    second = D.insert(store, delivery("b", material_keys=("/b",)), unique=True)
+    confirm.submit([second], ["/b"])
+    confirm.on_pass(TickReport(errors=["store busy"]))  # a's confirming pass failed: a once more, b again
+    assert sorted(scheduler.calls[-1]) == ["/a", "/b"] and len(D.pending(store)) == 2
+    confirm.on_pass(TickReport())  # began after both forces: both polled
+    assert D.pending(store) == []
+    calls = len(scheduler.calls)
+    confirm.on_pass(TickReport())
+    assert len(scheduler.calls) == calls  # nothing left waiting

@@ -62,55 +62,70 @@ def _refusal(exc_class: type[WorkbenchError], detail: str) -> tuple[int, dict[st
     return exc_class.http_status, {"error": exc_class.kind, "detail": detail}
 
 
+@dataclass
+class _Waiting:
+    """Deliveries forced together, waiting for the pass that polls them (mutable: the passes move it on)."""
+
+    ids: list[int]
+    keys: list[str]
+    force_again_after: int
+    confirm_after: int
+    retries: int = 0
+
+
 class PollConfirmations:
     """Stamps ``polled_at`` once a scheduling pass that began after a delivery's force has finished.
 
     ``Scheduler.force`` only queues keys; a pass already under way may have
     read the queue before them. So a delivery forced when ``n`` passes had
     finished is forced again when pass ``n+1`` ends and is confirmed when pass
-    ``n+2`` (which certainly began with its keys queued) ends. Until then
-    ``polled_at`` stays empty and a restart polls it again: polling twice is
-    harmless (a revision set never yields two runs), polling never is the bug.
+    ``n+2`` (which certainly began with its keys queued) ends. A pass that
+    reported errors (the store was busy, say) confirms nothing: the keys are
+    forced once more, up to CONFIRM_RETRIES times, then left to the next start.
+    Until then ``polled_at`` stays empty and a restart polls it again: polling
+    twice is harmless (a revision set never yields two runs), never is the bug.
     """
 
     def __init__(self, store: Any, scheduler: Any) -> None:
         self.store = store
         self.scheduler = scheduler
         self._lock = threading.Lock()
-        self._done = 0
-        self._waiting: list[list[Any]] = []  # [delivery ids, keys, re-force after pass, confirm after pass, retries]
+        self._done = 0  # passes finished
+        self._waiting: list[_Waiting] = []
 
     def submit(self, ids: list[int], keys: list[str]) -> None:
         with self._lock:
-            self._waiting.append([ids, keys, self._done + 1, self._done + 2, 0])
+            self._waiting.append(_Waiting(ids, keys, self._done + 1, self._done + 2))
         self.scheduler.force(keys)
 
     def on_pass(self, report: Any) -> None:
         """The serve loop's ``on_pass``: runs in the scheduler thread after every pass."""
+        failed = bool(getattr(report, "errors", None))
+        again: set[str] = set()
+        confirmed: list[int] = []
         with self._lock:
             self._done += 1
             n = self._done
-            again: list[str] = []
-            confirmed: list[list[Any]] = []
-            for entry in list(self._waiting):
-                if n == entry[2]:
-                    again += entry[1]
-                if n >= entry[3]:
-                    if getattr(report, "errors", None) and entry[4] < CONFIRM_RETRIES:
-                        entry[3], entry[4] = n + 1, entry[4] + 1  # the pass may not have polled: once more
-                        again += entry[1]
-                    else:
-                        self._waiting.remove(entry)
-                        if not getattr(report, "errors", None):
-                            confirmed.append(entry)
+            for w in list(self._waiting):
+                if n == w.force_again_after:
+                    again.update(w.keys)
+                if n < w.confirm_after:
+                    continue
+                if not failed:
+                    confirmed += w.ids
+                    self._waiting.remove(w)
+                elif w.retries < CONFIRM_RETRIES:
+                    w.confirm_after, w.retries = n + 1, w.retries + 1
+                    again.update(w.keys)
+                else:
+                    self._waiting.remove(w)  # unstamped: the next start polls them
         if again:
-            self.scheduler.force(sorted(set(again)))
-        ids = [i for entry in confirmed for i in entry[0]]
-        if ids:
+            self.scheduler.force(sorted(again))
+        if confirmed:
             try:
-                D.mark_polled(self.store, ids)
+                D.mark_polled(self.store, confirmed)
             except WorkbenchError as exc:  # left unstamped: the next start polls them again
-                log.warning("webhook deliveries %s polled, not stamped: %s", ids, exc)
+                log.warning("webhook deliveries %s polled, not stamped: %s", confirmed, exc)
 
 
 class Receiver:
