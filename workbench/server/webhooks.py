@@ -150,8 +150,9 @@ class Receiver:
                 continue
             if secret:
                 self.secrets[forge] = secret
-            else:
+            else:  # an empty HMAC key is no secret at all
                 self.problems[forge] = f"the {forge} webhook secret is empty"
+                log.warning("%s; %s webhooks are refused", self.problems[forge], forge)
         self.confirmations = PollConfirmations(ws.store, scheduler) if scheduler is not None else None
 
     # -- the server's start and its loop ---------------------------------------------------
