@@ -91,8 +91,10 @@ def error_body(exc: WorkbenchError) -> dict[str, Any]:
 class State:
     """What the endpoints share: the workspace, the authenticator and the scheduler that drives runs."""
 
-    def __init__(self, ws: Any, auth: Authenticator, scheduler: Any = None, hooks: Any = None) -> None:
+    def __init__(self, ws: Any, auth: Authenticator, scheduler: Any = None, hooks: Any = None,
+                 prefix: str = "") -> None:
         self.ws = ws
+        self.prefix = prefix  # where the hub proxies to us: extra routers mount under it too
         self.auth = auth
         self.scheduler = scheduler
         self.hooks = hooks  # the webhook receiver (workbench.server.webhooks), when loaded
@@ -105,7 +107,7 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     settings = ws.settings.server
     auth = auth or Authenticator(ws.store, trusted_proxies=settings.trusted_proxies,
                                  anonymous_read=settings.anonymous_read)
-    state = State(ws, auth, scheduler)
+    state = State(ws, auth, scheduler, prefix=prefix)
     app = FastAPI(title="Release Workbench", version="1", openapi_url=f"{prefix}{API}/openapi.json",
                   docs_url=f"{prefix}{API}/docs", redoc_url=None,
                   description="The release service: the same actions as the `workbench` CLI, signed in.")
