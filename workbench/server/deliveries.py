@@ -149,6 +149,7 @@ def recent(store: Any, limit: int = 50) -> list[Delivery]:
 
 
 def _frame(frames: Frames) -> pd.DataFrame:
+    """Every forge webhook delivery the server received: forge, event, outcome, reason, matched materials."""
     t = webhook_deliveries
     q = sa.select(t.c.id, t.c.forge, t.c.delivery_id, t.c.event, t.c.received_at, t.c.remote, t.c.outcome,
                   t.c.status, t.c.reason, t.c.repository, t.c.ref, t.c.material_keys, t.c.polled_at).order_by(t.c.id)
