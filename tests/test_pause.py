@@ -83,3 +83,12 @@ def test_pause_through_the_server_with_the_client(workspace: Any, git_repo: Any,
         client.unpause("app")
     assert client.board()[0]["paused"] is False
     client.close()
+
+
+def test_the_dashboard_board_says_who_paused_a_pipeline_and_why() -> None:
+    from workbench.dashboard import data
+
+    rows = [data.BoardRow("app", "g", (data.BoardRun(0, 0, "never run", "not run", (), None),))]
+    html = data.board_html(rows, {"app": "paused by carol: <freeze>"})
+    assert 'class="wb-paused"' in html and "paused by carol: &lt;freeze&gt;" in html
+    assert "wb-paused" not in data.board_html(rows)
