@@ -288,7 +288,10 @@ class Dashboard(W.VBox):
             cfg = self.ws.config
             runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
             stage_layout, groups = source.layout(cfg)
-            board = data.board_html(data.board(runs, stages, stage_layout, groups))
+            from ..pauses import current_pauses
+
+            paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
+            board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
             before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
             self.board.value = board
             self._refresh_approvals()

@@ -41,6 +41,10 @@ class Decision(Body):
     comment: str | None = Field(default=None, max_length=10_000)
 
 
+class PauseBody(Body):
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
 class TriggerBody(Body):
     revisions: dict[str, str] = Field(default_factory=dict)
 
@@ -291,6 +295,15 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.post(f"{P}/pipelines/{{pipeline}}/unlock", tags=["runs"])
     def unlock(pipeline: str, who: Identity = Depends(acting("unlock"))) -> dict[str, Any]:
         return local(who).unlock(pipeline)
+
+    @app.post(f"{P}/pipelines/{{pipeline}}/pause", tags=["runs"])
+    def pause(pipeline: str, body: PauseBody | None = None, who: Identity = Depends(acting("pause"))) -> dict[str, Any]:
+        """GoCD's pause: no trigger, automatic or manual, until unpaused (409 when already paused)."""
+        return local(who).pause(pipeline, (body or PauseBody()).reason)
+
+    @app.post(f"{P}/pipelines/{{pipeline}}/unpause", tags=["runs"])
+    def unpause(pipeline: str, who: Identity = Depends(acting("unpause"))) -> dict[str, Any]:
+        return local(who).unpause(pipeline)
 
     @app.post(f"{P}/traffic/{{route}}", tags=["traffic"])
     def set_traffic(route: str, body: TrafficBody, who: Identity = Depends(acting("traffic"))) -> dict[str, Any]:
