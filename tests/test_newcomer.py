@@ -147,3 +147,27 @@ def test_run_goes_on_to_the_pipelines_it_triggers(workspace) -> None:
     r = workspace.cli("run", "build", "-q", env={"DEPLOY_EXIT": "3"})
     assert r.code == 1, r  # the downstream failed: the command says so
     assert "deploy/2 (label 2): failed" in r.out and "build/3 (label 3): passed" in r.out, r.out
+
+
+def test_export_to_a_parquet_name_is_refused_with_what_to_do(workspace, tmp_path) -> None:
+    """Issue 16 defect 12: `export history.parquet` made a folder pandas.read_parquet cannot read."""
+    workspace.write("p.gocd.yaml", PIPE)
+    assert workspace.cli("run", "build", "-q").code == 0
+    r = workspace.cli("export", str(tmp_path / "history.parquet"))
+    assert r.code == 2 and "history.zip" in r.err and "to_parquet" in r.err, r
+    assert not (tmp_path / "history.parquet").exists()
+    r = workspace.cli("export", str(tmp_path / "history.zip"))
+    assert r.code == 0, r
+
+
+def test_every_frame_is_offered_to_tab_completion_with_what_it_holds(workspace) -> None:
+    """Issue 16 defect 11: dir(ws.frames) listed 3 of the 19 frames."""
+    import workbench.features
+
+    workbench.features.load()
+    ws = workspace.open()
+    names = ws.frames.names()
+    assert len(names) >= 19 and set(names) <= set(dir(ws.frames))
+    described = ws.frames.describe()
+    assert list(described["frame"]) == names
+    assert all(described["holds"].str.len() > 10), described[described["holds"].str.len() <= 10]
