@@ -1001,7 +1001,8 @@ def test_load_workspace_config(tmp_path: Path) -> None:
     folder = tmp_path / "pipelines"
     folder.mkdir()
     assert [str(w) for w in load_workspace_config(tmp_path).warnings] == [
-        "pipelines:1:1: warning: no pipeline files (*.yaml, *.yml) in the pipelines folder"]
+        "pipelines:1:1: warning: no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, *.goenvironment.json) "
+        "in the pipelines folder"]
     (folder / "b.yml").write_text(PIPE.format(name="b"))
     (folder / "a.gocd.yaml").write_text(PIPE.format(name="a"))
     (folder / ".#a.yaml").write_text("junk: [")
