@@ -968,7 +968,7 @@ def test_binary_junk_and_deep_nesting(tmp_path: Path) -> None:
 def test_gocd_keys_that_do_nothing_here_warn_and_say_what_happens_instead(tmp_path: Path) -> None:
     text = PIPE.format(name="p").replace("          jobs:", """\
           clean_workspace: true
-          keep_artifacts: false
+          keep_artifacts: true
           never_cleanup_artifacts: true
           jobs:""") + """\
 environments:
@@ -992,6 +992,19 @@ environments:
         "are Dask workers, chosen for a job by its resources and by the environments an agent joins "
         "(`workbench agent --environment prod`)"]
     assert config.pipeline("p").stages[0].clean_workspace and config.environments["prod"].agents
+
+
+def test_cleanup_keys_set_to_false_change_nothing_and_say_nothing(tmp_path: Path) -> None:
+    """GoCD's UI export writes `clean_workspace: false` and `keep_artifacts: false` on every stage (issue 18)."""
+    text = PIPE.format(name="p").replace("          jobs:", """\
+          clean_workspace: false
+          keep_artifacts: "false"
+          never_cleanup_artifacts: no
+          jobs:""")
+    config = load(tmp_path, a=text)
+    assert [str(w) for w in config.warnings] == []
+    stage = config.pipeline("p").stages[0]
+    assert (stage.clean_workspace, stage.keep_artifacts) == (False, False)
 
 
 # -- workspace, extensions, speed -----------------------------------------------------------

@@ -27,6 +27,7 @@ PARAM_NAME_RE = re.compile(r"[A-Za-z0-9_\-.]+\Z")
 _PARAM_RE = re.compile(r"##|#\{([^}]*)(\}?)")
 _TRUE = {"true", "yes", "on", "y"}
 _FALSE = {"false", "no", "off", "n"}
+FALSE_WORDS = frozenset(_FALSE)  # how GoCD (and YAML 1.1) may write false
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_\-]+={0,2}")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)")
 
