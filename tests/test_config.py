@@ -19,7 +19,7 @@ from workbench.config import (Config, DependencyMaterial, ExecTask, FetchTask, G
                               register_stage_key, register_task_kind)
 from workbench.config import jobs as jobs_mod
 from workbench.config import loader as loader_mod
-from workbench.config.context import Ctx
+from workbench.config.context import ELSEWHERE, Ctx
 from workbench.config.jobs import parse_job, parse_stage, parse_task
 from workbench.config.loader import (looks_like_ciphertext, parse_environment, parse_material, parse_parameters,
                                      parse_pipeline, parse_variables)
@@ -464,7 +464,7 @@ pipelines:
 
 def test_unknown_dependency_pipeline_and_stage(tmp_path: Path) -> None:
     assert errors(tmp_path, a=DEP.format(up="c", stage="build")) == [
-        "a.yaml:4:22: dependency material 'up' refers to unknown pipeline 'c'"]
+        "a.yaml:4:22: dependency material 'up' refers to unknown pipeline 'c'" + ELSEWHERE]
     assert errors(tmp_path, a=DEP.format(up="bb", stage="x").replace("  b:", "  bb:")) == [
         "a.yaml:4:33: dependency material 'up': pipeline 'bb' has no stage 'x' (its stages: test)",
         "a.yaml:9:22: pipeline dependency cycle: a -> bb -> a"]
@@ -504,7 +504,7 @@ def test_unknown_template_and_template_expansion(tmp_path: Path) -> None:
     assert web.stages[0].loc.file == "templates.yaml"
     got = errors(tmp_path, templates=templates, uses="pipelines:\n  web: {template: build-and-tests}\n")
     assert got == ["uses.yaml:2:19: pipeline 'web' uses unknown template 'build-and-tests' (did you mean "
-                   "'build-and-test'?) (templates: build-and-test)"]
+                   "'build-and-test'?) (templates: build-and-test)" + ELSEWHERE]
 
 
 def test_template_needs_the_pipelines_parameters(tmp_path: Path) -> None:
@@ -583,7 +583,7 @@ def test_fetch_from_stages_that_do_not_run_before(tmp_path: Path) -> None:
         "a.yaml:15:34: fetch in stage 'two' refers to stage 'three' of the same pipeline, which does not run "
         "before it (only earlier stages can be fetched from)",
         "a.yaml:17:59: fetch: stage 'make' of pipeline 'up' has no job 'lib' (jobs: bin)",
-        "a.yaml:18:37: fetch refers to unknown pipeline 'down'"]
+        "a.yaml:18:37: fetch refers to unknown pipeline 'down'" + ELSEWHERE]
 
 
 def test_environments(tmp_path: Path) -> None:
