@@ -380,3 +380,14 @@ def test_validate_reports_a_broken_json_file_at_its_line_without_a_traceback(wor
     workspace.write("build.gopipeline.json", json.dumps(PIPE, indent=2))
     r = workspace.cli("validate")
     assert r.code == 0 and r.out.strip() == "ok: 1 pipeline in 1 file", r
+
+
+def test_the_json_examples_of_the_configuration_reference_load_together() -> None:
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
+    blocks = re.findall(r"^<!-- example: loads (\S+) -->\n```json\n(.*?)^```$", doc, re.M | re.S)
+    assert [name for name, _ in blocks] == ["build.gopipeline.json", "qa.goenvironment.json"]
+    config = load_texts(dict(blocks))
+    assert list(config.pipelines) == ["build"] and config.environments["qa"].pipelines == ("build",)
+    assert config.pipelines["build"].stages[1].approval.users == ("alice",) and config.warnings == ()
