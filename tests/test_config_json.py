@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from conftest import corpus_dir
 
 from workbench.config import Config, ExecTask, FetchTask, ScriptTask, load_config, load_texts, load_workspace_config
@@ -391,3 +393,33 @@ def test_the_json_examples_of_the_configuration_reference_load_together() -> Non
     config = load_texts(dict(blocks))
     assert list(config.pipelines) == ["build"] and config.environments["qa"].pipelines == ("build",)
     assert config.pipelines["build"].stages[1].approval.users == ("alice",) and config.warnings == ()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=JSON_VALUES, indent=st.sampled_from([None, 0, 2, "\t"]), ascii_only=st.booleans())
+def test_every_json_node_knows_where_its_value_starts(value: Any, indent: Any, ascii_only: bool) -> None:
+    from workbench.config.jsonnodes import compose_json
+    from workbench.config.yamlnodes import Map, Seq
+
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only)
+    node, found = compose_json(text, "f.json")
+    assert found == [] and node is not None and node.plain() == value
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    decoder = json.JSONDecoder()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        index = starts[n.line - 1] + n.col - 1
+        assert decoder.raw_decode(text, index)[0] == n.plain()  # the value written at LINE:COL is this node's
+        if isinstance(n, Map):
+            for k, v in n:
+                assert decoder.raw_decode(text, starts[k.line - 1] + k.col - 1)[0] == k.text
+                stack.append(v)
+        elif isinstance(n, Seq):
+            stack.extend(n.items)
