@@ -270,6 +270,8 @@ def at(text: str, marker: str, nth: int = 1) -> str:
                     {"name": "m", "type": "git", "url": "https://x/b.git", "destination": "b"}]}, '"m"', 2,
      "'m' is defined twice in materials of pipeline 'p' (first at line 1, column 52)"),
     ({"stages": [{"jobs": []}]}, '{"jobs"', 1, "a stage of pipeline 'p' needs \"name\""),
+    ({"materials": [{"type": ["git"], "url": "https://x/a.git"}]}, '["git"]', 1,
+     "the type of a material of pipeline 'p' must be a string, found a list"),
     ({"materials": [{"type": "svn", "url": "https://x/a"}]}, '"svn"', 1,
      "material 'svn': svn materials are not supported by the workbench (only git and pipeline dependencies are)"),
     ({"environment_variables": [{"name": "A", "value": "1", "encrypted_value": "x"}]}, '"encrypted_value"', 1,

@@ -170,6 +170,9 @@ def _materials(node: Node, what: str, ctx: Ctx, at: Scalar) -> Map | None:
             ctx.error(m, f"a material of {what} needs \"type\" (git or dependency; GoCD also has svn, hg, p4, tfs, "
                          "package, plugin and configrepo)")
             return None
+        if not isinstance(kind, Scalar):
+            ctx.error(kind, f"the type of a material of {what} must be a string, found {describe(kind)}")
+            return None
         if "name" in m and not is_null(m.get("name")):
             name = _name(m, f"a material of {what}", ctx)
         elif several:
@@ -177,9 +180,9 @@ def _materials(node: Node, what: str, ctx: Ctx, at: Scalar) -> Map | None:
             return None
         else:  # GoCD's default: a dependency is named after its pipeline
             upstream = m.get("pipeline")
-            source = upstream if isinstance(kind, Scalar) and kind.text == "dependency" and isinstance(upstream, Scalar) \
-                and not is_null(upstream) else kind
-            name = _str_scalar(source.text, source) if isinstance(source, Scalar) else None
+            source = upstream if kind.text == "dependency" and isinstance(upstream, Scalar) and not is_null(upstream) \
+                else kind
+            name = _str_scalar(source.text, source)
         if name is None:
             return None
         items: list[tuple[Scalar, Node]] = []
