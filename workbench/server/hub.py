@@ -1,0 +1,295 @@
+"""``workbench server`` as a JupyterHub service: who a hub token belongs to, and browser sign-in.
+
+Everything OAuth is JupyterHub's own ``HubOAuth`` used as a library: its
+``login_url``, ``generate_state``, PKCE challenge, ``token_for_code`` and
+``user_for_token`` (with its cache, kept short so that a revoked token stops
+working within ``CACHE_SECONDS``). Its tornado helpers (``set_state_cookie``,
+``set_cookie``) need a tornado handler, so the two cookies they would write
+are ours instead, encrypted with a Fernet key kept in the workspace's state
+folder (``.workbench/hub-cookie.key``, mode 0600):
+
+* the OAuth state cookie (``hub.state_cookie_name``) carries the state id, the
+  page to return to and the PKCE verifier through the round trip to the hub;
+* the session cookie (``hub.cookie_name``, i.e. the OAuth client id) holds the
+  hub access token the code was exchanged for. Each request with it asks the
+  hub (through the cache) who the token belongs to, so signing out of the hub
+  or revoking the token ends the session here too.
+
+Alongside the session goes the CSRF cookie ``workbench-csrf`` (random,
+readable by the page's JavaScript), which ``auth.Authenticator.check_csrf``
+requires back in the ``X-Workbench-CSRF`` header of cookie-signed POSTs.
+
+Groups are not in every token's view of its owner (that needs the
+``read:users:groups`` scope on the token itself), so they are looked up with
+the service's own token, which the hub's ``load_roles`` grants (docs/hub.md).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote, urlencode
+
+from ..errors import StoreError
+from ..identity import ACT, Identity
+from .auth import CSRF_COOKIE
+
+log = logging.getLogger("workbench.server.hub")
+
+CACHE_SECONDS = 30  # how long the hub's answer about a token (and a user's groups) is trusted
+SESSION_SECONDS = 12 * 3600  # a session cookie older than this is ignored (the hub token may live longer)
+KEY_FILE = "hub-cookie.key"
+
+
+class Hub:
+    """The hub this server is a service of: token identities and the pieces of the OAuth round trip."""
+
+    def __init__(self, auth: Any, *, service_name: str, prefix: str) -> None:
+        self.auth = auth  # jupyterhub.services.auth.HubOAuth
+        self.service_name = service_name
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self._key_dir: Path | None = None
+        self._fernet: Any = None
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Hub(service={self.service_name!r}, api={self.auth.api_url!r}, prefix={self.prefix!r})"
+
+    # -- the cookie key ----------------------------------------------------------------
+    def attach(self, state_dir: Path) -> None:
+        """Keep the cookie key in ``state_dir`` (the workspace's .workbench/), so sessions survive restarts."""
+        self._key_dir = Path(state_dir)
+
+    @property
+    def fernet(self) -> Any:
+        """The Fernet of the key file, created 0600 on first use (O_EXCL: two processes agree on one key)."""
+        from cryptography.fernet import Fernet
+
+        with self._lock:
+            if self._fernet is None:
+                if self._key_dir is None:
+                    raise RuntimeError("Hub.attach(state_dir) was not called")
+                self._key_dir.mkdir(parents=True, exist_ok=True)
+                path = self._key_dir / KEY_FILE
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    key = path.read_bytes().strip()
+                else:
+                    key = Fernet.generate_key()
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(key + b"\n")
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+                self._fernet = Fernet(key)
+            return self._fernet
+
+    def seal(self, data: Mapping[str, Any]) -> str:
+        return self.fernet.encrypt(json.dumps(dict(data)).encode()).decode()
+
+    def unseal(self, value: str | None, max_age: int) -> dict[str, Any] | None:
+        """The sealed data, or None when missing, forged, from another key, or older than ``max_age``."""
+        from cryptography.fernet import InvalidToken
+
+        if not value:
+            return None
+        try:
+            data = json.loads(self.fernet.decrypt(value.encode(), ttl=max_age))
+        except (InvalidToken, ValueError, UnicodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    # -- identities ------------------------------------------------------------------------
+    def identity_for_token(self, token: str) -> Identity | None:
+        """The hub's owner of ``token`` (a user's JUPYTERHUB_API_TOKEN, an OAuth token), None if the hub does not know it."""
+        try:
+            model = self.auth.user_for_token(token)
+        except Exception as exc:  # tornado HTTPError (hub down, our token refused): not the caller's fault
+            raise StoreError(f"JupyterHub at {self.auth.api_url} could not check the token: {exc}") from None
+        if not model or not model.get("name"):
+            return None
+        name = str(model["name"])
+        if model.get("kind") == "service":
+            return Identity(f"service:{name}", via="hub", scope=ACT)
+        groups = model.get("groups")
+        return Identity(name, frozenset(groups) if isinstance(groups, list) else self.groups_of(name),
+                        via="hub", scope=ACT)
+
+    def identity_for_cookies(self, cookies: Mapping[str, str]) -> Identity | None:
+        """The person of a browser's session cookie (set by :meth:`finish_login`), None without a valid one."""
+        if self._key_dir is None:
+            return None
+        session = self.unseal(cookies.get(self.session_cookie), SESSION_SECONDS)
+        if not session or not isinstance(session.get("token"), str):
+            return None
+        return self.identity_for_token(session["token"])
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        """``user``'s hub groups, asked with the service's token (``read:users:groups``), cached briefly."""
+        import httpx
+
+        now = time.monotonic()
+        with self._lock:
+            hit = self._groups.get(user)
+            if hit and now - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        url = f"{self.auth.api_url.rstrip('/')}/users/{quote(user, safe='')}"
+        try:
+            r = httpx.get(url, headers={"Authorization": f"token {self.auth.api_token}"}, timeout=10)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"JupyterHub at {self.auth.api_url} does not answer: {exc}") from None
+        if r.status_code == 403:
+            log.warning("the hub refuses to list %s's groups: grant the service read:users:groups (docs/hub.md)", user)
+            groups: frozenset[str] = frozenset()
+        elif r.status_code >= 400:
+            raise StoreError(f"JupyterHub answered {r.status_code} for {user}'s groups")
+        else:
+            groups = frozenset(r.json().get("groups") or ())
+        with self._lock:
+            self._groups[user] = (now, groups)
+        return groups
+
+    # -- browser sign-in ----------------------------------------------------------------------
+    @property
+    def session_cookie(self) -> str:
+        return self.auth.cookie_name
+
+    @property
+    def callback_path(self) -> str:
+        """The path of the service's OAuth redirect URI (JUPYTERHUB_OAUTH_CALLBACK_URL; ``{prefix}oauth_callback``)."""
+        from urllib.parse import urlparse
+
+        return urlparse(self.auth.oauth_redirect_uri).path or self.prefix + "oauth_callback"
+
+    def start_login(self, next_url: str, existing: Mapping[str, str]) -> tuple[str, str, str]:
+        """``(authorize URL, state cookie name, sealed state)`` to send a browser to the hub's sign-in."""
+        verifier, challenge, method = self.auth.generate_pkce_code_challenge()
+        cookie = self.auth.state_cookie_name
+        extra: dict[str, Any] = {"code_verifier": verifier}
+        if cookie in existing:  # another sign-in under way in this browser (as HubOAuth.set_state_cookie does)
+            cookie = f"{cookie}-{secrets.token_hex(4)}"
+            extra["cookie_name"] = cookie
+        state_id = self.auth.generate_state(self._safe_next(next_url), **extra)
+        sealed = self.seal({"state": state_id, "next": self._safe_next(next_url), "verifier": verifier})
+        sep = "&" if "?" in self.auth.login_url else "?"
+        url = self.auth.login_url + sep + urlencode({"state": state_id, "code_challenge": challenge,
+                                                      "code_challenge_method": method})
+        return url, cookie, sealed
+
+    def finish_login(self, code: str, state_id: str, cookies: Mapping[str, str]) -> tuple[str, str, str]:
+        """Check the state, exchange the code: ``(next URL, sealed session, CSRF token)``.
+
+        Raises ValueError for a state that does not match this browser's cookie
+        (a forged or replayed callback) and StoreError when the hub refuses the code.
+        """
+        cookie = self.auth.get_state_cookie_name(state_id)
+        state = self.unseal(cookies.get(cookie), self.auth.oauth_state_max_age)
+        self.auth.clear_oauth_state(state_id)
+        if not state or not secrets.compare_digest(str(state.get("state")), state_id):
+            raise ValueError("the sign-in state does not match this browser's; sign in again")
+        try:
+            token = self.auth.token_for_code(code, code_verifier=state.get("verifier"))
+        except Exception as exc:  # tornado HTTPError from the hub's token endpoint
+            raise StoreError(f"JupyterHub refused the sign-in code: {exc}") from None
+        if self.identity_for_token(token) is None:
+            raise StoreError("JupyterHub issued a token it does not recognise")
+        return self._safe_next(state.get("next")), self.seal({"token": token}), secrets.token_urlsafe(24)
+
+    def state_cookies(self, cookies: Mapping[str, str]) -> list[str]:
+        return [name for name in cookies if name.startswith(self.auth.state_cookie_name)]
+
+    def _safe_next(self, next_url: Any) -> str:
+        """Only a path under our prefix: the callback must not become an open redirect."""
+        if isinstance(next_url, str) and next_url.startswith(self.prefix) and "//" not in next_url \
+                and "\\" not in next_url:
+            return next_url
+        return self.prefix
+
+
+def from_environment() -> Hub | None:
+    """The hub of a hub service's environment, None when this process is not one.
+
+    A hub-managed service gets JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_NAME,
+    JUPYTERHUB_API_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_CLIENT_ID and
+    JUPYTERHUB_OAUTH_CALLBACK_URL from the hub; an external one needs the first
+    two and JUPYTERHUB_API_URL set by whoever starts it, the rest defaulting
+    the way the hub defaults them (``/services/NAME/``, ``service-NAME``).
+    A single-user server's environment has a token but no service name: no hub.
+    """
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
+    name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "").strip()
+    if not token or not name:
+        return None
+    from jupyterhub.services.auth import HubOAuth
+
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"
+    if not prefix.endswith("/"):
+        prefix += "/"
+    auth = HubOAuth(api_token=token, base_url=prefix, cache_max_age=CACHE_SECONDS,
+                    oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID") or f"service-{name}")
+    return Hub(auth, service_name=name, prefix=prefix)
+
+
+def add_routes(app: Any, state: Any) -> None:
+    """``{prefix}oauth_callback`` (the service's OAuth redirect URI) and ``{prefix}logout``; nothing without a hub."""
+    from fastapi import Request
+    from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+    hub = getattr(state.auth, "hub", None)
+    if not isinstance(hub, Hub):
+        return
+    hub.attach(state.ws.state)
+    secure = hub.auth.oauth_redirect_uri.startswith("https:")
+
+    @app.get(hub.callback_path, include_in_schema=False)
+    def oauth_callback(request: Request, code: str = "", state: str = "", error: str = "",
+                       error_description: str = "") -> Response:
+        """Finish the hub's sign-in: exchange the code, set the session and CSRF cookies, go back to the page."""
+        if error or not code or not state:
+            return _problem(400, f"sign-in failed: {error_description or error or 'no code or state in the callback'}",
+                            hub.prefix)
+        try:
+            next_url, session, csrf = hub.finish_login(code, state, request.cookies)
+        except ValueError as exc:
+            return _problem(403, str(exc), hub.prefix)
+        response = RedirectResponse(next_url, status_code=302)
+        for name in hub.state_cookies(request.cookies):
+            response.delete_cookie(name, path=hub.prefix)
+        response.set_cookie(hub.session_cookie, session, path=hub.prefix, httponly=True, samesite="lax",
+                            secure=secure, max_age=SESSION_SECONDS)
+        response.set_cookie(CSRF_COOKIE, csrf, path=hub.prefix, httponly=False, samesite="lax", secure=secure,
+                            max_age=SESSION_SECONDS)
+        log.info("signed in through the hub: %s", hub.identity_for_cookies({hub.session_cookie: session}))
+        return response
+
+    @app.get(hub.prefix + "logout", include_in_schema=False)
+    def logout() -> Response:
+        """Forget this browser's session here, then sign out of the hub as well."""
+        response = RedirectResponse(hub.auth.hub_prefix + "logout", status_code=302)
+        response.delete_cookie(hub.session_cookie, path=hub.prefix)
+        response.delete_cookie(CSRF_COOKIE, path=hub.prefix)
+        return response
+
+    def _problem(status: int, message: str, prefix: str) -> HTMLResponse:
+        import html
+
+        return HTMLResponse(f"<!doctype html><title>Sign-in failed</title><p>{html.escape(message)}</p>"
+                            f'<p><a href="{html.escape(prefix)}">Try again</a></p>', status_code=status)
+
+
+def login_redirect(hub: Hub, request: Any) -> Any:
+    """The response that sends an unsigned browser to the hub's sign-in and back to this page."""
+    from fastapi.responses import RedirectResponse
+
+    next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url, cookie, sealed = hub.start_login(next_url, request.cookies)
+    response = RedirectResponse(url, status_code=302)
+    response.set_cookie(cookie, sealed, path=hub.prefix, httponly=True, samesite="lax",
+                        secure=hub.auth.oauth_redirect_uri.startswith("https:"), max_age=hub.auth.oauth_state_max_age)
+    return response
