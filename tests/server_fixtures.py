@@ -69,6 +69,8 @@ class ServerProcess:
         except ProcessLookupError:
             pass
         proc.wait(10)
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.stdout.close()
 
     def kill(self) -> None:
         """SIGKILL the server and everything it started (a crash)."""
