@@ -3,7 +3,7 @@
 Everything OAuth is JupyterHub's own ``HubOAuth`` used as a library: its
 ``login_url``, ``generate_state``, PKCE challenge, ``token_for_code`` and
 ``user_for_token`` (with its cache, kept short so that a revoked token stops
-working within ``CACHE_SECONDS``). Its tornado helpers (``set_state_cookie``,
+working within ``server.hub.cache_seconds``). Its tornado helpers (``set_state_cookie``,
 ``set_cookie``) need a tornado handler, so the two cookies they would write
 are ours instead, encrypted with a Fernet key kept in the workspace's state
 folder (``.workbench/hub-cookie.key``, mode 0600):
@@ -21,7 +21,7 @@ requires back in the ``X-Workbench-CSRF`` header of cookie-signed POSTs.
 
 Groups are not in every token's view of its owner (that needs the
 ``read:users:groups`` scope on the token itself), so they are looked up with
-the service's own token, which the hub's ``load_roles`` grants (docs/hub.md).
+the service's own token, which the hub's ``load_roles`` grants (docs/server.md, Behind JupyterHub).
 """
 from __future__ import annotations
 
@@ -35,7 +35,11 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-from ..errors import StoreError
+# at module level: FastAPI resolves the handlers' annotations (strings, with the __future__ import) in these globals
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from ..errors import StoreError, Unauthorized
 from ..identity import ACT, Identity
 from .auth import CSRF_COOKIE
 
@@ -49,9 +53,10 @@ KEY_FILE = "hub-cookie.key"
 class Hub:
     """The hub this server is a service of: token identities and the pieces of the OAuth round trip."""
 
-    def __init__(self, auth: Any, *, service_name: str, prefix: str) -> None:
+    def __init__(self, auth: Any, *, service_name: str, prefix: str, cache_seconds: int = CACHE_SECONDS) -> None:
         self.auth = auth  # jupyterhub.services.auth.HubOAuth
         self.service_name = service_name
+        self.cache_seconds = cache_seconds  # 0: ask the hub on every request
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._key_dir: Path | None = None
         self._fernet: Any = None
@@ -108,15 +113,25 @@ class Hub:
     # -- identities ------------------------------------------------------------------------
     def identity_for_token(self, token: str) -> Identity | None:
         """The hub's owner of ``token`` (a user's JUPYTERHUB_API_TOKEN, an OAuth token), None if the hub does not know it."""
+        from jupyterhub.services.auth import check_scopes
+
         try:
-            model = self.auth.user_for_token(token)
+            model = self.auth.user_for_token(token, use_cache=self.cache_seconds > 0)
         except Exception as exc:  # tornado HTTPError (hub down, our token refused): not the caller's fault
             raise StoreError(f"JupyterHub at {self.auth.api_url} could not check the token: {exc}") from None
         if not model or not model.get("name"):
             return None
         name = str(model["name"])
-        if model.get("kind") == "service":
-            return Identity(f"service:{name}", via="hub", scope=ACT)
+        kind = model.get("kind") or "user"
+        who = f"service:{name}" if kind == "service" else name
+        if not check_scopes(self.auth.access_scopes, set(model.get("scopes") or ())):
+            # the hub's own rule for its services (HubOAuthenticated.hub_scopes): signed in, not permitted
+            raise Unauthorized(
+                f"{who}'s JupyterHub token may not use the {self.service_name} service: it lacks the scope "
+                f"{' or '.join(sorted(self.auth.access_scopes))} (grant it in jupyterhub_config.py, e.g. "
+                f"c.Spawner.server_token_scopes for notebook tokens; docs/server.md)", user=who)
+        if kind == "service":
+            return Identity(who, via="hub", scope=ACT)
         groups = model.get("groups")
         return Identity(name, frozenset(groups) if isinstance(groups, list) else self.groups_of(name),
                         via="hub", scope=ACT)
@@ -137,7 +152,7 @@ class Hub:
         now = time.monotonic()
         with self._lock:
             hit = self._groups.get(user)
-            if hit and now - hit[0] < CACHE_SECONDS:
+            if hit and now - hit[0] < self.cache_seconds:
                 return hit[1]
         url = f"{self.auth.api_url.rstrip('/')}/users/{quote(user, safe='')}"
         try:
@@ -145,7 +160,7 @@ class Hub:
         except httpx.HTTPError as exc:
             raise StoreError(f"JupyterHub at {self.auth.api_url} does not answer: {exc}") from None
         if r.status_code == 403:
-            log.warning("the hub refuses to list %s's groups: grant the service read:users:groups (docs/hub.md)", user)
+            log.warning("the hub refuses to list %s's groups: grant the service read:users:groups (docs/server.md, Behind JupyterHub)", user)
             groups: frozenset[str] = frozenset()
         elif r.status_code >= 400:
             raise StoreError(f"JupyterHub answered {r.status_code} for {user}'s groups")
@@ -212,35 +227,55 @@ class Hub:
         return self.prefix
 
 
-def from_environment() -> Hub | None:
-    """The hub of a hub service's environment, None when this process is not one.
+def from_settings(hub: Any = None, environ: Mapping[str, str] | None = None) -> "Hub | None":
+    """The hub of ``server.hub`` (workbench.yaml) and the hub service's environment; None when neither says one.
 
     A hub-managed service gets JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_NAME,
-    JUPYTERHUB_API_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_CLIENT_ID and
-    JUPYTERHUB_OAUTH_CALLBACK_URL from the hub; an external one needs the first
-    two and JUPYTERHUB_API_URL set by whoever starts it, the rest defaulting
-    the way the hub defaults them (``/services/NAME/``, ``service-NAME``).
-    A single-user server's environment has a token but no service name: no hub.
+    JUPYTERHUB_API_URL, JUPYTERHUB_SERVICE_PREFIX, JUPYTERHUB_CLIENT_ID,
+    JUPYTERHUB_OAUTH_CALLBACK_URL and JUPYTERHUB_OAUTH_ACCESS_SCOPES from the
+    hub, so it needs no ``server.hub`` at all. An external service sets what the
+    hub cannot give it in ``server.hub`` (``api_url``, ``service_name``,
+    ``api_token: "${VAR}"``); the rest default the way the hub defaults them
+    (``/services/NAME/``, ``service-NAME``, ``{prefix}oauth_callback``). A
+    single-user server's environment has a token but no service name: no hub
+    unless ``server.hub`` says otherwise. ``server.hub`` present but a name or
+    token missing is a UsageError naming what is missing.
     """
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "").strip()
-    name = os.environ.get("JUPYTERHUB_SERVICE_NAME", "").strip()
-    if not token or not name:
+    from ..errors import UsageError
+    from ..settings import HubSettings, expand_secret
+
+    env = os.environ if environ is None else environ
+    hub = hub if hub is not None else HubSettings()
+    name = (hub.service_name or env.get("JUPYTERHUB_SERVICE_NAME") or "").strip()
+    token = (expand_secret(hub.api_token) if hub.api_token else env.get("JUPYTERHUB_API_TOKEN", "")).strip()
+    if not hub.configured and not (name and token):
         return None
+    missing = [what for what, ok in (("service_name (or $JUPYTERHUB_SERVICE_NAME)", name),
+                                     ("api_token (or $JUPYTERHUB_API_TOKEN)", token)) if not ok]
+    if missing:
+        raise UsageError(f"workbench.yaml server.hub: no {' and no '.join(missing)}; a hub-managed service gets "
+                         "both from the hub, an external one needs them set (docs/server.md, Behind JupyterHub)")
     from jupyterhub.services.auth import HubOAuth
 
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"
+    prefix = hub.prefix or env.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"
     if not prefix.endswith("/"):
         prefix += "/"
-    auth = HubOAuth(api_token=token, base_url=prefix, cache_max_age=CACHE_SECONDS,
-                    oauth_client_id=os.environ.get("JUPYTERHUB_CLIENT_ID") or f"service-{name}")
-    return Hub(auth, service_name=name, prefix=prefix)
+    kwargs: dict[str, Any] = {
+        "api_token": token, "base_url": prefix, "cache_max_age": max(hub.cache_seconds, 1),
+        "oauth_client_id": hub.client_id or env.get("JUPYTERHUB_CLIENT_ID") or f"service-{name}",
+    }
+    api_url = hub.api_url or env.get("JUPYTERHUB_API_URL")
+    if api_url:
+        kwargs["api_url"] = api_url
+    callback = hub.oauth_callback_url or env.get("JUPYTERHUB_OAUTH_CALLBACK_URL")
+    kwargs["oauth_redirect_uri"] = callback or prefix + "oauth_callback"
+    scopes = env.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
+    kwargs["access_scopes"] = set(json.loads(scopes)) if scopes else {f"access:services!service={name}"}
+    return Hub(HubOAuth(**kwargs), service_name=name, prefix=prefix, cache_seconds=hub.cache_seconds)
 
 
 def add_routes(app: Any, state: Any) -> None:
     """``{prefix}oauth_callback`` (the service's OAuth redirect URI) and ``{prefix}logout``; nothing without a hub."""
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, RedirectResponse, Response
-
     hub = getattr(state.auth, "hub", None)
     if not isinstance(hub, Hub):
         return

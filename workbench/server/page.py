@@ -18,6 +18,10 @@ import html
 import json
 from typing import Any
 
+# at module level: FastAPI resolves the handlers' annotations (strings, with the __future__ import) in these globals
+from fastapi import Request
+from fastapi.responses import HTMLResponse, Response
+
 API_SUFFIX = "/api/v1/openapi.json"
 
 
@@ -27,9 +31,6 @@ def mounted_prefix(app: Any) -> str:
 
 
 def add_routes(app: Any, state: Any) -> None:
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, Response
-
     from ..errors import NotSignedIn
 
     base = mounted_prefix(app) + "/"
@@ -64,7 +65,7 @@ def _signed_out(base: str) -> str:
 <p class="wb-signed-out">You are not signed in. This server is not running as a JupyterHub service, so there is
 no browser sign-in here. Either</p>
 <ul>
-<li>run it as a JupyterHub service (docs/hub.md) and open it through the hub, or</li>
+<li>run it as a JupyterHub service (docs/server.md, Behind JupyterHub) and open it through the hub, or</li>
 <li>use the API with a token: <code>workbench token create --user YOU</code>, then
 <code>curl -H "Authorization: Bearer TOKEN" {html.escape(base)}api/v1/status</code>, or
 <code>workbench.Client(URL, token=TOKEN)</code> in a notebook.</li>
