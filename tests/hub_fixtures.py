@@ -94,14 +94,17 @@ class RealHub:
     SERVICE = "workbench"
 
     def __init__(self, proc: subprocess.Popen[bytes], base: str, admin_token: str, log: Path, chp_pid: int | None,
-                 service_pid: int | None) -> None:
+                 service_pid: int | None, *, bind: str = "", hub_api: str = "") -> None:
         self.proc, self.base, self.admin_token, self.log = proc, base, admin_token, log
         self.chp_pid, self.service_pid = chp_pid, service_pid
         self.service_url = f"{base}/services/{self.SERVICE}"
+        self.bind, self.hub_api = bind, hub_api  # where the service must listen; the hub's API for services
 
     # -- start / stop -----------------------------------------------------------------
     @classmethod
-    def start(cls, tmp: Path, workspace: Path, timeout: float = 180) -> "RealHub":
+    def start(cls, tmp: Path, workspace: Path, timeout: float = 180, *, external_token: str | None = None) -> "RealHub":
+        """``external_token``: the service is external (docs: "leave out command and cwd, add api_token"); the
+        test starts ``workbench server`` itself, then calls :meth:`wait_service`."""
         chp = require_hub()
         tmp.mkdir(parents=True, exist_ok=True)
         public, hub_port, api_port, bind = free_port(), free_port(), free_port(), free_port()
@@ -149,6 +152,12 @@ c.JupyterHub.cookie_secret_file = {str(tmp / "cookie_secret")!r}
 c.JupyterHub.pid_file = {str(tmp / "hub.pid")!r}
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
+EXTERNAL_TOKEN = {external_token!r}
+if EXTERNAL_TOKEN is not None:  # external instead of managed, as docs/server.md says
+    _svc = c.JupyterHub.services[0]
+    _svc.pop("command")
+    _svc.pop("cwd")
+    _svc["api_token"] = EXTERNAL_TOKEN
 c.JupyterHub.services.append({{"name": "test-admin", "api_token": {admin_token!r}}})
 c.JupyterHub.load_roles.append({{"name": "test-admin", "services": ["test-admin"],
                                  "scopes": ["admin:users", "admin:groups", "tokens", "read:hub"]}})
@@ -163,27 +172,48 @@ c.JupyterHub.load_roles.append({{"name": "test-admin", "services": ["test-admin"
                                     cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=_reset_signals)
         base = f"http://127.0.0.1:{public}"
-        hub = cls(proc, base, admin_token, log, None, None)
+        hub = cls(proc, base, admin_token, log, None, None, bind=f"127.0.0.1:{bind}",
+                  hub_api=f"http://127.0.0.1:{hub_port}/hub/api")
         try:
-            hub._wait_ready(tmp, workspace, timeout)
+            hub._tmp, hub._workspace, hub._managed = tmp, workspace, external_token is None
+            if hub._managed:
+                hub.wait_service(timeout)
+            else:
+                hub._wait_hub(timeout)
         except BaseException:
             hub.stop()
             raise
         return hub
 
-    def _wait_ready(self, tmp: Path, workspace: Path, timeout: float) -> None:
+    def _wait_hub(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.chp_pid is None:
+                self.chp_pid = _pid_of(self._tmp / "proxy.pid")
+            if self.proc.poll() is not None:
+                pytest.fail(f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base}/hub/api/", timeout=5).status_code == 200 and self.chp_pid is not None:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"the hub or its proxy did not come up in {timeout}s:\n{self.log_tail()}")
+
+    def wait_service(self, timeout: float = 180) -> None:
+        """Until the proxy answers for the workbench's health endpoint (hub, proxy and service all up)."""
         deadline = time.monotonic() + timeout
         health = f"{self.service_url}/api/v1/health"
         while time.monotonic() < deadline:
             if self.chp_pid is None:
-                self.chp_pid = _pid_of(tmp / "proxy.pid")
-            if self.service_pid is None:
-                self.service_pid = _pid_of(workspace / ".workbench" / "serve.pid")
+                self.chp_pid = _pid_of(self._tmp / "proxy.pid")
+            if self.service_pid is None and self._managed:
+                self.service_pid = _pid_of(self._workspace / ".workbench" / "serve.pid")
             if self.proc.poll() is not None:
                 pytest.fail(f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 r = httpx.get(health, timeout=5)
-                if r.status_code == 200 and r.json() == {"ok": True} and self.service_pid is not None:
+                if r.status_code == 200 and r.json() == {"ok": True} and (self.service_pid or not self._managed):
                     return
             except (httpx.HTTPError, ValueError):
                 pass

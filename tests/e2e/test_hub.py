@@ -318,3 +318,37 @@ def test_a_hub_group_is_a_role_until_the_user_leaves_the_group(hub: tuple[RealHu
     assert (status, approved_by) == ("waiting", None)
     assert [(r["user"], r["outcome"], r["detail"].endswith("(signed in via hub)")) for r in rows
             if r["action"] == "approve"] == [("dave", "unauthorized", True)]
+
+
+# -- external instead of managed: the server started on its own, server.hub in workbench.yaml ----------------------
+
+
+def test_an_external_service_finds_the_hub_through_server_hub_settings(tmp_path: Path, server_factory: Any) -> None:
+    import secrets
+
+    ws = WorkspaceFactory(tmp_path / "ws")
+    ws.write("app.gocd.yaml", PIPELINE)
+    service_token = secrets.token_hex(24)
+    real = RealHub.start(tmp_path / "jupyterhub", ws.root, external_token=service_token)
+    try:
+        (ws.root / "workbench.yaml").write_text(
+            f"server:\n  hub:\n    api_url: {real.hub_api}\n    service_name: workbench\n"
+            f"    api_token: \"${{WORKBENCH_HUB_TOKEN}}\"\n")
+        # nothing of a hub service's environment (emptied, whatever the test inherited): all from server.hub
+        env = {k: "" for k in os.environ if k.startswith("JUPYTERHUB_")}
+        srv = server_factory(ws.root, "--bind", real.bind, env={**env, "WORKBENCH_HUB_TOKEN": service_token})
+        assert srv.url == f"http://{real.bind}"
+        real.wait_service()
+        carol = _token(real, "carol")
+        me = httpx.get(f"{real.service_url}/api/v1/whoami", headers={"Authorization": f"token {carol}"}, timeout=30)
+        assert me.json() == {"user": "carol", "groups": ["qa"], "via": "hub", "scope": "act"}, me.text
+        with _page("hub-external-failed.png") as page:
+            page.goto(f"{real.service_url}/", timeout=60_000)
+            page.wait_for_selector("input[name=username]", timeout=60_000)
+            page.fill("input[name=username]", "alice")
+            page.fill("input[name=password]", PASSWORD["alice"])
+            page.click("[type=submit]")
+            page.wait_for_selector("body[data-loaded=true]", timeout=60_000)
+            assert page.inner_text(".wb-who") == "signed in as alice (groups: release-managers)"
+    finally:
+        real.stop()
