@@ -102,7 +102,7 @@ class RealHub:
 
     # -- start / stop -----------------------------------------------------------------
     @classmethod
-    def start(cls, tmp: Path, workspace: Path, timeout: float = 180, *, external_token: str | None = None) -> "RealHub":
+    def start(cls, tmp: Path, workspace: Path, timeout: float = 180, *, external_token: str | None = None) -> RealHub:
         """``external_token``: the service is external (docs: "leave out command and cwd, add api_token"); the
         test starts ``workbench server`` itself, then calls :meth:`wait_service`."""
         chp = require_hub()

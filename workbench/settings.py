@@ -132,7 +132,7 @@ def load_settings(root: Path) -> Settings:
     marks = _key_marks(node)
     problems: list[Problem] = []
 
-    def problem(key: "str | tuple[str, ...]", message: str) -> None:
+    def problem(key: str | tuple[str, ...], message: str) -> None:
         """At the deepest key of ``key``'s path that the file has (``("server", "hub", "prefix")``)."""
         path = (key,) if isinstance(key, str) else tuple(key)
         while path and path not in marks:

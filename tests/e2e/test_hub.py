@@ -16,7 +16,6 @@ import ast
 import contextlib
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator

@@ -19,6 +19,15 @@ Alongside the session goes the CSRF cookie ``workbench-csrf`` (random,
 readable by the page's JavaScript), which ``auth.Authenticator.check_csrf``
 requires back in the ``X-Workbench-CSRF`` header of cookie-signed POSTs.
 
+What a hub token may do: it must carry the hub's access scope for this
+service (``access:services!service=NAME``, the service's
+``JUPYTERHUB_OAUTH_ACCESS_SCOPES``) — JupyterHub's own rule for services
+(``HubOAuthenticated.hub_scopes``); OAuth tokens from the sign-in always do, a
+notebook's ``$JUPYTERHUB_API_TOKEN`` does when ``c.Spawner.server_token_scopes``
+lists it. Then it acts (scope ``act``) and the pipelines' ``roles:`` decide;
+without the scope it is refused (403, audited under its owner). A token the
+hub does not know is no identity (401).
+
 Groups are not in every token's view of its owner (that needs the
 ``read:users:groups`` scope on the token itself), so they are looked up with
 the service's own token, which the hub's ``load_roles`` grants (docs/server.md, Behind JupyterHub).
@@ -227,7 +236,7 @@ class Hub:
         return self.prefix
 
 
-def from_settings(hub: Any = None, environ: Mapping[str, str] | None = None) -> "Hub | None":
+def from_settings(hub: Any = None, environ: Mapping[str, str] | None = None) -> Hub | None:
     """The hub of ``server.hub`` (workbench.yaml) and the hub service's environment; None when neither says one.
 
     A hub-managed service gets JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_NAME,
