@@ -319,6 +319,39 @@ def test_a_hub_group_is_a_role_until_the_user_leaves_the_group(hub: tuple[RealHu
             if r["action"] == "approve"] == [("dave", "unauthorized", True)]
 
 
+# -- hostile callers of the sign-in and the API ------------------------------------------------------------------
+
+
+def test_forged_sign_in_callbacks_and_asserted_headers_get_nothing(hub: tuple[RealHub, WorkspaceFactory]) -> None:
+    real, ws = hub
+    cb = f"{real.service_url}/oauth_callback"
+    r = httpx.get(cb, timeout=30)
+    assert r.status_code == 400 and "sign-in failed" in r.text and "service-workbench" not in r.headers.get(
+        "set-cookie", ""), r.text
+    # a code and state this browser never started (a login CSRF): refused before the code is exchanged
+    r = httpx.get(cb, params={"code": "stolen", "state": "made-up"}, timeout=30)
+    assert r.status_code == 403 and "does not match" in r.text and "set-cookie" not in r.headers, r.text
+    # a real state cookie from the server, with a code the hub never issued: the hub refuses it, no session
+    start = httpx.get(f"{real.service_url}/dashboard", timeout=30)
+    assert start.status_code == 302 and "/hub/api/oauth2/authorize" in start.headers["location"]
+    state = dict(httpx.QueryParams(start.headers["location"].split("?", 1)[1]))["state"]
+    r = httpx.get(cb, params={"code": "not-a-code", "state": state}, cookies=start.cookies, timeout=30)
+    assert r.status_code == 403 and "refused the sign-in code" in r.text and "Try again" in r.text, r.text
+    assert "service-workbench=" not in r.headers.get("set-cookie", "")
+
+    # who the caller says they are, without a credential: not signed in, audited with the claim
+    locator = _waiting_run(real)
+    p, c, s = locator.split("/")
+    r = httpx.post(f"{real.service_url}/api/v1/approvals/{p}/{c}/{s}/approve", json={},
+                   headers={"X-Forwarded-User": "carol", "X-Remote-User": "carol", "X-JupyterHub-User": "carol"},
+                   timeout=30)
+    assert r.status_code == 401, r.text
+    rows = _store(ws, locator)[2]
+    assert [(r["user"], r["outcome"]) for r in rows] == [("(not signed in)", "unauthorized")]
+    assert "claimed" in rows[0]["detail"] and "carol" in rows[0]["detail"]
+    assert _store(ws, locator)[0] == "waiting"
+
+
 # -- external instead of managed: the server started on its own, server.hub in workbench.yaml ----------------------
 
 

@@ -210,7 +210,8 @@ class Hub:
         """Check the state, exchange the code: ``(next URL, sealed session, CSRF token)``.
 
         Raises ValueError for a state that does not match this browser's cookie
-        (a forged or replayed callback) and StoreError when the hub refuses the code.
+        (a forged or replayed callback) or a code the hub refuses, and StoreError
+        when the hub cannot be asked.
         """
         cookie = self.auth.get_state_cookie_name(state_id)
         state = self.unseal(cookies.get(cookie), self.auth.oauth_state_max_age)
@@ -220,7 +221,11 @@ class Hub:
         try:
             token = self.auth.token_for_code(code, code_verifier=state.get("verifier"))
         except Exception as exc:  # tornado HTTPError from the hub's token endpoint
-            raise StoreError(f"JupyterHub refused the sign-in code: {exc}") from None
+            # HubAuth turns the hub's 4xx into "Failed to check authorization: …" (a bad, used or expired
+            # code: the browser's to retry) and a hub that is down or failing into other messages (ours: 503)
+            if "Failed to check authorization" in str(exc):
+                raise ValueError(f"JupyterHub refused the sign-in code (expired or used already): {exc}") from None
+            raise StoreError(f"JupyterHub could not finish the sign-in: {exc}") from None
         if self.identity_for_token(token) is None:
             raise StoreError("JupyterHub issued a token it does not recognise")
         return self._safe_next(state.get("next")), self.seal({"token": token}), secrets.token_urlsafe(24)
