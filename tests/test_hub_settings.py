@@ -100,3 +100,23 @@ def test_no_hub_without_a_service_name_and_settings_override_the_environment(mon
     monkeypatch.delenv("WB_HUB_TOKEN")
     with pytest.raises(UsageError, match="WB_HUB_TOKEN is not set"):
         from_settings(HubSettings(configured=True, service_name="release", api_token="${WB_HUB_TOKEN}"), {})
+
+
+def test_cookies_are_secure_behind_https_and_host_prefixed_ones_live_at_the_root() -> None:
+    from starlette.requests import Request
+
+    from workbench.server.hub import from_settings
+
+    def request(scheme: str = "http", proto: str | None = None) -> Request:
+        headers = [(b"host", b"hub.example")] + ([(b"x-forwarded-proto", proto.encode())] if proto else [])
+        return Request({"type": "http", "scheme": scheme, "path": "/services/workbench/", "headers": headers,
+                        "server": ("hub.example", 80), "query_string": b""})
+
+    hub = from_settings(HubSettings(), HUB_ENV)
+    assert hub is not None
+    assert hub.cookie_options(request(), "service-workbench") == {"path": "/services/workbench/", "secure": False}
+    assert hub.cookie_options(request(proto="https"), "workbench-csrf")["secure"] is True
+    assert hub.cookie_options(request("https"), "service-workbench")["secure"] is True
+    assert hub.cookie_options(request(), "__Host-service-workbench") == {"path": "/", "secure": True}
+    public = from_settings(HubSettings(), {**HUB_ENV, "JUPYTERHUB_PUBLIC_URL": "https://hub.example/"})
+    assert public is not None and public.cookie_options(request(), "service-workbench")["secure"] is True

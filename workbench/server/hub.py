@@ -62,10 +62,12 @@ KEY_FILE = "hub-cookie.key"
 class Hub:
     """The hub this server is a service of: token identities and the pieces of the OAuth round trip."""
 
-    def __init__(self, auth: Any, *, service_name: str, prefix: str, cache_seconds: int = CACHE_SECONDS) -> None:
+    def __init__(self, auth: Any, *, service_name: str, prefix: str, cache_seconds: int = CACHE_SECONDS,
+                 public_url: str = "") -> None:
         self.auth = auth  # jupyterhub.services.auth.HubOAuth
         self.service_name = service_name
         self.cache_seconds = cache_seconds  # 0: ask the hub on every request
+        self.public_url = public_url  # the hub's public URL when known: https there means Secure cookies
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self._key_dir: Path | None = None
         self._fernet: Any = None
@@ -230,6 +232,21 @@ class Hub:
             raise StoreError("JupyterHub issued a token it does not recognise")
         return self._safe_next(state.get("next")), self.seal({"token": token}), secrets.token_urlsafe(24)
 
+    def cookie_options(self, request: Any, name: str) -> dict[str, Any]:
+        """``path`` and ``secure`` of one of our cookies, as HubOAuth would set them.
+
+        Secure when the hub's public URL ($JUPYTERHUB_PUBLIC_URL) or the request is
+        https (the hub's proxy says so in X-Forwarded-Proto; believing it can only
+        add the flag); a ``__Host-`` name (the hub's cookie_host_prefix_enabled)
+        must be Secure with path ``/``.
+        """
+        forwarded = (request.headers.get("x-forwarded-proto") or "").split(",")[0].strip().lower()
+        secure = (self.public_url.startswith("https:") or request.url.scheme == "https" or forwarded == "https"
+                  or self.auth.oauth_redirect_uri.startswith("https:"))
+        if name.startswith("__Host-"):
+            return {"path": "/", "secure": True}
+        return {"path": self.prefix, "secure": secure}
+
     def state_cookies(self, cookies: Mapping[str, str]) -> list[str]:
         return [name for name in cookies if name.startswith(self.auth.state_cookie_name)]
 
@@ -285,7 +302,8 @@ def from_settings(hub: Any = None, environ: Mapping[str, str] | None = None) -> 
     kwargs["oauth_redirect_uri"] = callback or prefix + "oauth_callback"
     scopes = env.get("JUPYTERHUB_OAUTH_ACCESS_SCOPES")
     kwargs["access_scopes"] = set(json.loads(scopes)) if scopes else {f"access:services!service={name}"}
-    return Hub(HubOAuth(**kwargs), service_name=name, prefix=prefix, cache_seconds=hub.cache_seconds)
+    return Hub(HubOAuth(**kwargs), service_name=name, prefix=prefix, cache_seconds=hub.cache_seconds,
+               public_url=env.get("JUPYTERHUB_PUBLIC_URL", ""))
 
 
 def add_routes(app: Any, state: Any) -> None:
@@ -294,7 +312,6 @@ def add_routes(app: Any, state: Any) -> None:
     if not isinstance(hub, Hub):
         return
     hub.attach(state.ws.state)
-    secure = hub.auth.oauth_redirect_uri.startswith("https:")
 
     @app.get(hub.callback_path, include_in_schema=False)
     def oauth_callback(request: Request, code: str = "", state: str = "", error: str = "",
@@ -309,20 +326,20 @@ def add_routes(app: Any, state: Any) -> None:
             return _problem(403, str(exc), hub.prefix)
         response = RedirectResponse(next_url, status_code=302)
         for name in hub.state_cookies(request.cookies):
-            response.delete_cookie(name, path=hub.prefix)
-        response.set_cookie(hub.session_cookie, session, path=hub.prefix, httponly=True, samesite="lax",
-                            secure=secure, max_age=SESSION_SECONDS)
-        response.set_cookie(CSRF_COOKIE, csrf, path=hub.prefix, httponly=False, samesite="lax", secure=secure,
-                            max_age=SESSION_SECONDS)
+            response.delete_cookie(name, **hub.cookie_options(request, name))
+        response.set_cookie(hub.session_cookie, session, httponly=True, samesite="lax", max_age=SESSION_SECONDS,
+                            **hub.cookie_options(request, hub.session_cookie))
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="lax", max_age=SESSION_SECONDS,
+                            **hub.cookie_options(request, CSRF_COOKIE))
         log.info("signed in through the hub: %s", hub.identity_for_cookies({hub.session_cookie: session}))
         return response
 
     @app.get(hub.prefix + "logout", include_in_schema=False)
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
         """Forget this browser's session here, then sign out of the hub as well."""
         response = RedirectResponse(hub.auth.hub_prefix + "logout", status_code=302)
-        response.delete_cookie(hub.session_cookie, path=hub.prefix)
-        response.delete_cookie(CSRF_COOKIE, path=hub.prefix)
+        response.delete_cookie(hub.session_cookie, **hub.cookie_options(request, hub.session_cookie))
+        response.delete_cookie(CSRF_COOKIE, **hub.cookie_options(request, CSRF_COOKIE))
         return response
 
     def _problem(status: int, message: str, prefix: str) -> HTMLResponse:
@@ -339,6 +356,6 @@ def login_redirect(hub: Hub, request: Any) -> Any:
     next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     url, cookie, sealed = hub.start_login(next_url, request.cookies)
     response = RedirectResponse(url, status_code=302)
-    response.set_cookie(cookie, sealed, path=hub.prefix, httponly=True, samesite="lax",
-                        secure=hub.auth.oauth_redirect_uri.startswith("https:"), max_age=hub.auth.oauth_state_max_age)
+    response.set_cookie(cookie, sealed, httponly=True, samesite="lax", max_age=hub.auth.oauth_state_max_age,
+                        **hub.cookie_options(request, cookie))
     return response
