@@ -2,6 +2,7 @@
 ``HubOAuth`` asks the hub nothing; tests/e2e/test_hub.py talks to a real one)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -120,3 +121,14 @@ def test_cookies_are_secure_behind_https_and_host_prefixed_ones_live_at_the_root
     assert hub.cookie_options(request(), "__Host-service-workbench") == {"path": "/", "secure": True}
     public = from_settings(HubSettings(), {**HUB_ENV, "JUPYTERHUB_PUBLIC_URL": "https://hub.example/"})
     assert public is not None and public.cookie_options(request(), "service-workbench")["secure"] is True
+
+
+def test_server_refuses_to_start_when_server_hub_finds_no_hub(tmp_path) -> None:
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "workbench.yaml").write_text("server:\n  hub:\n    service_name: workbench\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    p = subprocess.run([sys.executable, "-m", "workbench", "-w", str(tmp_path), "server", "--bind", "127.0.0.1:0"],
+                       capture_output=True, text=True, timeout=120, env=env, start_new_session=True)
+    assert p.returncode == 2, p
+    assert "server.hub: no api_token (or $JUPYTERHUB_API_TOKEN)" in p.stderr and "Traceback" not in p.stderr
+    assert "serving" not in p.stdout
