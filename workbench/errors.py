@@ -78,11 +78,20 @@ class NotSignedIn(WorkbenchError):
 
 
 class Unauthorized(WorkbenchError):
-    """The acting identity may not do this; the attempt is audited."""
+    """The acting identity may not do this; the attempt is audited.
+
+    ``user``: who was refused, when that is known before any workbench code
+    runs (a JupyterHub token the hub vouches for but that may not use this
+    service), so the HTTP layer can audit the attempt under that name.
+    """
 
     exit_code = 3
     http_status = 403
     kind = "forbidden"
+
+    def __init__(self, message: str = "", *, user: str | None = None) -> None:
+        super().__init__(message)
+        self.user = user
 
 
 class StoreError(WorkbenchError):
