@@ -143,12 +143,17 @@ def _why(exc: Exception) -> str:
 
 def parse_file(path: Path, display: str | None = None) -> XNode:
     display = display or str(path)
+    return parse_bytes(read_file(path, display), display)
+
+
+def read_file(path: Path, display: str | None = None) -> bytes:
+    """The bytes of ``path``, refusing (before reading) a file too big to be a GoCD config."""
+    display = display or str(path)
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise ImportRefused(f"{display}: the file is {size / 1e6:.0f} MB; the importer reads at most "
                                 f"{MAX_BYTES // (1024 * 1024)} MB (a GoCD config of 1,000 pipelines is a few MB)")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ImportRefused(f"{display}: cannot read the file: {exc.strerror or exc}") from None
-    return parse_bytes(data, display)
