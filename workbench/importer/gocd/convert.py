@@ -66,7 +66,8 @@ def convert(data: bytes, display: str = "cruise-config.xml", *, key: bytes | Non
                 converted.add(result[0])
         for other in block.kids():
             if other.tag not in ("pipeline", "authorization"):
-                conv.note(other, "dropped", f"<{other.tag}> in group {group!r}", "not read by the importer")
+                conv.note(other, "dropped", f"<{other.tag}> in group {group!r}", "not read by the importer",
+                          whole=True)
     for group, pipelines in groups.items():
         if pipelines:
             files[_file_name(group, taken)] = {"format_version": FORMAT_VERSION, "pipelines": pipelines}
@@ -141,11 +142,9 @@ def _group_auth(block: XNode, group: str, conv: Conv) -> tuple[list[str], list[s
         u, r = _users_roles(auth.child(tag))
         users += u
         roles += r
-    for view in auth.kids("view"):
-        _users_roles(view)
     conv.note(auth, "dropped", f"authorization of group {group!r}",
               "the workbench has no per-group view/operate/admin permissions; operators are written as the "
-              "approvers of this group's manual stages that name nobody (see those lines)")
+              "approvers of this group's manual stages that name nobody (see those lines)", whole=True)
     return list(dict.fromkeys(users)), list(dict.fromkeys(roles))
 
 
@@ -155,15 +154,13 @@ def _templates(root: XNode, conv: Conv) -> dict[str, Any]:
         for t in block.kids("pipeline"):
             name = t.get("name") or ""
             for auth in t.kids("authorization"):
-                for c in auth.walk():
-                    c.used = True
                 conv.note(auth, "dropped", f"authorization of template {name!r}",
-                          "the workbench has no template administrators")
+                          "the workbench has no template administrators", whole=True)
             stages = stage_list(t, f"template {name!r}", None, conv)
             if stages:
                 out[name] = stages
             else:
-                conv.note(t, "dropped", f"template {name!r}", "has no stage left to run")
+                conv.note(t, "dropped", f"template {name!r}", "has no stage left to run", whole=True)
     return out
 
 
@@ -183,14 +180,13 @@ def _environments(root: XNode, converted: set[str], conv: Conv) -> dict[str, Any
                     else:
                         conv.note(p, "dropped", f"pipeline {pname!r} of {what}",
                                   "is not in the converted files (defined in a config repository, or not carried "
-                                  "over); add it to the environment where it is defined")
+                                  "over); add it to the environment where it is defined", whole=True)
             if listed:
                 body["pipelines"] = listed
             for agents in e.kids("agents"):
-                for a in agents.kids():
-                    a.get("uuid")
                 conv.note(agents, "dropped", f"agents of {what}",
-                          f"agents are Dask workers here; start one for it with `workbench agent --environment {name}`")
+                          f"agents are Dask workers here; start one for it with `workbench agent --environment {name}`",
+                          whole=True)
             out[name] = body or None
     return out
 
@@ -211,25 +207,19 @@ def _roles(root: XNode, conv: Conv) -> dict[str, list[str]] | None:
                 users = [u.text.strip() for us in r.kids("users") for u in us.kids("user") if u.text.strip()]
                 roles[name] = list(dict.fromkeys(users))
                 for policy in r.kids("policy"):
-                    for c in policy.walk():
-                        c.used = True
                     conv.note(policy, "dropped", f"policy of role {name!r}",
-                              "role policies (which entities a role may view or administer) are not supported")
+                              "role policies (which entities a role may view or administer) are not supported",
+                              whole=True)
             else:
-                r.get("authConfigId")
-                for c in r.walk():
-                    c.used = True
                 roles[name] = []
                 conv.note(r, "changed", f"role {name!r}",
                           f"its members come from an authorization plugin (<{r.tag}>); written with no users: "
-                          "list them under roles:")
+                          "list them under roles:", whole=True)
     for tag in ("admins", "authConfigs", "ldap", "passwordFile"):
         for node in security.kids(tag):
-            for c in node.walk():
-                c.used = True
             conv.note(node, "dropped", f"<{tag}> of server security",
                       "sign-in and server administrators are configured for the release service instead "
-                      "(docs/server.md)")
+                      "(docs/server.md)", whole=True)
     return roles
 
 
@@ -263,19 +253,16 @@ def _config_repos(root: XNode, conv: Conv) -> dict[str, Any]:
                     k, v = p.child("key"), p.child("value")
                     enc = p.child("encryptedValue")
                     if enc is not None:
-                        conv.note(p, "dropped", f"secure property of {what}", "not carried over")
+                        conv.note(enc, "dropped", f"secure property of {what}", "not carried over", whole=True)
                     props[k.text.strip() if k else ""] = v.text.strip() if v else ""
             if plugin not in _REPO_PLUGINS:
-                for c in repo.walk():
-                    c.used = True
                 conv.note(repo, "dropped", what, f"uses config plugin {plugin!r}; the workbench reads the YAML "
-                                                 "(yaml.config.plugin) and JSON (json.config.plugin) formats only")
+                                                 "(yaml.config.plugin) and JSON (json.config.plugin) formats only",
+                          whole=True)
                 continue
             if material is None or material.tag != "git":
-                for c in repo.walk():
-                    c.used = True
                 conv.note(repo, "dropped", what, f"its material is <{material.tag if material else 'none'}>; "
-                                                 "config repositories must be git here")
+                                                 "config repositories must be git here", whole=True)
                 continue
             material.used = True
             entry: dict[str, Any] = {"git": material.get("url") or ""}
@@ -312,7 +299,7 @@ def _unread(root: XNode, conv: Conv) -> None:
             else:
                 conv.note(c, "dropped", f"<{c.tag}>" + (f" {c.attrib['name']!r}" if "name" in c.attrib else ""),
                           "not read by the importer" if node.tag != "server" else
-                          "a GoCD server setting with no workbench equivalent")
+                          "a GoCD server setting with no workbench equivalent", whole=True)
 
     root.used = True
     server = root.child("server")

@@ -40,8 +40,13 @@ class Conv:
     notes: list[Note] = field(default_factory=list)
     known: Known = field(default_factory=Known)
 
-    def note(self, node: XNode, kind: str, element: str, message: str) -> None:
+    def note(self, node: XNode, kind: str, element: str, message: str, *, whole: bool = False) -> None:
+        """Record a note at ``node``; ``whole``: the element is not carried over at all (nor anything inside)."""
         node.used = True
+        if whole:
+            for c in node.walk():
+                c.used = True
+                c.read.update(c.attrib)
         self.notes.append(Note(self.file, node.line, node.col, element, kind, message))
 
     def secret(self, node: XNode, value: str | None, what: str) -> str | None:
@@ -147,22 +152,18 @@ def materials(pipeline: XNode, name: str, params: dict[str, str], conv: Conv) ->
                 where = "is not in this file (defined in a config repository?) or was not carried over" \
                     if known is None else f"has no stage {real_stage!r}"
                 conv.note(m, "dropped", f"dependency material of {what}",
-                          f"upstream pipeline {real_up!r} {where}; add the dependency back once it exists")
+                          f"upstream pipeline {real_up!r} {where}; add the dependency back once it exists", whole=True)
                 continue
             entry = {"pipeline": upstream, "stage": stage}
             if flag(m, "ignoreForScheduling"):
                 entry["ignore_for_scheduling"] = True
             out[_unique(mname, out)] = entry
         elif m.tag in _UNSUPPORTED_MATERIALS:
-            for attr in m.attrib:
-                m.get(attr)
-            for c in m.walk():
-                c.used = True
             conv.note(m, "dropped", f"<{m.tag}> material of {what}",
                       f"{_UNSUPPORTED_MATERIALS[m.tag]} materials are not supported by the workbench "
-                      "(only git and pipeline dependencies are)")
+                      "(only git and pipeline dependencies are)", whole=True)
         else:
-            conv.note(m, "dropped", f"<{m.tag}> in materials of {what}", "unknown material kind")
+            conv.note(m, "dropped", f"<{m.tag}> in materials of {what}", "unknown material kind", whole=True)
     for mname, m, entry in gits:
         key = _unique(mname, out)
         if len(gits) > 1 and "destination" not in entry:
@@ -242,8 +243,6 @@ def task_of(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:
     """One task element; ``run_if`` and ``on_cancel`` go inside the task's mapping, as the YAML has them."""
     kind, body = _task_body(t, what, conv)
     if body is None:
-        for c in t.walk():
-            c.used = True
         return None
     run_if = _run_if(t)
     if run_if:
@@ -273,7 +272,7 @@ def _task_body(t: XNode, what: str, conv: Conv) -> tuple[str, dict[str, Any] | N
         return "fetch", _fetch(t, what, conv)
     if t.tag == "task":
         return "script", _plugin_task(t, what, conv)
-    conv.note(t, "dropped", f"<{t.tag}> task in {what}", "unknown task kind")
+    conv.note(t, "dropped", f"<{t.tag}> task in {what}", "unknown task kind", whole=True)
     return "", None
 
 
@@ -306,10 +305,8 @@ def _build_tool(t: XNode, what: str, conv: Conv) -> dict[str, Any]:
 def _fetch(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:
     origin = t.get("artifactOrigin") or "gocd"
     if origin != "gocd":
-        for attr in t.attrib:
-            t.get(attr)
         conv.note(t, "dropped", f"fetch task in {what}", "fetching an external (plugin) artifact is not supported "
-                                                          "by the workbench")
+                                                          "by the workbench", whole=True)
         return None
     body: dict[str, Any] = {}
     if t.get("pipeline"):
@@ -336,7 +333,8 @@ def _plugin_task(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:
             props[k.text.strip() if k else ""] = v.text if v else ""
     if plugin_id != SCRIPT_EXECUTOR:
         conv.note(t, "dropped", f"plugin task {plugin_id!r} in {what}",
-                  f"plugin tasks are not supported by the workbench (only {SCRIPT_EXECUTOR}, as a script task)")
+                  f"plugin tasks are not supported by the workbench (only {SCRIPT_EXECUTOR}, as a script task)",
+                  whole=True)
         return None
     shell = (props.get("shtype") or "bash").strip()
     if shell != "bash":

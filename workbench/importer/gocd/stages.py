@@ -45,7 +45,7 @@ def job(j: XNode, stage_what: str, conv: Conv) -> tuple[str, dict[str, Any]]:
     for tag, why in (("tabs", "custom tabs are a GoCD UI feature"), ("properties", "job properties were removed "
                                                                                     "from GoCD")):
         for block in j.kids(tag):
-            conv.note(block, "dropped", f"<{tag}> of {what}", why)
+            conv.note(block, "dropped", f"<{tag}> of {what}", why, whole=True)
     return name, out
 
 
@@ -62,12 +62,9 @@ def _artifacts(j: XNode, what: str, conv: Conv) -> list[dict[str, Any]]:
         for a in block.kids():
             kind = a.get("type") or {"test": "test", "log": "build", "artifact": "build"}.get(a.tag, "")
             if a.tag not in ("artifact", "test", "log") or kind not in ("build", "test"):
-                for attr in a.attrib:
-                    a.get(attr)
-                for c in a.walk():
-                    c.used = True
                 conv.note(a, "dropped", f"{kind or a.tag} artifact of {what}",
-                          "external (plugin) artifacts are not supported by the workbench (build and test are)")
+                          "external (plugin) artifacts are not supported by the workbench (build and test are)",
+                          whole=True)
                 continue
             spec: dict[str, Any] = {"source": a.get("src") or ""}
             if a.get("dest"):
@@ -116,7 +113,7 @@ def stage(s: XNode, pipeline_what: str, operate: tuple[list[str], list[str]] | N
             jname, jbody = job(j, what, conv)
             jobs[jname] = jbody
     if not jobs:
-        conv.note(s, "dropped", what, "has no jobs (GoCD refuses such a stage too)")
+        conv.note(s, "dropped", what, "has no jobs (GoCD refuses such a stage too)", whole=True)
         return None
     body["jobs"] = jobs
     return name, body
@@ -151,15 +148,14 @@ def pipeline(p: XNode, group: str, operate: tuple[list[str], list[str]] | None,
     for tool in p.kids("trackingtool"):
         out["tracking_tool"] = {"link": tool.get("link") or "", "regex": tool.get("regex") or ""}
     for mingle in p.kids("mingle"):
-        for attr in mingle.attrib:
-            mingle.get(attr)
-        conv.note(mingle, "dropped", f"<mingle> of {what}", "Mingle integration was removed from GoCD")
+        conv.note(mingle, "dropped", f"<mingle> of {what}", "Mingle integration was removed from GoCD", whole=True)
     for timer in p.kids("timer"):
         spec = timer.text.strip()
         if _timer_ok(spec):
             out["timer"] = {"spec": spec, **({"only_on_changes": True} if flag(timer, "onlyOnChanges") else {})}
         else:
-            conv.note(timer, "dropped", f"timer of {what}", f"timer spec {spec!r} cannot be read by the workbench")
+            conv.note(timer, "dropped", f"timer of {what}", f"timer spec {spec!r} cannot be read by the workbench",
+                      whole=True)
     out.update(variables(p, what, conv))
     mats = materials(p, name, params, conv)
     if mats:
@@ -176,15 +172,16 @@ def pipeline(p: XNode, group: str, operate: tuple[list[str], list[str]] | None,
     template = p.get("template")
     if template:
         if template not in templates:
-            conv.note(p, "dropped", what, f"uses template {template!r}, which is not carried over")
+            conv.note(p, "dropped", what, f"uses template {template!r}, which is not carried over", whole=True)
             return None
         out["template"] = template
         for s in p.kids("stage"):
-            conv.note(s, "dropped", f"stage of {what}", "ignored: the pipeline uses a template (as GoCD does)")
+            conv.note(s, "dropped", f"stage of {what}", "ignored: the pipeline uses a template (as GoCD does)",
+                      whole=True)
     else:
         stages = stage_list(p, what, operate, conv)
         if not stages:
-            conv.note(p, "dropped", what, "has no stage left to run")
+            conv.note(p, "dropped", what, "has no stage left to run", whole=True)
             return None
         out["stages"] = stages
     return name, out
