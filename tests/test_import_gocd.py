@@ -301,3 +301,24 @@ def test_output_that_would_clash_with_existing_pipelines_is_refused(workspace: W
     assert r.code == 2, r.err
     assert "would not validate" in r.err and "pipeline 'pipeline1' is already defined" in r.err
     assert sorted(p.name for p in (workspace.root / "pipelines").iterdir()) == ["mine.gocd.yaml"]
+
+
+def test_emitted_yaml_reads_back_as_the_data() -> None:
+    """The importer's own YAML writer: any dict/list/str/int/bool tree loads back equal with yaml.safe_load."""
+    from hypothesis import given, settings, strategies as st
+
+    from workbench.importer.gocd.emit import dump
+
+    scalars = st.one_of(st.text(max_size=30), st.integers(-10**6, 10**6), st.booleans(),
+                        st.sampled_from(["yes", "No", "1.5", "-la", "#{X}", "${COUNT}", "a: b", "x #y", "line\nnext",
+                                         "a\n\n  b\n", " lead", "~", "null", "0x1F", "@x", "*.md", "'q'", "\"dq\""]))
+    trees = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                          st.dictionaries(st.text(min_size=1, max_size=12), inner,
+                                                                          max_size=4)), max_leaves=20)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.text(min_size=1, max_size=12), trees, min_size=1, max_size=4))
+    def check(data: dict) -> None:
+        assert yaml.safe_load(dump(data)) == data
+
+    check()

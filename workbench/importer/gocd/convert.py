@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import yaml
 
+from . import emit
 from .pipelines import Conv, flag, resolve, variables
 from .report import Note, as_text
 from .stages import pipeline as convert_pipeline, stage_list
@@ -308,23 +309,9 @@ def _unread(root: XNode, conv: Conv) -> None:
     visit(root)
 
 
-class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """Multi-line strings (scripts) as literal blocks, so they read as written."""
-
-
-def _str(dumper: Any, value: str) -> Any:
-    style = "|" if "\n" in value and not value.startswith(" ") and all(
-        line == line.rstrip() for line in value.split("\n")) else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def _dump(data: dict[str, Any], source: str) -> str:
     head = f"# Converted from the GoCD config {source} by `workbench import-gocd` (see import-gocd-report.txt)\n"
-    return head + yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                            width=1000)
+    return head + emit.dump(data)
 
 
 __all__ = ["Result", "convert", "flag"]
