@@ -322,3 +322,39 @@ def test_emitted_yaml_reads_back_as_the_data() -> None:
         assert yaml.safe_load(dump(data)) == data
 
     check()
+
+
+def test_references_to_pipelines_not_in_the_file_are_dropped_not_fatal(workspace: WorkspaceFactory,
+                                                                       tmp_path: Path) -> None:
+    """A dependency and a fetch on a pipeline a config repository defines: reported, and the rest still loads;
+    a job left with no task fails saying so instead of passing without doing its work."""
+    xml = tmp_path / "cruise-config.xml"
+    xml.write_text("""<cruise schemaVersion="139">
+  <pipelines group="apps">
+    <pipeline name="down">
+      <materials>
+        <pipeline pipelineName="from-a-config-repo" stageName="build" />
+      </materials>
+      <stage name="deploy">
+        <jobs>
+          <job name="fetch-only">
+            <tasks>
+              <fetchartifact pipeline="from-a-config-repo" stage="build" job="compile" srcdir="dist" />
+            </tasks>
+          </job>
+        </jobs>
+      </stage>
+    </pipeline>
+  </pipelines>
+</cruise>
+""")
+    r = workspace.cli("import-gocd", str(xml))
+    assert r.code == 0, r.err
+    report = _report(workspace)
+    assert f"{xml}:5:9: dropped: dependency material of pipeline 'down'" in report
+    assert f"{xml}:11:15: dropped: fetch task in job 'fetch-only'" in report
+    assert workspace.cli("validate").code == 0
+    run = workspace.cli("run", "down")
+    assert run.code == 1, run.out + run.err
+    log = workspace.cli("logs", "down/1/deploy/fetch-only")
+    assert "none of the tasks of fetch-only could be carried over" in log.out

@@ -62,6 +62,7 @@ def convert(data: bytes, display: str = "cruise-config.xml", *, key: bytes | Non
         pipelines = groups.setdefault(group, {})
         for p in block.kids("pipeline"):
             result = convert_pipeline(p, group, operate, template_names, conv)
+            conv.params = None
             if result is not None:
                 pipelines[result[0]] = result[1]
                 converted.add(result[0])

@@ -39,6 +39,7 @@ class Conv:
     encrypt: Callable[[str], str] | None = None  # plain -> workbench ciphertext
     notes: list[Note] = field(default_factory=list)
     known: Known = field(default_factory=Known)
+    params: dict[str, str] | None = None  # of the pipeline being converted; None inside a template
 
     def note(self, node: XNode, kind: str, element: str, message: str, *, whole: bool = False) -> None:
         """Record a note at ``node``; ``whole``: the element is not carried over at all (nor anything inside)."""
@@ -312,6 +313,10 @@ def _fetch(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:
     if t.get("pipeline"):
         body["pipeline"] = t.get("pipeline")
     body["stage"], body["job"] = t.get("stage") or "", t.get("job") or ""
+    missing = _fetch_source_missing(body, conv)
+    if missing:
+        conv.note(t, "dropped", f"fetch task in {what}", f"{missing}; add the fetch back once it exists", whole=True)
+        return None
     src_file, src_dir = t.get("srcfile"), t.get("srcdir")
     body["source"] = src_file if src_file is not None else (src_dir or "")
     if src_file is not None:
@@ -319,6 +324,22 @@ def _fetch(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:
     if t.get("dest"):
         body["destination"] = t.get("dest")
     return body
+
+
+def _fetch_source_missing(body: dict[str, Any], conv: Conv) -> str | None:
+    """Why a fetch from another pipeline cannot work here (that pipeline, stage or job is not carried over)."""
+    if "pipeline" not in body or conv.params is None:
+        return None  # the pipeline's own stages are checked by the loader; a template's values have parameters
+    chain = [resolve(name, conv.params) for name in body["pipeline"].split("/")]
+    for name in chain:
+        if name not in conv.known.stages:
+            return f"it fetches from pipeline {name!r}, which is not in this file (a config repository's?) or was " \
+                   "not carried over"
+    stage, job = resolve(body["stage"], conv.params), resolve(body["job"], conv.params)
+    jobs = conv.known.stages[chain[0]].get(stage)
+    if jobs is None or job not in jobs:
+        return f"pipeline {chain[0]!r} has no stage {stage!r} with job {job!r}"
+    return None
 
 
 def _plugin_task(t: XNode, what: str, conv: Conv) -> dict[str, Any] | None:

@@ -34,7 +34,13 @@ def job(j: XNode, stage_what: str, conv: Conv) -> tuple[str, dict[str, Any]]:
                                                                "jobs on its own executors (local or Dask)")
     out.update(variables(j, what, conv))
     converted = tasks(j, what, conv)
-    if not converted:
+    if not converted and any(block.children for block in j.children if block.tag == "tasks"):
+        converted = [{"exec": {"command": "sh", "arguments": [
+            "-c", f"echo 'import-gocd: none of the tasks of {name} could be carried over "
+                  "(see import-gocd-report.txt)' >&2; exit 1"]}}]
+        conv.note(j, "changed", what, "none of its tasks could be carried over; it is given a task that fails "
+                                      "saying so, rather than passing without doing its work")
+    elif not converted:
         converted = [{"exec": {"command": "true"}}]
         conv.note(j, "changed", what, "has no tasks; given the task `exec: true` (the workbench needs one), "
                                       "so it passes as the empty GoCD job did")
@@ -135,6 +141,7 @@ def pipeline(p: XNode, group: str, operate: tuple[list[str], list[str]] | None,
     what = f"pipeline {name!r}"
     out: dict[str, Any] = {"group": group}
     params = {pm.get("name") or "": pm.text for block in p.kids("params") for pm in block.kids("param")}
+    conv.params = params
     if params:
         out["parameters"] = params
     lock = p.get("lockBehavior")
