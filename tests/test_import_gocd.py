@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import WorkspaceFactory
 
 DATA = Path(__file__).parent / "data" / "gocd-xml"
@@ -257,7 +256,7 @@ def test_hostile_xml_is_refused_and_nothing_is_written(workspace: WorkspaceFacto
         path = DATA / "xml-with-xxe.xml"
         expect = r"xml-with-xxe\.xml:2:\d+: refused: the file has a document type declaration"
     elif hostile == "bomb":
-        lols = "".join(f'<!ENTITY lol{i} "{"&lol%d;" % (i - 1) * 10}">\n' for i in range(1, 10))
+        lols = "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">\n' for i in range(1, 10))
         path.write_text(f'<?xml version="1.0"?>\n<!DOCTYPE cruise [\n<!ENTITY lol0 "lol">\n{lols}]>\n'
                         '<cruise><pipelines group="&lol9;"/></cruise>\n')
         expect = r"cruise-config\.xml:2:\d+: refused: the file has a document type declaration"
@@ -305,7 +304,8 @@ def test_output_that_would_clash_with_existing_pipelines_is_refused(workspace: W
 
 def test_emitted_yaml_reads_back_as_the_data() -> None:
     """The importer's own YAML writer: any dict/list/str/int/bool tree loads back equal with yaml.safe_load."""
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from workbench.importer.gocd.emit import dump
 

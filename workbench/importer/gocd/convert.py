@@ -15,15 +15,17 @@ workbench (both optional) and writes the files (:mod:`.write`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from . import emit
 from .pipelines import Conv, flag, resolve, variables
 from .report import Note, as_text
-from .stages import pipeline as convert_pipeline, stage_list
+from .stages import pipeline as convert_pipeline
+from .stages import stage_list
 from .xmlread import XNode, parse_bytes
 
 FORMAT_VERSION = 10

@@ -44,7 +44,7 @@ def _block(text: str, indent: str) -> str | None:
     if "\n" not in text or text.startswith((" ", "\n")) or not text.strip() \
             or not text.replace("\n", "").isprintable():
         return None
-    body = text[:-1] if text.endswith("\n") else text
+    body = text.removesuffix("\n")
     if body.endswith("\n") or any(line != line.rstrip() for line in body.split("\n")) or "\t" in body:
         return None
     head = "|" if text.endswith("\n") else "|-"

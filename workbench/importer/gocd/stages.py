@@ -35,9 +35,9 @@ def job(j: XNode, stage_what: str, conv: Conv) -> tuple[str, dict[str, Any]]:
     out.update(variables(j, what, conv))
     converted = tasks(j, what, conv)
     if not converted and any(block.children for block in j.children if block.tag == "tasks"):
-        converted = [{"exec": {"command": "sh", "arguments": [
-            "-c", f"echo 'import-gocd: none of the tasks of {name} could be carried over "
-                  "(see import-gocd-report.txt)' >&2; exit 1"]}}]
+        say = (f"echo 'import-gocd: none of the tasks of {name} could be carried over "
+               "(see import-gocd-report.txt)' >&2; exit 1")
+        converted = [{"exec": {"command": "sh", "arguments": ["-c", say]}}]
         conv.note(j, "changed", what, "none of its tasks could be carried over; it is given a task that fails "
                                       "saying so, rather than passing without doing its work")
     elif not converted:
@@ -48,8 +48,8 @@ def job(j: XNode, stage_what: str, conv: Conv) -> tuple[str, dict[str, Any]]:
     arts = _artifacts(j, what, conv)
     if arts:
         out["artifacts"] = arts
-    for tag, why in (("tabs", "custom tabs are a GoCD UI feature"), ("properties", "job properties were removed "
-                                                                                    "from GoCD")):
+    for tag, why in (("tabs", "custom tabs are a GoCD UI feature"),
+                     ("properties", "job properties were removed from GoCD")):
         for block in j.kids(tag):
             conv.note(block, "dropped", f"<{tag}> of {what}", why, whole=True)
     return name, out

@@ -16,9 +16,9 @@ it did not read can be reported as "not carried over" with its line.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 from xml.etree.ElementTree import ParseError
 
 from defusedxml import DefusedXmlException
@@ -38,7 +38,7 @@ class XNode:
     attrib: dict[str, str]
     line: int
     col: int
-    children: list["XNode"] = field(default_factory=list)
+    children: list[XNode] = field(default_factory=list)
     chunks: list[str] = field(default_factory=list)
     read: set[str] = field(default_factory=set)  # attribute names read
     used: bool = False  # the element itself was handled (or explicitly reported)
@@ -51,17 +51,17 @@ class XNode:
         self.read.add(name)
         return self.attrib.get(name, default)
 
-    def kids(self, tag: str | None = None) -> Iterator["XNode"]:
+    def kids(self, tag: str | None = None) -> Iterator[XNode]:
         """Children (of one tag); each one handed out counts as handled (the caller converts or reports it)."""
         for c in self.children:
             if tag is None or c.tag == tag:
                 c.used = True
                 yield c
 
-    def child(self, tag: str) -> "XNode | None":
+    def child(self, tag: str) -> XNode | None:
         return next(self.kids(tag), None)
 
-    def walk(self) -> Iterator["XNode"]:
+    def walk(self) -> Iterator[XNode]:
         yield self
         for c in self.children:
             yield from c.walk()
