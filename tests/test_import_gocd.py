@@ -358,3 +358,16 @@ def test_references_to_pipelines_not_in_the_file_are_dropped_not_fatal(workspace
     assert run.code == 1, run.out + run.err
     log = workspace.cli("logs", "down/1/deploy/fetch-only")
     assert "none of the tasks of fetch-only could be carried over" in log.out
+
+
+def test_import_beside_the_shops_example(workspace: WorkspaceFactory) -> None:
+    """The target's own files (with feature sections: routes:, rollout:, package tasks) are loaded with the
+    converted ones before anything is written, and the result validates together."""
+    repo_pipelines = Path(__file__).resolve().parents[1] / "pipelines"
+    for name in ("shops.gocd.yaml", "routes.yaml"):
+        (workspace.root / "pipelines" / name).write_text((repo_pipelines / name).read_text())
+    r = workspace.cli("import-gocd", str(DATA / "two-pipelines.xml"))
+    assert r.code == 0, r.err
+    v = workspace.cli("validate")
+    assert v.code == 0, v.err
+    assert v.out.startswith("ok: 10 pipelines"), v.out

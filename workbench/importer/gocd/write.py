@@ -23,8 +23,10 @@ from .convert import Result
 
 def check(result: Result, out: Path, *, force: bool) -> None:
     """Refuse (ImportRefused) when files would be overwritten without ``force`` or the result would not validate."""
+    from ... import features
     from ...config import load_texts
 
+    features.load()  # the sections and task kinds of the workspace's own files (routes:, rollout:, ...)
     existing = [rel for rel in result.files if (out / rel).exists()]
     if existing and not force:
         raise ImportRefused(f"{out}: would overwrite {', '.join(sorted(existing))}; nothing was written "
