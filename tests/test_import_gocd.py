@@ -371,3 +371,28 @@ def test_import_beside_the_shops_example(workspace: WorkspaceFactory) -> None:
     v = workspace.cli("validate")
     assert v.code == 0, v.err
     assert v.out.startswith("ok: 10 pipelines"), v.out
+
+
+def test_anything_not_read_is_reported_at_its_line() -> None:
+    """Elements and attributes the importer does not know are never dropped silently."""
+    from workbench.importer.gocd import convert
+
+    xml = b"""<cruise schemaVersion="139">
+  <pipelines group="g">
+    <pipeline name="p" futureAttribute="1">
+      <materials><git url="https://example.org/r.git" recursiveSubmodules="true" /></materials>
+      <stage name="s">
+        <jobs><job name="j"><tasks><exec command="true" /></tasks><futureElement /></job></jobs>
+      </stage>
+    </pipeline>
+  </pipelines>
+  <scms><scm id="x" name="y" /></scms>
+</cruise>
+"""
+    result = convert(xml, "c.xml")
+    found = {(n.line, n.kind, n.element, n.message) for n in result.notes}
+    assert (3, "dropped", "<pipeline>", "attribute(s) futureAttribute not carried over") in found
+    assert (4, "dropped", "<git>", "attribute(s) recursiveSubmodules not carried over") in found
+    assert (6, "dropped", "<futureElement>", "not read by the importer") in found
+    assert (10, "dropped", "<scms>", "not read by the importer") in found
+    assert "futureElement" in result.files["import-gocd-report.txt"]
