@@ -396,3 +396,55 @@ def test_anything_not_read_is_reported_at_its_line() -> None:
     assert (6, "dropped", "<futureElement>", "not read by the importer") in found
     assert (10, "dropped", "<scms>", "not read by the importer") in found
     assert "futureElement" in result.files["import-gocd-report.txt"]
+
+
+def _gocd_view(config) -> dict:  # type: ignore[no-untyped-def]
+    """What GoCD's XML can express of a config: names, groups, labels, materials, stages, jobs, tasks, variables."""
+    from workbench.config import ExecTask, FetchTask, GenericTask, GitMaterial, ScriptTask
+
+    def task(t):  # type: ignore[no-untyped-def]
+        if isinstance(t, ExecTask):
+            return ("exec", t.command, t.arguments, t.working_directory, t.run_if)
+        if isinstance(t, ScriptTask):
+            return ("script", t.script, t.run_if)
+        if isinstance(t, FetchTask):
+            return ("fetch", t.pipeline, t.stage, t.job, t.source, t.is_file, t.destination, t.run_if)
+        return None
+
+    def tasks(job):  # type: ignore[no-untyped-def]
+        kept = [task(t) for t in job.tasks if not isinstance(t, GenericTask)]
+        return [] if kept == [("exec", "true", (), None, "passed")] and len(job.tasks) else kept
+
+    view: dict = {"roles": dict(config.roles), "environments": {
+        e.name: (tuple(e.pipelines), dict(e.environment_variables)) for e in config.environments.values()}}
+    for p in config.pipelines.values():
+        view[p.name] = {
+            "group": p.group, "label": p.label_template, "lock": p.lock_behavior, "env": dict(p.environment_variables),
+            "materials": sorted((m.name, m.url, m.branch, m.destination) if isinstance(m, GitMaterial)
+                                else (m.name, m.pipeline, m.stage) for m in p.materials),
+            "stages": [(s.name, s.approval.type, s.approval.users, s.approval.roles, s.fetch_materials,
+                        [(j.name, j.resources, [(a.type, a.source, a.destination) for a in j.artifacts],
+                          tasks(j)) for j in s.jobs]) for s in p.stages]}
+    return view
+
+
+def test_the_shops_example_as_gocd_xml_and_back(workspace: WorkspaceFactory, tmp_path: Path) -> None:
+    """The workspace's own Shops example, written as a GoCD server's XML (tests/gocd_xml_export.py), imported
+    again: everything GoCD's XML can say comes back the same."""
+    from gocd_xml_export import to_xml
+
+    import workbench.features
+    from workbench.config import load_config, load_workspace_config
+
+    workbench.features.load()
+    repo_pipelines = Path(__file__).resolve().parents[1] / "pipelines"
+    original = load_config([repo_pipelines / "shops.gocd.yaml", repo_pipelines / "routes.yaml"])
+    xml = tmp_path / "cruise-config.xml"
+    xml.write_bytes(to_xml(original))
+    r = workspace.cli("import-gocd", str(xml))
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (workspace.root / "pipelines").iterdir()) == [
+        "environments.gocd.yaml", "release.gocd.yaml", "roles.gocd.yaml", "shops.gocd.yaml"]
+    assert workspace.cli("validate").code == 0
+    back = load_workspace_config(workspace.root)
+    assert _gocd_view(back) == _gocd_view(original)
