@@ -134,6 +134,15 @@ class ArtifactError(WorkbenchError):
     kind = "artifact_failed"
 
 
+class ImportRefused(WorkbenchError):
+    """A file given to an importer (``import-gocd``) cannot be converted: unsafe, unreadable or too big;
+    or the output would overwrite files. Nothing was written."""
+
+    exit_code = 2
+    http_status = 400
+    kind = "import_refused"
+
+
 class TrafficError(WorkbenchError):
     """A traffic provider failed to apply or confirm weights."""
 
