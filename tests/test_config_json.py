@@ -425,3 +425,12 @@ def test_every_json_node_knows_where_its_value_starts(value: Any, indent: Any, a
                 stack.append(v)
         elif isinstance(n, Seq):
             stack.extend(n.items)
+
+
+def test_import_gocd_checks_its_output_against_the_workspaces_json_files_too(workspace) -> None:
+    data = {**PIPE, "name": "pipeline1"}
+    workspace.write("mine.gopipeline.json", json.dumps(data))
+    r = workspace.cli("import-gocd", str(Path(__file__).parent / "data" / "gocd-xml" / "two-pipelines.xml"))
+    assert r.code == 2, r.err
+    assert "would not validate" in r.err and "pipeline 'pipeline1' is already defined" in r.err, r.err
+    assert sorted(p.name for p in (workspace.root / "pipelines").iterdir()) == ["mine.gopipeline.json"]
