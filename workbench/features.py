@@ -15,6 +15,7 @@ FEATURES = (
     "workbench.approvals",  # manual approvals, roles, audit
     "workbench.traffic",  # routes, traffic providers, rollback
     "workbench.metrics_store",  # incidents and deployment marks
+    "workbench.notifications",  # the notification outbox (exactly-once delivery)
     "workbench.server.tokens",  # the release service's API tokens (no web framework imported)
 )
 
