@@ -9,4 +9,4 @@ sender claims a row with compare-and-set before sending, so each event goes out 
 """
 from __future__ import annotations
 
-from .outbox import outbox, enqueue, claim, mark_sent, mark_failed  # noqa: F401
+from .outbox import claim, enqueue, mark_failed, mark_sent  # noqa: F401
