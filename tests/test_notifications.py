@@ -134,3 +134,18 @@ def test_email_and_webhooks_each_once_retried_and_secret_free(tmp_path, smtp, ho
     assert max(r["attempts"] for r in rows) == 3  # two 503s, then accepted
     everything = b"".join(inbox.messages) + b"".join(raw for _, _, raw in got) + str(rows).encode()
     assert PASSWORD.encode() not in everything and HOOK_SECRET.encode() not in everything
+
+
+def test_bad_notifications_config_is_located(tmp_path):
+    from workbench.config import load_workspace_config
+    from workbench.errors import WorkbenchError
+
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "n.gocd.yaml").write_text(
+        "format_version: 10\nnotifications:\n  channels:\n    mail: {type: email, host: localhost, from: a@b}\n"
+        "    bad: {type: pager, url: x}\n  subscriptions:\n    - {to: carol, channel: mail, events: [breaks, bogus]}\n"
+        "    - {to: dave, channel: nope}\npipelines: {}\n")
+    with pytest.raises(WorkbenchError) as err:
+        load_workspace_config(tmp_path)
+    text = str(err.value) + "".join(str(p) for p in getattr(err.value, "problems", ()))
+    assert "n.gocd.yaml:5:17" in text and "n.gocd.yaml:7:42" in text and "n.gocd.yaml:8:27" in text

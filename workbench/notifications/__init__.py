@@ -10,3 +10,4 @@ sender claims a row with compare-and-set before sending, so each event goes out 
 from __future__ import annotations
 
 from .outbox import claim, enqueue, mark_failed, mark_sent  # noqa: F401
+from . import config as _config  # noqa: F401,E402 - registers the notifications: section
