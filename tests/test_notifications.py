@@ -149,3 +149,27 @@ def test_bad_notifications_config_is_located(tmp_path):
         load_workspace_config(tmp_path)
     text = str(err.value) + "".join(str(p) for p in getattr(err.value, "problems", ()))
     assert "n.gocd.yaml:5:17" in text and "n.gocd.yaml:7:42" in text and "n.gocd.yaml:8:27" in text
+
+
+def test_real_runs_queue_fails_then_fixed_once(tmp_path):
+    (tmp_path / "pipelines").mkdir()
+    flag = tmp_path / "flag"
+    (tmp_path / "pipelines" / "p.gocd.yaml").write_text(f"""format_version: 10
+notifications:
+  channels: {{chat: {{type: slack, url: "http://127.0.0.1:9/none"}}}}
+  people: {{carol: carol@localhost}}
+  subscriptions:
+    - {{to: carol, channel: chat, events: [breaks, fixed, fails]}}
+pipelines:
+  p:
+    materials: {{}}
+    stages:
+      - build: {{jobs: {{j: {{tasks: [{{exec: {{command: test, arguments: ["-f", "{flag}"]}}}}]}}}}}}
+""")
+    ws = Workspace.open(tmp_path)
+    ws.run("p")
+    flag.write_text("x")
+    ws.run("p")
+    with ws.store.read() as conn:
+        rows = conn.execute(sa.select(O.outbox.c.event, O.outbox.c.recipient).order_by(O.outbox.c.id)).all()
+    assert [tuple(r) for r in rows] == [("fails", "carol@localhost"), ("fixed", "carol@localhost")]

@@ -11,3 +11,4 @@ from __future__ import annotations
 
 from .outbox import claim, enqueue, mark_failed, mark_sent  # noqa: F401
 from . import config as _config  # noqa: F401,E402 - registers the notifications: section
+from . import hook as _hook  # noqa: F401,E402 - registers the stage hook that feeds the outbox
