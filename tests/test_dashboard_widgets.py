@@ -277,3 +277,23 @@ def test_a_failing_step_after_approve_shows_the_real_outcome_and_its_reason(work
     assert "failed" in text and "LB refused: pool drained" in text, text
     assert "#c62828" in text  # shown as a failure, not in green
     dash.close()
+
+
+def test_a_live_refresh_never_undoes_a_slider_being_moved_and_its_label_follows_the_stack(
+        workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defects 4 and 5: the 2 s refresh reset the slider before "Move…"; the label went stale."""
+    ws = _workspace(workspace, tmp_path)
+    dash = _dash(ws, "alice")
+    route = dash._routes["shop"]
+    assert route.slider.value == 0 and route.slider.description == "green %"
+    route.slider.value = 25  # a person drags it...
+    for _ in range(3):
+        dash.refresh_live()  # ...while the live refresh goes on
+    assert route.slider.value == 25
+    # when the recorded weight really changes (here: a release reaches 100%, green goes live), it follows
+    from workbench.traffic import move
+
+    move(ws, "shop", 100, actor="alice", reason="to green")
+    dash.refresh_live()
+    assert route.slider.value == 0 and route.slider.description == "blue %", route.slider.description
+    dash.close()

@@ -339,7 +339,11 @@ class Scheduler:
     def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
         """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
         from .materials.controls import pipeline_lock
+        from .pauses import current_pause
 
+        held = current_pause(self.ws.store, p.name)
+        if held is not None:  # GoCD: a paused pipeline is never triggered automatically
+            return [], [f"{p.name}: {held.describe()}"], []
         holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
             return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []

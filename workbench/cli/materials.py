@@ -203,6 +203,25 @@ def cancel(ctx: click.Context, locator: str, wait_s: float) -> None:
 
 @main.command()
 @click.argument("pipeline")
+@click.option("-m", "--reason", "reason", default=None, help="why (shown in status, the board and the audit)")
+@click.pass_context
+def pause(ctx: click.Context, pipeline: str, reason: str | None) -> None:
+    """Pause PIPELINE (GoCD): nothing triggers it, automatically or by hand, until unpaused."""
+    done = _service(ctx).pause(pipeline, reason)
+    click.echo(f"{done['pipeline']} paused by {done['paused_by']}" + (f": {reason}" if reason else ""))
+
+
+@main.command()
+@click.argument("pipeline")
+@click.pass_context
+def unpause(ctx: click.Context, pipeline: str) -> None:
+    """Unpause PIPELINE: the next scheduling pass may trigger it again."""
+    done = _service(ctx).unpause(pipeline)
+    click.echo(f"{done['pipeline']} unpaused (was paused by {done['was_paused_by']})")
+
+
+@main.command()
+@click.argument("pipeline")
 @click.pass_context
 def unlock(ctx: click.Context, pipeline: str) -> None:
     """Release the lock a failed run holds on PIPELINE (lock_behavior: lockOnFailure)."""
