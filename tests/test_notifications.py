@@ -1,19 +1,29 @@
-"""Notifications against real receivers on loopback: an aiosmtpd server with STARTTLS
-and AUTH LOGIN, and an http.server for the webhooks. (Pipeline-run, config and
-exactly-once-across-processes tests are still to come: see the outbox module.)"""
+"""Notifications against real receivers on loopback: an aiosmtpd server with STARTTLS and
+AUTH LOGIN receiving the mails of real pipeline runs (fails, then fixed, then waiting for
+approval), a sender killed mid-batch and restarted, SMTP down then back; an http.server for
+the Slack/Teams/signed webhooks fed by `workbench serve`; located config errors."""
 from __future__ import annotations
 
+import asyncio
 import datetime
+import email
+import email.policy
 import json
+import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-aiosmtpd = pytest.importorskip("aiosmtpd")
+aiosmtpd = pytest.importorskip("aiosmtpd")  # the test extra; a missing extra fails `make test` at install
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult  # noqa: E402
 from cryptography import x509  # noqa: E402
@@ -23,12 +33,25 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 from workbench import Workspace  # noqa: E402
 from workbench.notifications import outbox as O  # noqa: E402
-from workbench.notifications.deliver import SIGNATURE_HEADER, EmailChannel, WebhookChannel, sign  # noqa: E402
-from workbench.notifications.sender import send_due  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from workbench.notifications.config import Notifications, Person, Subscription, Channel  # noqa: E402
+from workbench.notifications.deliver import DELIVERY_HEADER, SIGNATURE_HEADER, sign  # noqa: E402
+from workbench.notifications.events import Event  # noqa: E402
+from workbench.notifications.feed import address, compose  # noqa: E402
+from workbench.notifications.sender import send_pass  # noqa: E402
 
 PASSWORD = "s3cret-smtp-pw"
 HOOK_SECRET = "hook-secret-xyz"
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _cert(tmp: Path) -> tuple[Path, Path]:
@@ -48,11 +71,28 @@ def _cert(tmp: Path) -> tuple[Path, Path]:
 
 
 class _Inbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
+    """Keeps each accepted message; ``hold_rcpt`` makes the Nth RCPT wait until released."""
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
-        self.messages.append(envelope.content)
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
+        self.rcpts = 0
+        self.hold_at: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's name
+        self.rcpts += 1
+        if self.hold_at is not None and self.rcpts == self.hold_at:
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.05)
+            return "451 try again later"  # the client is gone by now; nothing is accepted
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((list(envelope.rcpt_tos), msg))
         return "250 OK"
 
 
@@ -60,20 +100,194 @@ def _auth(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=auth_data.login == b"wb" and auth_data.password == PASSWORD.encode())
 
 
+class _Smtp:
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.cert, key = _cert(tmp)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, key)
+        self.inbox = _Inbox()
+        self.port = port or _free_port()  # aiosmtpd's Controller needs a real port number up front
+        self.ctl = Controller(self.inbox, hostname="127.0.0.1", port=self.port, server_hostname="localhost",
+                              tls_context=ctx, require_starttls=True, authenticator=_auth, auth_require_tls=True)
+
+    def start(self) -> "_Smtp":
+        self.ctl.start()
+        return self
+
+    def stop(self) -> None:
+        self.inbox.release.set()
+        self.ctl.stop()
+
+
 @pytest.fixture
 def smtp(tmp_path):
-    cert, key = _cert(tmp_path)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    inbox = _Inbox()
-    with socket.socket() as probe:  # aiosmtpd's Controller needs a real port number up front
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    ctl = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="localhost", tls_context=ctx, require_starttls=True,
-                     authenticator=_auth, auth_require_tls=True)
-    ctl.start()
-    yield inbox, port, cert
-    ctl.stop()
+    server = _Smtp(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def _cli(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(root), "COLUMNS": "200", "WB_SMTP_PW": PASSWORD}
+    env.pop("WORKBENCH_SERVER", None)
+    return subprocess.run([sys.executable, "-m", "workbench", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout, start_new_session=True, preexec_fn=_reset_signals)
+
+
+def _popen(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full = {**os.environ, "WORKBENCH_WORKSPACE": str(root), "WB_SMTP_PW": PASSWORD, **(env or {})}
+    full.pop("WORKBENCH_SERVER", None)
+    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=root, env=full, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_reset_signals)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate(timeout=30)  # reaps it and closes its pipes
+
+
+SHOP = """
+roles:
+  qa: [carol, "group:release"]
+notifications:
+  url: http://release.test
+  backoff: {backoff}
+  max_attempts: {attempts}
+  channels:
+    mail: {{type: email, host: localhost, port: {port}, user: wb, password: "${{WB_SMTP_PW}}",
+           from: wb@release.test, cafile: "{cert}"}}
+  people:
+    carol: carol@localhost
+    dave: {{email: dave@localhost, chat: "@dave"}}
+    group:release: release-list@localhost
+  subscriptions:
+    - {{to: dave, channel: mail, events: [breaks, fixed, fails]}}
+    - {{to: "role:qa", channel: mail, events: [waiting_for_you]}}
+    - {{to: dave, channel: mail, events: [waiting_for_you]}}   # dave may not approve: never told
+pipelines:
+  shop:
+    materials: {{}}
+    stages:
+      - build: {{jobs: {{j: {{tasks: [{{exec: {{command: test, arguments: ["-f", "{flag}"]}}}}]}}}}}}
+      - deploy:
+          approval: {{type: manual, roles: [qa]}}
+          jobs: {{d: {{tasks: [{{exec: {{command: "true"}}}}]}}}}
+"""
+
+
+def _shop(tmp_path: Path, port: int, cert: Path, backoff: str = "600", attempts: int = 8) -> tuple[Path, Path]:
+    root, flag = tmp_path / "ws", tmp_path / "flag"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "shop.gocd.yaml").write_text(
+        SHOP.format(port=port, cert=cert, flag=flag, backoff=backoff, attempts=attempts))
+    return root, flag
+
+
+def _fail_then_fix(root: Path, flag: Path) -> None:
+    assert _cli(root, "run", "shop", "-q").returncode == 1
+    flag.write_text("x")
+    r = _cli(root, "run", "shop", "-q")
+    assert r.returncode == 0 and "waiting" in r.stdout, r.stdout + r.stderr
+
+
+def _rows(root: Path) -> list[dict]:
+    ws = Workspace.open(root)
+    try:
+        with ws.store.read() as conn:
+            return [dict(r) for r in conn.execute(sa.select(O.outbox).order_by(O.outbox.c.id)).mappings()]
+    finally:
+        ws.close()
+
+
+def test_real_runs_mail_once_each_even_when_the_sender_is_killed_mid_batch(tmp_path, smtp):
+    root, flag = _shop(tmp_path, smtp.port, smtp.cert)
+    _fail_then_fix(root, flag)
+    smtp.inbox.hold_at = 2  # the second message's RCPT waits: the sender is killed while it is in flight
+    sender = _popen(root, "notifications", "send")
+    try:
+        assert smtp.inbox.holding.wait(120), "the sender never reached the second message"
+        _kill_group(sender)
+    finally:
+        _kill_group(sender)
+    smtp.inbox.release.set()
+    assert len(smtp.inbox.messages) == 1
+    states = sorted(r["state"] for r in _rows(root))
+    assert states == ["pending", "pending", "sending", "sent"]  # one in doubt, claimed by a dead process
+
+    again = _cli(root, "notifications", "send")  # a new process takes over the dead claimer's row at once
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "sent 3" in again.stdout
+    assert _cli(root, "notifications", "send").stdout.startswith("queued 0, sent 0")  # nothing twice
+
+    got = sorted((m["Subject"], tuple(rcpt)) for rcpt, m in smtp.inbox.messages)
+    assert got == [
+        ("[workbench] shop/1/build failed", ("dave@localhost",)),
+        ("[workbench] shop/2/build is fixed", ("dave@localhost",)),
+        ("[workbench] shop/2/deploy is waiting for your approval", ("carol@localhost",)),
+        ("[workbench] shop/2/deploy is waiting for your approval", ("release-list@localhost",)),
+    ]
+    ids = [m["Message-ID"] for _, m in smtp.inbox.messages]
+    assert len(set(ids)) == 4 and all(i.endswith("@release.test>") for i in ids)
+    waiting = next(m for rcpt, m in smtp.inbox.messages if rcpt == ["carol@localhost"]).get_content()
+    assert "workbench approve shop/2/deploy" in waiting
+    assert "POST http://release.test/api/v1/approvals/shop/2/deploy/approve" in waiting
+    assert "http://release.test/api/v1/runs/shop/2" in waiting
+    failed = next(m for _, m in smtp.inbox.messages if "failed" in m["Subject"]).get_content()
+    assert "Reason: job j failed" in failed and "workbench rerun shop/1/build" in failed
+    rows = _rows(root)
+    assert [r["state"] for r in rows] == ["sent"] * 4
+    assert all(PASSWORD not in json.dumps(r, default=str) for r in rows)
+    listed = json.loads(_cli(root, "notifications", "list", "--format", "json").stdout)
+    assert {r["state"] for r in listed} == {"sent"} and len(listed) == 4
+
+
+def test_smtp_down_is_retried_later_then_delivered_and_given_up_rows_retried(tmp_path):
+    port = _free_port()
+    server = _Smtp(tmp_path, port)  # not started: nothing listens on the port yet
+    root, flag = _shop(tmp_path, port, server.cert, backoff="1", attempts=2)
+    try:
+        assert _cli(root, "run", "shop", "-q").returncode == 1
+        first = _cli(root, "notifications", "send")
+        assert first.returncode == 1 and "failed 1" in first.stdout
+        [row] = _rows(root)
+        assert row["state"] == "failed" and row["attempts"] == 1 and "Connection refused" in row["last_error"]
+        listed = _cli(root, "notifications", "list", "--state", "failed")
+        assert "shop/1/build failed" in listed.stdout and "Connection refused" in listed.stdout
+
+        server.start()
+        deadline = time.monotonic() + 120
+        while _rows(root)[0]["state"] != "sent" and time.monotonic() < deadline:  # the backoff elapses
+            _cli(root, "notifications", "send")
+        [row] = _rows(root)
+        assert row["state"] == "sent" and row["attempts"] == 2
+        assert [m["Subject"] for _, m in server.inbox.messages] == ["[workbench] shop/1/build failed"]
+
+        server.stop()  # down again: with max_attempts 2 the next events are given up after two tries
+        flag.write_text("x")
+        assert _cli(root, "run", "shop", "-q").returncode == 0
+        assert "queued 3" in _cli(root, "notifications", "send").stdout
+        deadline = time.monotonic() + 120
+        while {r["state"] for r in _rows(root)} - {"sent", "gave_up"} and time.monotonic() < deadline:
+            _cli(root, "notifications", "send")
+        gave_up = [r for r in _rows(root) if r["state"] == "gave_up"]
+        assert sorted(r["subject"] for r in gave_up) == ["[workbench] shop/2/build is fixed"] + [
+            "[workbench] shop/2/deploy is waiting for your approval"] * 2
+        assert all(r["attempts"] == 2 and "Connection refused" in r["last_error"] for r in gave_up)
+        server = _Smtp(tmp_path, port).start()
+        assert "sent 0" in _cli(root, "notifications", "send").stdout  # given up: not retried by itself
+        assert _cli(root, "notifications", "retry").stdout.startswith("3 notification(s)")
+        assert "sent 3" in _cli(root, "notifications", "send").stdout
+        assert sorted(tuple(rcpt) for rcpt, _ in server.inbox.messages) == [
+            ("carol@localhost",), ("dave@localhost",), ("release-list@localhost",)]
+    finally:
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - never started, or already stopped
+            pass
 
 
 @pytest.fixture
@@ -103,73 +317,138 @@ def hooks():
     srv.server_close()
 
 
-def test_email_and_webhooks_each_once_retried_and_secret_free(tmp_path, smtp, hooks):
-    inbox, port, cert = smtp
+def test_serve_posts_webhooks_signed_and_retried(tmp_path, hooks):
     got, fail, base = hooks
-    (tmp_path / "ws" / "pipelines").mkdir(parents=True)
-    ws = Workspace.open(tmp_path / "ws")
-    channels = {"email": EmailChannel("localhost", port, "wb@localhost", "wb", PASSWORD, cafile=str(cert)),
-                "slack": WebhookChannel(base + "/slack"), "teams": WebhookChannel(base + "/teams", "teams"),
-                "signed": WebhookChannel(base + "/signed", "signed", HOOK_SECRET)}
-    for ch in channels:
-        assert O.enqueue(ws.store, event="fails", stage_run_id=7, recipient="carol@localhost", channel=ch,
-                         subject="shop/3/deploy fails", body="workbench approve shop/3/deploy")
-        assert not O.enqueue(ws.store, event="fails", stage_run_id=7, recipient="carol@localhost", channel=ch,
-                             subject="x", body="x")  # the same event twice: one row
-    fail["left"] = 2
-    secrets = [PASSWORD, HOOK_SECRET]
-    for _ in range(3):
-        send_due(ws.store, channels, secrets)
-        with ws.store.write() as conn:  # skip the backoff wait: due now
-            conn.execute(O.outbox.update().where(O.outbox.c.state == O.FAILED).values(next_attempt_at=0))
-    send_due(ws.store, channels, secrets)
-    assert len(inbox.messages) == 1 and b"workbench approve shop/3/deploy" in inbox.messages[0]
-    assert sorted(p for p, _, _ in got) == ["/signed", "/slack", "/teams"]
-    signed = next(x for x in got if x[0] == "/signed")
-    assert signed[1][SIGNATURE_HEADER] == sign(HOOK_SECRET, signed[2])
-    assert json.loads(next(x for x in got if x[0] == "/teams")[2])["@type"] == "MessageCard"
-    with ws.store.read() as conn:
-        rows = conn.execute(sa.select(O.outbox)).mappings().all()
-    assert all(r["state"] == O.SENT for r in rows)
-    assert max(r["attempts"] for r in rows) == 3  # two 503s, then accepted
-    everything = b"".join(inbox.messages) + b"".join(raw for _, _, raw in got) + str(rows).encode()
-    assert PASSWORD.encode() not in everything and HOOK_SECRET.encode() not in everything
-
-
-def test_bad_notifications_config_is_located(tmp_path):
-    from workbench.config import load_workspace_config
-    from workbench.errors import WorkbenchError
-
-    (tmp_path / "pipelines").mkdir()
-    (tmp_path / "pipelines" / "n.gocd.yaml").write_text(
-        "format_version: 10\nnotifications:\n  channels:\n    mail: {type: email, host: localhost, from: a@b}\n"
-        "    bad: {type: pager, url: x}\n  subscriptions:\n    - {to: carol, channel: mail, events: [breaks, bogus]}\n"
-        "    - {to: dave, channel: nope}\npipelines: {}\n")
-    with pytest.raises(WorkbenchError) as err:
-        load_workspace_config(tmp_path)
-    text = str(err.value) + "".join(str(p) for p in getattr(err.value, "problems", ()))
-    assert "n.gocd.yaml:5:17" in text and "n.gocd.yaml:7:42" in text and "n.gocd.yaml:8:27" in text
-
-
-def test_real_runs_queue_fails_then_fixed_once(tmp_path):
-    (tmp_path / "pipelines").mkdir()
-    flag = tmp_path / "flag"
-    (tmp_path / "pipelines" / "p.gocd.yaml").write_text(f"""format_version: 10
+    root = tmp_path / "ws"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "p.gocd.yaml").write_text(f"""
 notifications:
-  channels: {{chat: {{type: slack, url: "http://127.0.0.1:9/none"}}}}
-  people: {{carol: carol@localhost}}
+  backoff: 0.2
+  channels:
+    slack: {{type: slack, url: "{base}/slack"}}
+    teams: {{type: teams, url: "{base}/teams"}}
+    signed: {{type: signed, url: "{base}/signed", secret: "${{WB_HOOK_SECRET}}"}}
+  people: {{dave: {{chat: "@dave"}}}}
   subscriptions:
-    - {{to: carol, channel: chat, events: [breaks, fixed, fails]}}
+    - {{to: dave, channel: slack, events: [fails, paused]}}
+    - {{to: dave, channel: teams, events: [fails]}}
+    - {{to: dave, channel: signed, events: [all]}}
 pipelines:
   p:
     materials: {{}}
     stages:
-      - build: {{jobs: {{j: {{tasks: [{{exec: {{command: test, arguments: ["-f", "{flag}"]}}}}]}}}}}}
+      - build: {{jobs: {{j: {{tasks: [{{exec: {{command: "false"}}}}]}}}}}}
 """)
-    ws = Workspace.open(tmp_path)
-    ws.run("p")
-    flag.write_text("x")
-    ws.run("p")
-    with ws.store.read() as conn:
-        rows = conn.execute(sa.select(O.outbox.c.event, O.outbox.c.recipient).order_by(O.outbox.c.id)).all()
-    assert [tuple(r) for r in rows] == [("fails", "carol@localhost"), ("fixed", "carol@localhost")]
+    assert _cli(root, "run", "p", "-q").returncode == 1
+    assert _cli(root, "pause", "p", "-m", "release freeze").returncode == 0
+    fail["left"] = 2
+    serve = _popen(root, "serve", "-i", "1", env={"WB_HOOK_SECRET": HOOK_SECRET})
+    try:
+        deadline = time.monotonic() + 120
+        while len(got) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=60)
+    finally:
+        _kill_group(serve)
+    paths = sorted(p for p, _, _ in got)
+    assert paths == ["/signed", "/signed", "/slack", "/slack", "/teams"], paths
+    for path, headers, raw in got:
+        if path == "/signed":
+            assert headers[SIGNATURE_HEADER] == sign(HOOK_SECRET, raw)
+            assert headers[DELIVERY_HEADER] == json.loads(raw)["id"]
+    events = sorted(json.loads(raw)["event"]["event"] for p, _, raw in got if p == "/signed")
+    assert events == ["fails", "paused"]
+    slack = sorted(json.loads(raw)["text"] for p, _, raw in got if p == "/slack")
+    assert "p/1/build failed" in slack[0] and "@dave" in slack[0]
+    assert "pipeline p was paused by" in slack[1] and "release freeze" in slack[1]
+    assert json.loads(next(raw for p, _, raw in got if p == "/teams"))["@type"] == "MessageCard"
+    rows = _rows(root)
+    assert all(r["state"] == "sent" for r in rows) and len(rows) == 5
+    signed_fail = next(r for r in rows if r["channel"] == "signed" and r["event"] == "fails")
+    assert signed_fail["attempts"] + next(r for r in rows if r["channel"] == "signed" and r["event"] == "paused")[
+        "attempts"] == 4  # two 503s, each retried after its backoff
+    everything = b"".join(raw for _, _, raw in got) + json.dumps(rows, default=str).encode()
+    assert HOOK_SECRET.encode() not in everything
+
+
+def test_addressing_roles_groups_and_approvers():
+    from workbench.config import load_texts
+
+    cfg = load_texts({"p.yaml": """
+roles: {qa: [carol, "group:release", erin], ops: [frank]}
+pipelines:
+  p:
+    materials: {}
+    stages:
+      - build: {jobs: {j: {tasks: [{exec: {command: "true"}}]}}}
+      - deploy: {approval: {type: manual, roles: [qa], users: [gina]}, jobs: {j: {tasks: [{exec: {command: "true"}}]}}}
+      - open: {approval: manual, jobs: {j: {tasks: [{exec: {command: "true"}}]}}}
+"""})
+    conf = Notifications(
+        channels=(Channel("mail", "email", (("host", "h"), ("from", "wb@x"))), Channel("room", "slack", (("url", "u"),))),
+        people=(Person("carol", "carol@x"), Person("group:release", "list@x"), Person("frank", "frank@x", "@frank"),
+                Person("gina", "gina@x")),
+        subscriptions=(Subscription("role:qa", "mail", frozenset({"waiting_for_you", "fails"})),
+                       Subscription("role:ops", "mail", frozenset({"all"}), stages=("build",)),
+                       Subscription("gina", "mail", frozenset({"waiting_for_you"})),
+                       Subscription("role:ops", "room", frozenset({"waiting_for_you", "fails"}))))
+    wait = Event("waiting_for_you", "stage", 7, "p", 3, "deploy")
+    got = address(wait, conf, cfg)
+    # qa members and gina may approve; erin has no address; frank (ops) may not approve: not told, no room post
+    assert sorted(d.recipient for d in got) == ["carol@x", "gina@x", "list@x"]
+    fails = address(Event("fails", "stage", 8, "p", 3, "build"), conf, cfg)
+    assert sorted((d.recipient, d.mentions) for d in fails) == [
+        ("#room", ("@frank",)), ("carol@x", ()), ("frank@x", ()), ("list@x", ())]
+    assert address(Event("passes", "stage", 9, "p", 3, "deploy"), conf, cfg) == []  # ops filters on build
+    opened = address(Event("waiting_for_you", "stage", 10, "p", 3, "open"), conf, cfg)  # open to anyone
+    # frank's mail subscription filters on stage build; his room subscription has no filter
+    assert sorted((d.recipient, d.mentions) for d in opened) == [
+        ("#room", ("@frank",)), ("carol@x", ()), ("gina@x", ()), ("list@x", ())]
+    subject, body = compose(wait, "https://wb.example", ("@carol",))
+    assert subject == "[workbench] p/3/deploy is waiting for your approval"
+    assert "workbench approve p/3/deploy" in body and "https://wb.example/api/v1/runs/p/3" in body
+
+
+def test_bad_notifications_config_is_located(tmp_path):
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "n.gocd.yaml").write_text(
+        "format_version: 10\nnotifications:\n  channels:\n    mail: {type: email, host: localhost, from: a@b}\n"
+        "    bad: {type: pager, url: x}\n  subscriptions:\n    - {to: carol, channel: mail, events: [breaks, bogus]}\n"
+        "    - {to: dave, channel: nope}\n    - {to: 'role:ghosts', channel: mail}\n"
+        "    - {to: erin, channel: mail}\n  people: {erin: not-an-address}\npipelines: {}\n")
+    r = _cli(tmp_path, "validate")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    for expected in ("n.gocd.yaml:5:17: channel bad: type must be one of email, slack, teams, signed",
+                     "n.gocd.yaml:7:42: unknown event 'bogus'",
+                     "n.gocd.yaml:8:27: subscription refers to channel 'nope'",
+                     "n.gocd.yaml:9:12: subscription to unknown role 'ghosts'",
+                     "n.gocd.yaml:7:12: 'carol' has no email address",
+                     "n.gocd.yaml:11:18: address of erin is not an email address"):
+        assert expected in r.stderr, r.stderr
+
+
+@pytest.mark.usefixtures("workspace_store")
+def test_outbox_once_per_key_and_one_claimer_on_both_stores(tmp_path):
+    (tmp_path / "ws" / "pipelines").mkdir(parents=True)
+    ws = Workspace.open(tmp_path / "ws")
+    try:
+        row = {"event": "fails", "source": "stage", "source_id": 7, "pipeline": "p", "counter": 1, "stage": "s",
+               "recipient": "a@x", "channel": "mail", "subject": "s", "body": "b", "message_id": "<m@x>"}
+        with ws.store.write() as conn:
+            assert O.enqueue(conn, [row, {**row, "recipient": "b@x"}]) == 2
+        with ws.store.write() as conn:
+            assert O.enqueue(conn, [row]) == 0  # the same event for the same person again: nothing new
+        first = O.claim_one(ws.store, "host:1:1")
+        second = O.claim_one(ws.store, "host:2:1")
+        assert {first["recipient"], second["recipient"]} == {"a@x", "b@x"}
+        assert O.claim_one(ws.store, "host:3:1") is None  # both claimed, their claimers alive
+        assert O.claim_one(ws.store, "host:3:1", dead=lambda who: who == "host:1:1")["id"] == first["id"]
+        O.mark_sent(ws.store, first["id"], "host:1:1")  # the old claimer lost the row: its mark changes nothing
+        assert O.rows(ws.store, state=O.SENT) == []
+        assert O.mark_failed(ws.store, second["id"], "host:2:1", 1, "boom", backoff=600, max_attempts=1) == O.GAVE_UP
+        assert O.retry(ws.store) == 1
+        assert ws.frames.notifications["state"].tolist() == ["sending", "pending"]
+    finally:
+        ws.close()

@@ -81,8 +81,8 @@ def enqueue(conn: sa.Connection, rows: Iterable[dict[str, Any]]) -> int:
     stmt = insert(outbox).on_conflict_do_nothing(
         index_elements=["event", "source", "source_id", "recipient", "channel"])
     n = 0
-    for v in values:  # rowcount per row: executemany's total is not reliable across drivers
-        n += conn.execute(stmt.values(**v)).rowcount
+    for v in values:  # RETURNING says whether the row was new (rowcount is -1 on some drivers)
+        n += len(conn.execute(stmt.values(**v).returning(outbox.c.id)).all())
     return n
 
 
