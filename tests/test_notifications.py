@@ -452,3 +452,13 @@ def test_outbox_once_per_key_and_one_claimer_on_both_stores(tmp_path):
         assert ws.frames.notifications["state"].tolist() == ["sending", "pending"]
     finally:
         ws.close()
+
+
+def test_the_documented_example_loads():
+    from workbench.config import load_texts
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "notifications.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    conf = load_texts({"notifications.gocd.yaml": block}).extensions["notifications"]
+    assert [c.kind for c in conf.channels] == ["email", "slack", "teams", "signed"]
+    assert conf.person("dave").chat == "@dave" and conf.url == "https://release.internal"
