@@ -462,3 +462,50 @@ def test_the_documented_example_loads():
     conf = load_texts({"notifications.gocd.yaml": block}).extensions["notifications"]
     assert [c.kind for c in conf.channels] == ["email", "slack", "teams", "signed"]
     assert conf.person("dave").chat == "@dave" and conf.url == "https://release.internal"
+
+
+def test_rollback_and_a_failed_traffic_step_are_told(tmp_path, hooks):
+    got, _, base = hooks
+    root = tmp_path / "ws"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "switch.sh").write_text('#!/bin/sh\n[ -f "$(dirname "$0")/broken" ] && { echo "lb01 refused the reload" >&2; exit 3; }\n'
+                                    'echo "$@" >> "$(dirname "$0")/weights.txt"\n')
+    (root / "switch.sh").chmod(0o755)
+    (root / "pipelines" / "p.gocd.yaml").write_text(f"""
+routes:
+  shop: {{provider: command, stacks: {{blue: "a:1", green: "b:2"}}, argv: ["{root}/switch.sh"]}}
+notifications:
+  channels: {{hook: {{type: signed, url: "{base}/signed", secret: "${{WB_HOOK_SECRET}}"}}}}
+  subscriptions:
+    - {{to: ops, channel: hook, events: [rolled_back, fails]}}
+pipelines:
+  release:
+    materials: {{}}
+    stages:
+      - canary:
+          traffic: {{route: shop, weight: 25}}
+          jobs: {{j: {{tasks: [{{exec: {{command: "true"}}}}]}}}}
+      - verify:
+          jobs:
+            j:
+              tasks:
+                - exec: {{command: "false"}}
+                - rollback: {{reason: smoke tests failed, run_if: failed}}
+""")
+    assert _cli(root, "run", "release", "-q").returncode == 1
+    (root / "broken").write_text("")
+    assert _cli(root, "run", "release", "-q").returncode == 1  # the canary's traffic step fails
+    ws = Workspace.open(root)
+    try:
+        os.environ["WB_HOOK_SECRET"] = HOOK_SECRET
+        report = send_pass(ws)
+    finally:
+        os.environ.pop("WB_HOOK_SECRET", None)
+        ws.close()
+    assert report.sent == 3, report
+    bodies = sorted(json.loads(raw)["subject"] + "\n" + json.loads(raw)["text"] for _, _, raw in got)
+    assert bodies[0].startswith("[workbench] release/1 was rolled back by run release/1")
+    assert "smoke tests failed" in bodies[0]
+    assert bodies[1].startswith("[workbench] release/1/verify failed")
+    assert bodies[2].startswith("[workbench] release/2/canary failed") and "lb01 refused the reload" in bodies[2]
+    assert all(h[SIGNATURE_HEADER] == sign(HOOK_SECRET, raw) for _, h, raw in got)
