@@ -509,3 +509,40 @@ pipelines:
     assert bodies[1].startswith("[workbench] release/1/verify failed")
     assert bodies[2].startswith("[workbench] release/2/canary failed") and "lb01 refused the reload" in bodies[2]
     assert all(h[SIGNATURE_HEADER] == sign(HOOK_SECRET, raw) for _, h, raw in got)
+
+
+def test_the_release_server_sends_and_lists_them(tmp_path, hooks, server_factory):
+    from server_fixtures import make_token
+    from workbench.client import Client
+
+    got, fail, base = hooks
+    root = tmp_path / "ws"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "p.gocd.yaml").write_text(f"""
+notifications:
+  backoff: 600
+  channels: {{chat: {{type: slack, url: "{base}/slack"}}, hook: {{type: signed, url: "{base}/signed", secret: s3}}}}
+  subscriptions: [{{to: dave, channel: chat, events: [fails]}}, {{to: dave, channel: hook, events: [fails]}}]
+pipelines:
+  p: {{materials: {{}}, stages: [{{build: {{jobs: {{j: {{tasks: [{{exec: {{command: "false"}}}}]}}}}}}}}]}}
+""")
+    assert _cli(root, "run", "p", "-q").returncode == 1
+    fail["left"] = 1  # the signed receiver refuses once; with a 600 s backoff only a retry sends it again
+    server = server_factory(root)
+    token = make_token(root, "alice")
+    with Client(server.url, token) as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and {r["state"] for r in client.notifications()} != {"sent", "failed"}:
+            time.sleep(0.3)
+        rows = {r["channel"]: r for r in client.notifications()}
+        assert rows["chat"]["state"] == "sent" and rows["hook"]["state"] == "failed"
+        assert "HTTP 503" in rows["hook"]["last_error"]
+        assert client.notifications(state="failed")[0]["id"] == rows["hook"]["id"]
+        assert client.retry_notifications((rows["hook"]["id"],)) == {"retried": 1}
+        while time.monotonic() < deadline and client.notifications(state="sent").__len__() < 2:
+            time.sleep(0.3)
+        assert {r["state"] for r in client.notifications()} == {"sent"}
+        audit = client.audit()
+        assert audit[0]["action"] == "notification" and audit[0]["user"] == "alice"
+    assert sorted(p for p, _, _ in got) == ["/signed", "/slack"]
+    assert server.stop() == 0
