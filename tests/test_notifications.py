@@ -249,6 +249,10 @@ def test_smtp_down_is_retried_later_then_delivered_and_given_up_rows_retried(tmp
     port = _free_port()
     server = _Smtp(tmp_path, port)  # not started: nothing listens on the port yet
     root, flag = _shop(tmp_path, port, server.cert, backoff="1", attempts=2)
+    cipher = _cli(root, "encrypt", PASSWORD).stdout.strip()  # the password as workbench ciphertext this time
+    shop = root / "pipelines" / "shop.gocd.yaml"
+    shop.write_text(shop.read_text().replace('password: "${WB_SMTP_PW}"', f'encrypted_password: "{cipher}"'))
+    assert "encrypted_password" in shop.read_text() and PASSWORD not in shop.read_text()
     try:
         assert _cli(root, "run", "shop", "-q").returncode == 1
         first = _cli(root, "notifications", "send")
@@ -348,7 +352,7 @@ pipelines:
         while len(got) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
         serve.send_signal(signal.SIGTERM)
-        out, err = serve.communicate(timeout=60)
+        serve.communicate(timeout=60)
     finally:
         _kill_group(serve)
     paths = sorted(p for p, _, _ in got)

@@ -100,19 +100,22 @@ def claim_one(store: Any, me: str, *, now: float | None = None, dead: Any = None
 
     Due: pending, or failed and its backoff elapsed, or 'sending' for a claimer that
     is gone (``dead(claimed_by)`` is true: a process of this host that no longer
-    runs) or silent for :data:`CLAIM_TIMEOUT`.
+    runs) or silent for :data:`CLAIM_TIMEOUT`. Taken-over rows come first: they
+    are the oldest news.
     """
     o = outbox.c
+    fixed_now = now
     while True:
-        now = time.time() if now is None else now
+        now = time.time() if fixed_now is None else fixed_now
         with store.read() as conn:
-            due = conn.execute(sa.select(outbox).where(sa.or_(
-                sa.and_(o.state.in_([PENDING, FAILED]), o.next_attempt_at <= now),
-                o.state == SENDING)).order_by(o.id).limit(50)).mappings().all()
-        for row in due:
-            if row["state"] == SENDING and not (row["claimed_at"] < now - CLAIM_TIMEOUT
-                                                or (dead is not None and dead(row["claimed_by"] or ""))):
-                continue
+            due = conn.execute(sa.select(outbox).where(o.state.in_([PENDING, FAILED]), o.next_attempt_at <= now)
+                               .order_by(o.id).limit(50)).mappings().all()
+            stuck = conn.execute(sa.select(outbox).where(o.state == SENDING).order_by(o.id).limit(500)).mappings().all()
+        candidates = [r for r in stuck if (r["claimed_at"] or 0) < now - CLAIM_TIMEOUT
+                      or (dead is not None and dead(r["claimed_by"] or ""))] + list(due)
+        if not candidates:
+            return None
+        for row in candidates:
             with store.write() as conn:
                 got = conn.execute(outbox.update().where(o.id == row["id"], o.state == row["state"],
                                                          o.attempts == row["attempts"])
@@ -120,9 +123,7 @@ def claim_one(store: Any, me: str, *, now: float | None = None, dead: Any = None
                                            attempts=row["attempts"] + 1)).rowcount
             if got == 1:
                 return {**dict(row), "attempts": row["attempts"] + 1, "resumed": row["state"] == SENDING}
-        if len(due) < 50:
-            return None
-        now = None  # every candidate of this page was taken by others: look again
+        # every candidate went to another sender meanwhile (they made progress): look again
 
 
 def mark_sent(store: Any, row_id: int, me: str) -> None:

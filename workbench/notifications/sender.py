@@ -153,5 +153,5 @@ def tick_pass(ws: Any) -> list[str]:
     """The pass a ``workbench tick`` ends with (cron): its lines join the tick's output."""
     try:
         return send_pass(ws).lines()
-    except WorkbenchError as exc:
+    except Exception as exc:  # noqa: BLE001 - a notification problem never changes what the tick did
         return [f"notification error: {exc}"]
