@@ -550,3 +550,18 @@ pipelines:
         assert audit[0]["action"] == "notification" and audit[0]["user"] == "alice"
     assert sorted(p for p, _, _ in got) == ["/signed", "/slack"]
     assert server.stop() == 0
+
+
+def test_overlapping_senders_and_ticks_mail_each_once(tmp_path, smtp):
+    root, flag = _shop(tmp_path, smtp.port, smtp.cert)
+    _fail_then_fix(root, flag)
+    procs = [_popen(root, "notifications", "send") for _ in range(3)] + [_popen(root, "tick")]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            _kill_group(p)
+    assert codes == [0, 0, 0, 0]
+    got = sorted((m["Subject"], tuple(rcpt)) for rcpt, m in smtp.inbox.messages)
+    assert len(got) == 4 and len(set(got)) == 4, got  # four messages, none twice
+    assert [r["state"] for r in _rows(root)] == ["sent"] * 4

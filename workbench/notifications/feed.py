@@ -26,7 +26,7 @@ from . import outbox as O
 from .config import Notifications
 from .events import Event, stage_events, wanted
 
-SLACK = 600.0  # seconds re-read before the mark
+SLACK = 120.0  # seconds re-read before the mark (a result's time is taken before its write waits for the lock)
 FIRST_LOOK = 600.0  # a store never fed before: events of the last ten minutes only
 MAX_AGE = 86400.0  # an event older than a day when first seen is not sent (a sender down for days)
 MARK_EVERY = 30.0  # the mark is written at most this often when nothing was queued
@@ -44,7 +44,7 @@ class Delivery:
 # -- reading the store --------------------------------------------------------------
 
 
-def read_events(conn: sa.Connection, since: float) -> list[Event]:
+def read_events(conn: sa.Connection, since: float, store_key: str = "") -> list[Event]:
     """Every event whose row was written after ``since`` (stage results, waiting stages, rollbacks, pauses)."""
     pr, sr = S.pipeline_runs.c, S.stage_runs.c
     join = S.stage_runs.join(S.pipeline_runs, sr.pipeline_run_id == pr.id)
@@ -54,8 +54,14 @@ def read_events(conn: sa.Connection, since: float) -> list[Event]:
     finished = conn.execute(sa.select(*cols).select_from(join).where(
         sr.finished_at > since, sr.status.in_(["passed", "failed", "cancelled"])).order_by(sr.id)).mappings().all()
     for r in finished:
-        previous = _previous_status(conn, r["pipeline"], r["counter"], r["name"], r["stage_counter"])
-        for kind in sorted(stage_events(r["status"], previous)):
+        key = (store_key, r["id"], r["status"])
+        kinds = _KINDS.get(key)
+        if kinds is None:  # a finished stage's events never change: each is worked out once per process
+            previous = _previous_status(conn, r["pipeline"], r["counter"], r["name"], r["stage_counter"])
+            kinds = _KINDS[key] = tuple(sorted(stage_events(r["status"], previous)))
+            if len(_KINDS) > 20_000:
+                _KINDS.pop(next(iter(_KINDS)))
+        for kind in kinds:
             out.append(Event(kind, "stage", r["id"], r["pipeline"], r["counter"], r["name"], r["reason"],
                              at=r["finished_at"], stage_counter=r["stage_counter"]))
     waiting = conn.execute(sa.select(*cols).select_from(join).where(
@@ -66,6 +72,9 @@ def read_events(conn: sa.Connection, since: float) -> list[Event]:
     out += _rollbacks(conn, since)
     out += _pauses(conn, since)
     return out
+
+
+_KINDS: dict[tuple[str, int, str], tuple[str, ...]] = {}  # (store, stage run, status) -> events
 
 
 def _previous_status(conn: sa.Connection, pipeline: str, counter: int, stage: str, stage_counter: int) -> str | None:
@@ -217,7 +226,7 @@ def feed(ws: Any, conf: Notifications, *, now: float | None = None) -> int:
     with store.read() as conn:
         mark = O.get_mark(conn)
         since = now - FIRST_LOOK if mark is None else max(mark - SLACK, now - MAX_AGE)
-        events = read_events(conn, since)
+        events = read_events(conn, since, str(getattr(store, "url", "")))
         known: set[tuple[str, str, int, str, str]] = set()
         for source in {e.source for e in events}:
             known |= O.existing_keys(conn, source, {e.source_id for e in events if e.source == source})
