@@ -565,3 +565,40 @@ def test_overlapping_senders_and_ticks_mail_each_once(tmp_path, smtp):
     got = sorted((m["Subject"], tuple(rcpt)) for rcpt, m in smtp.inbox.messages)
     assert len(got) == 4 and len(set(got)) == 4, got  # four messages, none twice
     assert [r["state"] for r in _rows(root)] == ["sent"] * 4
+
+
+@pytest.mark.usefixtures("workspace_store")
+def test_the_feed_reads_runs_and_pauses_on_both_stores(tmp_path):
+    from workbench.notifications.feed import feed
+    from workbench.pauses import pause
+
+    root, flag = tmp_path / "ws", tmp_path / "flag"
+    (root / "pipelines").mkdir(parents=True)
+    (root / "pipelines" / "p.gocd.yaml").write_text(f"""
+roles: {{qa: [carol]}}
+notifications:
+  channels: {{chat: {{type: slack, url: "http://127.0.0.1:9/unused"}}}}
+  subscriptions: [{{to: "role:qa", channel: chat, events: [all]}}]
+pipelines:
+  p:
+    materials: {{}}
+    stages:
+      - build: {{jobs: {{j: {{tasks: [{{exec: {{command: test, arguments: ["-f", "{flag}"]}}}}]}}}}}}
+      - deploy: {{approval: {{type: manual, roles: [qa]}}, jobs: {{j: {{tasks: [{{exec: {{command: "true"}}}}]}}}}}}
+""")
+    ws = Workspace.open(root)
+    try:
+        ws.run("p")
+        flag.write_text("x")
+        ws.run("p")
+        pause(ws.store, "p", by="bob", reason="freeze")
+        conf = ws.config.extensions["notifications"]
+        assert feed(ws, conf) == 5
+        assert feed(ws, conf) == 0  # read again: nothing new
+        with ws.store.read() as conn:
+            got = [tuple(r) for r in conn.execute(sa.select(O.outbox.c.event, O.outbox.c.pipeline, O.outbox.c.counter,
+                                                            O.outbox.c.stage).order_by(O.outbox.c.id))]
+        assert got == [("fails", "p", 1, "build"), ("fixed", "p", 2, "build"), ("passes", "p", 2, "build"),
+                       ("waiting_for_you", "p", 2, "deploy"), ("paused", "p", None, None)]
+    finally:
+        ws.close()
