@@ -235,7 +235,7 @@ def test_real_runs_mail_once_each_even_when_the_sender_is_killed_mid_batch(tmp_p
     waiting = next(m for rcpt, m in smtp.inbox.messages if rcpt == ["carol@localhost"]).get_content()
     assert "workbench approve shop/2/deploy" in waiting
     assert "POST http://release.test/api/v1/approvals/shop/2/deploy/approve" in waiting
-    assert "http://release.test/api/v1/runs/shop/2" in waiting
+    assert "http://release.test/api/v1/runs/shop/2" in waiting and "http://release.test/dashboard" in waiting
     failed = next(m for _, m in smtp.inbox.messages if "failed" in m["Subject"]).get_content()
     assert "Reason: job j failed" in failed and "workbench rerun shop/1/build" in failed
     rows = _rows(root)
@@ -409,6 +409,11 @@ pipelines:
     # frank's mail subscription filters on stage build; his room subscription has no filter
     assert sorted((d.recipient, d.mentions) for d in opened) == [
         ("#room", ("@frank",)), ("carol@x", ()), ("gina@x", ()), ("list@x", ())]
+    # with the release service's hub to ask, people of `people:` in hub group "release" are reached too
+    hank = Notifications(conf.channels, (*conf.people, Person("hank", "hank@x")), conf.subscriptions)
+    in_release = lambda user: frozenset({"release"}) if user == "hank" else frozenset()  # noqa: E731
+    assert "hank@x" not in [d.recipient for d in address(wait, hank, cfg)]
+    assert "hank@x" in [d.recipient for d in address(wait, hank, cfg, in_release)]
     subject, body = compose(wait, "https://wb.example", ("@carol",))
     assert subject == "[workbench] p/3/deploy is waiting for your approval"
     assert "workbench approve p/3/deploy" in body and "https://wb.example/api/v1/runs/p/3" in body

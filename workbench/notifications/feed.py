@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import sqlalchemy as sa
 
@@ -114,37 +114,51 @@ def _pauses(conn: sa.Connection, since: float) -> list[Event]:
 # -- who is told (pure) ----------------------------------------------------------------
 
 
-def _members(to: str, cfg: Any) -> list[str]:
-    if to.startswith("role:"):
-        return list(cfg.roles.get(to[5:], ()))
-    return [to]
+GroupsOf = Callable[[str], frozenset[str]]  # a person's hub groups (the release service's JupyterHub)
 
 
-def may_approve(event: Event, cfg: Any) -> tuple[bool, frozenset[str]] | None:
-    """(anyone, the names allowed) for the stage an event waits at; None when it is no longer configured."""
+def _members(to: str, cfg: Any, conf: Notifications, groups_of: GroupsOf | None) -> list[str]:
+    """A subscription's people: the person, or the role's members; a ``group:NAME`` member stays as
+    itself (``people:`` may give it a list address) and, with a hub to ask, adds each person of
+    ``people:`` the hub puts in that group."""
+    if not to.startswith("role:"):
+        return [to]
+    out: list[str] = []
+    for m in cfg.roles.get(to[5:], ()):
+        out.append(m)
+        if m.startswith("group:") and groups_of is not None:
+            out += [p.name for p in conf.people if not p.name.startswith("group:") and m[6:] in groups_of(p.name)]
+    return list(dict.fromkeys(out))
+
+
+def may_approve(event: Event, cfg: Any) -> Any:
+    """The approvers of the stage an event waits at; None when it is no longer configured."""
     from ..approvals import approvers
 
     pipeline = cfg.pipelines.get(event.pipeline)
     stage = pipeline.stage(event.stage) if pipeline is not None and event.stage else None
-    if stage is None:
-        return None
-    who = approvers(cfg, stage)
-    return who.anyone, who.members
+    return approvers(cfg, stage) if stage is not None else None
 
 
-def address(event: Event, conf: Notifications, cfg: Any) -> list[Delivery]:
+def address(event: Event, conf: Notifications, cfg: Any, groups_of: GroupsOf | None = None) -> list[Delivery]:
     """The messages an event gives rise to, one per email address and one per chat room.
 
     A subscription's ``to`` is a person or ``role:NAME`` (its members: people, and
-    ``group:NAME`` entries that ``people:`` gives an address, such as a mailing
-    list). ``waiting_for_you`` goes only to those who may approve the stage: its
-    approval's users and the members of its roles (everyone subscribed, when the
-    approval names nobody).
+    ``group:NAME`` entries, reached through a ``people:`` address such as a mailing
+    list, and through the hub's answer about each person when ``groups_of`` can ask
+    one). ``waiting_for_you`` goes only to those who may approve the stage: its
+    approval's users, the members of its roles, and people in a hub group a role
+    lists (everyone subscribed, when the approval names nobody).
     """
-    allowed = may_approve(event, cfg) if event.kind == "waiting_for_you" else (True, frozenset())
-    if allowed is None:
+    who = may_approve(event, cfg) if event.kind == "waiting_for_you" else None
+    if event.kind == "waiting_for_you" and who is None:
         return []
-    anyone, members = allowed
+
+    def allowed(name: str) -> bool:
+        if who is None or who.anyone or name in who.members:
+            return True
+        return groups_of is not None and not name.startswith("group:") and who.allows(name, groups_of(name))
+
     people = {p.name: p for p in conf.people}
     rooms: dict[tuple[str, str], list[str]] = {}
     mails: dict[tuple[str, str], None] = {}
@@ -154,7 +168,7 @@ def address(event: Event, conf: Notifications, cfg: Any) -> list[Delivery]:
         channel = conf.channel(sub.channel)
         if channel is None:
             continue
-        names = [n for n in _members(sub.to, cfg) if anyone or n in members]
+        names = [n for n in _members(sub.to, cfg, conf, groups_of) if allowed(n)]
         if channel.webhook:
             if event.kind == "waiting_for_you" and not names:
                 continue
@@ -205,6 +219,8 @@ def compose(event: Event, base_url: str | None, mentions: tuple[str, ...] = ()) 
         lines.append(f"Status: workbench status (run {run})")
         if base_url:
             lines.append(f"Run: {base_url}/api/v1/runs/{run}")
+    if base_url:
+        lines.append(f"Dashboard: {base_url}/dashboard")
     if mentions:
         lines.append("For: " + " ".join(mentions))
     return subject, "\n".join(lines) + "\n"
@@ -231,9 +247,10 @@ def feed(ws: Any, conf: Notifications, *, now: float | None = None) -> int:
         for source in {e.source for e in events}:
             known |= O.existing_keys(conn, source, {e.source_id for e in events if e.source == source})
     base = conf.url or _server_url(ws)
+    groups_of = _hub_groups(ws, cfg) if events else None
     rows = []
     for e in events:
-        for d in address(e, conf, cfg):
+        for d in address(e, conf, cfg, groups_of):
             if (e.kind, e.source, e.source_id, d.recipient, d.channel) in known:
                 continue
             channel = conf.channel(d.channel)
@@ -257,3 +274,33 @@ def _server_url(ws: Any) -> str | None:
     except Exception:  # noqa: BLE001 - a broken workbench.yaml is reported by the commands that need it
         return None
     return url.rstrip("/") if url else None
+
+
+_HUBS: dict[str, Any] = {}
+
+
+def _hub_groups(ws: Any, cfg: Any) -> GroupsOf | None:
+    """The hub's answer about a person's groups, when a role names a ``group:`` and a hub is configured
+    (the release service as a JupyterHub service); None otherwise. A hub that does not answer makes
+    the group reach only its ``people:`` address, never stops the pass."""
+    if not any(m.startswith("group:") for members in cfg.roles.values() for m in members):
+        return None
+    key = str(ws.root)
+    if key not in _HUBS:
+        try:
+            from ..server.hub import from_settings
+
+            _HUBS[key] = from_settings(ws.settings.server.hub)
+        except Exception:  # noqa: BLE001 - no hub extra, or server.hub incomplete (the server says why)
+            _HUBS[key] = None
+    hub = _HUBS[key]
+    if hub is None:
+        return None
+
+    def groups_of(user: str) -> frozenset[str]:
+        try:
+            return frozenset(hub.groups_of(user))
+        except Exception:  # noqa: BLE001 - the hub down: this pass reaches the group's list address only
+            return frozenset()
+
+    return groups_of
