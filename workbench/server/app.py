@@ -41,6 +41,10 @@ class Decision(Body):
     comment: str | None = Field(default=None, max_length=10_000)
 
 
+class RetryBody(Body):
+    ids: list[int] = Field(default_factory=list, max_length=10_000)
+
+
 class PauseBody(Body):
     reason: str | None = Field(default=None, max_length=10_000)
 
@@ -247,6 +251,18 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.get(f"{P}/audit", tags=["approvals"])
     def audit(limit: int = 50, who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
         return local(who).audit(limit)
+
+    @app.get(f"{P}/notifications", tags=["notifications"])
+    def notifications(state: str | None = None, limit: int = 50,
+                      who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """The notification outbox, newest first (`workbench notifications list`)."""
+        return local(who).notifications(state, limit)
+
+    @app.post(f"{P}/notifications/retry", tags=["notifications"])
+    def retry_notifications(body: RetryBody | None = None,
+                            who: Identity = Depends(acting("notification"))) -> dict[str, Any]:
+        """Failed and given-up notifications (all, or `ids`) go out again with the next sender pass."""
+        return local(who).retry_notifications(tuple((body or RetryBody()).ids))
 
     @app.get(f"{P}/validate", tags=["service"])
     def validate(who: Identity | None = Depends(reader)) -> dict[str, Any]:
