@@ -698,6 +698,8 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
 
     if not what:
         return None
+    if what.startswith("configrepo:"):  # a config repository's key, passed on (the server's notify, webhooks)
+        return [what]
     keys = set()
     try:
         wanted_url = normalize_url(what, ws.root)

@@ -288,11 +288,13 @@ def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
     from ..reporting import print_status
 
-    rows = _service(ctx, reading=True).board()
+    service = _service(ctx, reading=True)
+    rows = service.board()
+    repos = service.config_repos()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_status(rows)
+        print_status(rows, repos)
 
 
 @main.command()

@@ -25,6 +25,7 @@ from .source import RepoFiles, display, mirror_for, poll_head, read_files
 from .state import RepoState, load_states, save_state
 
 Chosen = Mapping[str, tuple[ConfigRepo, str, RepoFiles]]  # id -> (repo, revision, files)
+KEY_PREFIX = "configrepo:"  # how a config repository is named among material keys (notify, webhooks)
 ORIGINS = "config_repo_origins"  # Config.extensions key: pipeline -> {repo, url, branch, revision}
 
 
@@ -207,6 +208,8 @@ def repo_ids_for(ws: Any, what: str) -> list[str]:
     """The config repositories a ``notify`` argument names: by id, or by URL (as git materials are matched)."""
     from ..materials.git import normalize_url
 
+    if what.startswith(KEY_PREFIX):  # a key as material_keys and webhooks give it
+        return [what[len(KEY_PREFIX):]] if what[len(KEY_PREFIX):] in ws.settings.config_repos else []
     try:
         wanted = normalize_url(what, ws.root)
     except (OSError, ValueError):
