@@ -147,14 +147,19 @@ def test_last_good_kept_shown_everywhere_survives_restart_and_fix_applies(setup:
     r = ok(workspace.cli("validate"))
     assert "refused" not in r.err
     assert "refused" not in ok(workspace.cli("status")).out
-    ok(workspace.cli("trigger", "shop-build")) if _has_command(workspace, "trigger") else None
-    r = ok(workspace.cli("run", "shop-build", "-q", "--no-downstream"))
-    detail = json.loads(ok(workspace.cli("show", "shop-build/latest", "--format", "json")).out) \
-        if _has_command(workspace, "show") else None
+    ok(workspace.cli("run", "shop-build", "-q", "--no-downstream"))
     hist = json.loads(ok(workspace.cli("history", "-p", "shop-build", "--format", "json")).out)
     assert hist[0]["revisions"]["config-repo:shops"]["revision"] == fixed
-    if detail is not None:
-        assert detail["revisions"]["config-repo:shops"]["revision"] == fixed
+    from workbench.service.local import Local
+
+    ws = workspace.open()
+    try:
+        detail = Local(ws).run("shop-build/latest")  # the run's detail (API GET /runs/shop-build/latest)
+        assert detail["revisions"]["config-repo:shops"] == {"kind": "configrepo", "revision": fixed, "repo": "shops",
+                                                            "url": repo.url, "branch": "main"}
+        assert Local(ws).config_repos()[0]["good_revision"] == fixed
+    finally:
+        ws.close()
 
 
 def test_duplicate_name_across_repo_and_workspace_names_both(setup: tuple[Any, Any]) -> None:
@@ -236,10 +241,6 @@ def test_alias_bomb_in_a_repository_is_refused_with_its_location(setup: tuple[An
     assert "refused" in r.out and "Traceback" not in r.out + r.err
     r = ok(workspace.cli("validate"))
     assert f"shops@{repo.head[:8]}/ci/bomb.gocd.yaml:" in r.err and "ok: 2 pipelines" in r.out
-
-
-def _has_command(workspace: Any, name: str) -> bool:
-    return False
 
 
 def _frame(workspace: Any, name: str) -> list[dict[str, Any]]:
