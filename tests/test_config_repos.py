@@ -250,3 +250,41 @@ def _frame(workspace: Any, name: str) -> list[dict[str, Any]]:
         return df.astype(object).where(df.notna(), None).to_dict("records")
     finally:
         ws.close()
+
+
+def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tuple[Any, Any], server_factory: Any) -> None:
+    import time
+
+    from server_fixtures import make_token
+    from workbench.client import Client
+
+    workspace, repo = setup
+    good = repo.head
+    server = server_factory(workspace.root, "--interval", "600")  # only its first pass and notify poll
+    client = Client(server.url, make_token(workspace.root, "carol"))
+
+    def wait(what: str, check: Any) -> Any:
+        end = time.monotonic() + 120
+        while not (got := check()):
+            assert time.monotonic() < end, f"gave up waiting for {what}; server log:\n{server.stderr()}"
+            time.sleep(0.2)
+        return got
+
+    try:
+        wait("the first poll", lambda: client.config_repos()[0]["good_revision"] == good)
+        assert {r["pipeline"]: r["config_repo"] for r in client.board()}["shop-build"]["revision"] == good
+        repo.commit({"ci/shop.gocd.yaml": shop(group="payments")}, "into another team's group")
+        bad = repo.head
+        client.notify(repo.url)  # what a git hook or `workbench notify URL` does
+        row = wait("the refused revision", lambda: (r := client.config_repos()[0])["latest_revision"] == bad and r)
+        assert row["good_revision"] == good
+        assert any("may not refer to pipeline group 'payments'" in e for e in row["errors"]), row
+        assert "shop-build" in {r["pipeline"] for r in client.board()}  # still running from the last good revision
+        repo.commit({"ci/shop.gocd.yaml": shop(name="shop-deploy")}, "fix: own group, new name")
+        fixed = repo.head
+        client.notify("shops")  # the repository's id works too
+        wait("the fix", lambda: client.config_repos()[0]["good_revision"] == fixed)
+        names = {r["pipeline"] for r in client.board()}
+        assert "shop-deploy" in names and "shop-build" not in names
+    finally:
+        client.close()
