@@ -171,6 +171,18 @@ def refresh(ws: Any, only: Iterable[str] | None = None, now: float | None = None
         lines.append(f"config repositories not checked: the rest of the configuration does not load ({exc.problems[0]})")
         return lines, False
     changed = False
+    if len(candidates) > 1 and not any(problems for *_, problems in candidates):
+        together = {**base, **{rid: (repos[rid], head, files) for rid, head, files, _ in candidates}}
+        try:  # the usual case (a first start, several repositories moved, none broken): one load, not one each
+            load_with(ws_sources, together)
+        except WorkbenchError:
+            pass  # someone is broken: each is tried alone below, so the others still move on
+        else:
+            for rid, head, files, _ in candidates:
+                repo = repos[rid]
+                states[rid] = _saved(store, RepoState(rid, repo.url, repo.branch, head, files, now, head, (), now))
+                lines.append(f"config repository {rid}: now at {head[:12]}")
+            return lines, True
     for rid, head, files, problems in candidates:
         repo, st = repos[rid], states.get(rid) or RepoState(rid, repos[rid].url, repos[rid].branch)
         trial = {**base, rid: (repo, head, files)}
