@@ -260,7 +260,10 @@ def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tupl
 
     workspace, repo = setup
     good = repo.head
-    server = server_factory(workspace.root, "--interval", "600")  # only its first pass and notify poll
+    with open(workspace.root / "workbench.yaml", "a") as f:
+        f.write("server:\n  webhooks:\n    github: {secret: \"${GITHUB_WEBHOOK_SECRET}\"}\n")
+    server = server_factory(workspace.root, "--interval", "600",  # only its first pass, notify and webhooks poll
+                            env={"GITHUB_WEBHOOK_SECRET": "s3cret"})
     client = Client(server.url, make_token(workspace.root, "carol"))
 
     def wait(what: str, check: Any) -> Any:
@@ -286,5 +289,20 @@ def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tupl
         wait("the fix", lambda: client.config_repos()[0]["good_revision"] == fixed)
         names = {r["pipeline"] for r in client.board()}
         assert "shop-deploy" in names and "shop-build" not in names
+        # a forge's push webhook naming the repository's URL polls it too
+        import hashlib
+        import hmac
+
+        import httpx
+
+        repo.commit({"ci/shop.gocd.yaml": shop(name="shop-release")}, "rename again")
+        pushed = repo.head
+        body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": repo.url}}).encode()
+        sig = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        answer = httpx.post(f"{server.url}/api/v1/webhooks/github", content=body, headers={
+            "Content-Type": "application/json", "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1",
+            "X-Hub-Signature-256": f"sha256={sig}"})
+        assert answer.status_code == 202 and answer.json()["polling"] == ["configrepo:shops"], answer.text
+        wait("the pushed revision", lambda: client.config_repos()[0]["good_revision"] == pushed)
     finally:
         client.close()
