@@ -256,6 +256,7 @@ def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tupl
     import time
 
     from server_fixtures import make_token
+
     from workbench.client import Client
 
     workspace, repo = setup

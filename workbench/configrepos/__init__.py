@@ -51,4 +51,4 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["ConfigRepo", "KIND", "Rule", "allowed", "run_origin"]
+__all__ = ["KIND", "ConfigRepo", "Rule", "allowed", "run_origin"]

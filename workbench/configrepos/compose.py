@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from datetime import UTC
+from typing import Any
 
 from ..config import Config, ConfigError, load_sources, load_workspace_config, workspace_sources
 from ..config.model import DependencyMaterial
@@ -36,7 +38,7 @@ def _prefix(repo_id: str, revision: str) -> str:
 def _sources(chosen: Chosen) -> list[tuple[str, bytes | None, str | None]]:
     out: list[tuple[str, bytes | None, str | None]] = []
     for rid in sorted(chosen):
-        repo, rev, files = chosen[rid]
+        _repo, rev, files = chosen[rid]
         out.extend((display(rid, rev, path), data, None) for path, data in files)
     return out
 
@@ -236,10 +238,10 @@ def repo_ids_for(ws: Any, what: str) -> list[str]:
 
 def describe(ws: Any) -> list[dict[str, Any]]:
     """Plain rows for ``status``, the API and the dashboard: one per declared repository."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def iso(t: float | None) -> str | None:
-        return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+        return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
     repos: Mapping[str, ConfigRepo] = ws.settings.config_repos
     if not repos:

@@ -85,4 +85,4 @@ def glob_match(pattern: str, path: str) -> bool:
     return rx.fullmatch(path) is not None
 
 
-__all__ = ["ConfigRepo", "DEFAULT_PATTERNS", "RULE_TYPES", "Rule", "allowed", "glob_match"]
+__all__ = ["DEFAULT_PATTERNS", "RULE_TYPES", "ConfigRepo", "Rule", "allowed", "glob_match"]

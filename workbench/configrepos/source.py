@@ -42,7 +42,7 @@ def read_files(mirror: Mirror, repo: ConfigRepo, revision: str) -> tuple[RepoFil
         blobs = [b for b in commit.tree.traverse() if b.type == "blob" and repo.wants(b.path)]
     except (ValueError, MaterialError, OSError) as exc:
         raise MaterialError(f"config repository {repo.id!r}: revision {revision[:12]} cannot be read: {exc}") from None
-    except Exception as exc:  # GitPython's own errors (BadName, BadObject, GitCommandError)
+    except Exception as exc:  # noqa: BLE001  (GitPython's own errors: BadName, BadObject, GitCommandError)
         raise MaterialError(f"config repository {repo.id!r}: revision {revision[:12]} cannot be read: "
                             f"{type(exc).__name__}: {exc}") from None
     files: list[tuple[str, bytes]] = []

@@ -79,7 +79,7 @@ def save_state(store: Any, st: RepoState) -> None:
             conn.execute(config_repos.insert().values(id=st.id, **values))
 
 
-def _frame(frames: "Frames") -> "pd.DataFrame":
+def _frame(frames: Frames) -> pd.DataFrame:
     """One row per config repository: its URL, the revision its pipelines run from, the latest, the error."""
     t = config_repos
     q = sa.select(t.c.id, t.c.url, t.c.branch, t.c.good_revision, t.c.good_at, t.c.latest_revision, t.c.error,
