@@ -284,6 +284,9 @@ def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tupl
         assert row["good_revision"] == good
         assert any("may not refer to pipeline group 'payments'" in e for e in row["errors"]), row
         assert "shop-build" in {r["pipeline"] for r in client.board()}  # still running from the last good revision
+        warnings = client.validate()["warnings"]  # the server's loaded config shows the refusal too
+        assert any("may not refer to pipeline group 'payments'" in w and f"revision {bad[:12]} refused" in w
+                   for w in warnings), warnings
         repo.commit({"ci/shop.gocd.yaml": shop(name="shop-deploy")}, "fix: own group, new name")
         fixed = repo.head
         client.notify("shops")  # the repository's id works too

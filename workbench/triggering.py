@@ -393,13 +393,14 @@ class Scheduler:
             return False
         if not repos:
             return False
-        from .configrepos.compose import refresh, repo_ids_for
+        from .configrepos.compose import refresh, repo_ids_for, stale
 
         only = None if asked is None else sorted({rid for what in asked for rid in repo_ids_for(self.ws, what)})
         if only == []:
             return False
         try:
             lines, changed = refresh(self.ws, only, now=self.clock())
+            changed = changed or stale(self.ws)  # new problems to show, or another process moved a repository on
         except WorkbenchError as exc:
             self.report.errors.append(f"config repositories: {exc}")
             return False

@@ -29,6 +29,7 @@ from .state import RepoState, load_states, save_state
 Chosen = Mapping[str, tuple[ConfigRepo, str, RepoFiles]]  # id -> (repo, revision, files)
 KEY_PREFIX = "configrepo:"  # how a config repository is named among material keys (notify, webhooks)
 ORIGINS = "config_repo_origins"  # Config.extensions key: pipeline -> {repo, url, branch, revision}
+STATES = "config_repo_states"  # Config.extensions key: what the config was built from (see :func:`stale`)
 
 
 def _prefix(repo_id: str, revision: str) -> str:
@@ -108,7 +109,22 @@ def workspace_config(ws: Any) -> Config:
         return load_workspace_config(ws.root)
     states = load_states(ws.store)
     config = load_with(workspace_sources(ws.root), _good(repos, states))
-    return dataclasses.replace(config, warnings=(*config.warnings, *repo_warnings(repos, states)))
+    return dataclasses.replace(config, warnings=(*config.warnings, *repo_warnings(repos, states)),
+                               extensions={**config.extensions, STATES: _signature(repos, states)})
+
+
+def _signature(repos: Mapping[str, ConfigRepo], states: Mapping[str, RepoState]) -> dict[str, Any]:
+    return {rid: (st.good_revision, st.latest_revision, tuple(map(str, st.errors)))
+            for rid, st in states.items() if rid in repos}
+
+
+def stale(ws: Any) -> bool:
+    """Whether the loaded config is older than the store's repository states (another process polled):
+    a long-running serve or server then reloads, so it runs what a fresh ``validate`` would show."""
+    cfg = ws.__dict__.get("config")
+    if cfg is None or STATES not in cfg.extensions:
+        return False
+    return cfg.extensions[STATES] != _signature(ws.settings.config_repos, load_states(ws.store))
 
 
 def repo_warnings(repos: Mapping[str, ConfigRepo], states: Mapping[str, RepoState]) -> list[Problem]:
