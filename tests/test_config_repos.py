@@ -310,3 +310,25 @@ def test_the_server_polls_on_notify_and_keeps_the_last_good_revision(setup: tupl
         wait("the pushed revision", lambda: client.config_repos()[0]["good_revision"] == pushed)
     finally:
         client.close()
+
+
+def test_the_dashboard_board_shows_a_refused_revision(setup: tuple[Any, Any]) -> None:
+    from workbench.dashboard import dashboard
+
+    workspace, repo = setup
+    ok(workspace.cli("tick"))
+    good = repo.head
+    repo.commit({"ci/shop.gocd.yaml": shop().replace("group: shops", "group: shops\n    bogus: 1")}, "break it")
+    ok(workspace.cli("tick"))
+    ws = workspace.open()
+    try:
+        dash = dashboard(ws, user="alice", autostart=False, charts_on_start=False)
+        dash.refresh_live()
+        board = dash.board.value
+        assert 'class="wb-warning"' in board
+        assert f"config repository shops ({repo.url}): revision {repo.head[:12]} refused, pipelines run from last " \
+               f"good {good[:12]}" in board
+        assert f"shops@{repo.head[:8]}/ci/shop.gocd.yaml:5:5: unknown key &#x27;bogus&#x27;" in board
+        assert 'data-pipeline="shop-build"' in board  # the last good revision's pipeline is still on the board
+    finally:
+        ws.close()
