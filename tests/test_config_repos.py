@@ -241,6 +241,12 @@ def test_alias_bomb_in_a_repository_is_refused_with_its_location(setup: tuple[An
     assert "refused" in r.out and "Traceback" not in r.out + r.err
     r = ok(workspace.cli("validate"))
     assert f"shops@{repo.head[:8]}/ci/bomb.gocd.yaml:" in r.err and "ok: 2 pipelines" in r.out
+    repo.git("rm", "-q", "ci/bomb.gocd.yaml")
+    repo.commit({"ci/huge.gocd.yaml": "# " + "x" * 6_000_000 + "\n"}, "a huge file")
+    ok(workspace.cli("tick"))
+    r = ok(workspace.cli("validate"))
+    assert f"shops@{repo.head[:8]}/ci/huge.gocd.yaml:1:1: warning: the file has 6000003 bytes, more than the " \
+           "5000000 a config file may have; not read" in r.err and "ok: 2 pipelines" in r.out
 
 
 def _frame(workspace: Any, name: str) -> list[dict[str, Any]]:
