@@ -124,8 +124,11 @@ def test_last_good_kept_shown_everywhere_survives_restart_and_fix_applies(setup:
     # the workspace pipeline passes; the repository's pipeline (last good revision) follows downstream
     r = ok(workspace.cli("run", "ws-base", "-q"))
     assert "ws-base/1 (label 1): passed" in r.out and "shop-build/1 (label 1): passed" in r.out
+    assert "config_repo" in ok(workspace.cli("history")).out  # the table has the column once a run has one
+    assert f",shops@{good[:12]}" in ok(workspace.cli("history", "--format", "csv")).out
     hist = json.loads(ok(workspace.cli("history", "--format", "json")).out)
     shop_run = next(h for h in hist if h["pipeline"] == "shop-build")
+    assert shop_run["config_repo"] == f"shops@{good[:12]}"
     assert shop_run["revisions"]["config-repo:shops"]["revision"] == good
     assert shop_run["revisions"]["config-repo:shops"]["kind"] == "configrepo"
     revs = [r for r in _frame(workspace, "material_revisions") if r["pipeline"] == "shop-build"]

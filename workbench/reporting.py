@@ -100,10 +100,19 @@ def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, An
             "trigger": r.trigger, "triggered_by": r.triggered_by, "reason": r.reason,
             "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _secs(r.started_at, r.finished_at), "revisions": dict(r.revisions),
+            "config_repo": _config_repo(r.revisions),
             "stages": _stage_list(detail),
             "notebooks": _executed_notebooks(ws, detail),
         })
     return out
+
+
+def _config_repo(revisions: Any) -> str | None:
+    """``ID@REV12`` of the config repository revision a run's pipeline was defined by (None: the workspace's)."""
+    for rev in (revisions or {}).values():
+        if isinstance(rev, dict) and rev.get("kind") == "configrepo":
+            return f"{rev.get('repo')}@{str(rev.get('revision'))[:12]}"
+    return None
 
 
 def _executed_notebooks(ws: Any, detail: Any) -> list[dict[str, Any]]:

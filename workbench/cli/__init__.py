@@ -318,7 +318,9 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
     else:
-        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration", "stages"])
+        repo = ["config_repo"] if any(r.get("config_repo") for r in rows) else []  # only where some run has one
+        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration",
+                           "stages", *repo])
 
 
 @main.command()
