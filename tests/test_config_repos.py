@@ -341,3 +341,23 @@ def test_the_dashboard_board_shows_a_refused_revision(setup: tuple[Any, Any]) ->
         assert 'data-pipeline="shop-build"' in board  # the last good revision's pipeline is still on the board
     finally:
         ws.close()
+
+
+def test_the_config_repos_section_import_gocd_writes_is_read(tmp_path: Path) -> None:
+    from workbench.configrepos.model import Rule
+    from workbench.settings import load_settings
+
+    (tmp_path / "workbench.yaml").write_text(textwrap.dedent("""\
+        config_repos:
+          shops:
+            git: https://git.example.org/shops.git
+            branch: master
+            pattern: [ci/*.gopipeline.json, ci/*.goenvironment.json]
+            rules:
+            - {directive: allow, action: refer, type: pipeline_group, resource: shops}
+            - {directive: deny, action: refer, type: '*', resource: '*'}
+        """))
+    repo = load_settings(tmp_path).config_repos["shops"]
+    assert repo.branch == "master" and repo.patterns == ("ci/*.gopipeline.json", "ci/*.goenvironment.json")
+    assert repo.rules == (Rule("allow", "pipeline_group", "shops"), Rule("deny", "*", "*"))
+    assert repo.wants("ci/a.gopipeline.json") and not repo.wants("a.gocd.yaml")

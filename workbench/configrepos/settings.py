@@ -10,7 +10,7 @@ from .model import DEFAULT_PATTERNS, RULE_TYPES, ConfigRepo, Rule
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _REPO_KEYS = ("git", "url", "branch", "pattern", "patterns", "rules", "username", "password")
-_RULE_KEYS = ("allow", "deny", "type", "resources", "resource", "action")
+_RULE_KEYS = ("allow", "deny", "directive", "type", "resources", "resource", "action")
 
 
 def _at(node: Any) -> tuple[int, int]:
@@ -129,17 +129,27 @@ def _rule(node: Any, what: str, problem: Any) -> Rule | None:
     for k, v in node.value:
         name = _scalar(k)
         if name not in _RULE_KEYS:
-            problem(k, f"unknown rule key {name!r} in {what} (known: allow, deny, type, resources)")
+            problem(k, f"unknown rule key {name!r} in {what} (known: allow, deny, type, resources; or directive, "
+                       "action, type, resource as `workbench import-gocd` writes them)")
             return None
         fields[name] = v
     directives = [d for d in ("allow", "deny") if d in fields]
-    if len(directives) != 1:
+    if "directive" in fields and not directives:  # the long form `workbench import-gocd` writes
+        directive = _scalar(fields["directive"])
+        if directive not in ("allow", "deny"):
+            problem(fields["directive"], f"directive of a rule of {what} must be allow or deny")
+            return None
+        action_node = fields.get("action", fields["directive"])
+        action = _scalar(fields["action"]) if "action" in fields else "refer"
+    elif len(directives) != 1 or "directive" in fields:
         problem(node, f"a rule of {what} needs exactly one of allow: or deny: (its value is the action, refer)")
         return None
-    directive = directives[0]
-    action = _scalar(fields[directive])
+    else:
+        directive = directives[0]
+        action_node = fields[directive]
+        action = _scalar(fields[directive])
     if action not in ("refer", "*"):
-        problem(fields[directive], f"{directive} of a rule of {what} must be refer (GoCD's only action) or *")
+        problem(action_node, f"the action of a rule of {what} must be refer (GoCD's only action) or *")
         return None
     type_ = _scalar(fields["type"]) if "type" in fields else None
     if type_ not in (*RULE_TYPES, "*"):
