@@ -361,3 +361,20 @@ def test_the_config_repos_section_import_gocd_writes_is_read(tmp_path: Path) -> 
     assert repo.branch == "master" and repo.patterns == ("ci/*.gopipeline.json", "ci/*.goenvironment.json")
     assert repo.rules == (Rule("allow", "pipeline_group", "shops"), Rule("deny", "*", "*"))
     assert repo.wants("ci/a.gopipeline.json") and not repo.wants("a.gocd.yaml")
+
+
+def test_a_json_file_in_a_repository_loads_and_its_errors_are_located(setup: tuple[Any, Any]) -> None:
+    workspace, repo = setup
+    doc = {"format_version": 3, "pipelines": [{
+        "name": "shop-json", "group": "shops-json",
+        "materials": [{"name": "up", "type": "dependency", "pipeline": "shop-build", "stage": "build"}],
+        "stages": [{"name": "build", "jobs": [{"name": "job", "tasks": [{"type": "exec", "command": "true"}]}]}]}]}
+    repo.commit({"ci/extra.gocd.json": json.dumps(doc, indent=2)}, "a JSON pipeline")
+    assert "now at" in ok(workspace.cli("tick")).out
+    assert "ok: 3 pipelines in 3 files" in ok(workspace.cli("validate")).out
+    doc["pipelines"][0]["colour"] = "red"
+    repo.commit({"ci/extra.gocd.json": json.dumps(doc, indent=2)}, "a bad key")
+    ok(workspace.cli("tick"))
+    r = ok(workspace.cli("validate"))
+    assert "ok: 3 pipelines in 3 files" in r.out
+    assert f"shops@{repo.head[:8]}/ci/extra.gocd.json:" in r.err and "colour" in r.err, r.err
