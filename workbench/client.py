@@ -111,6 +111,9 @@ class Client:
     def board(self) -> list[dict[str, Any]]:
         return self._call("GET", "/status")
 
+    def config_repos(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/config-repos")
+
     def history(self, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return self._call("GET", "/history", params={"pipeline": pipeline, "limit": limit})
 

@@ -288,11 +288,13 @@ def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
     from ..reporting import print_status
 
-    rows = _service(ctx, reading=True).board()
+    service = _service(ctx, reading=True)
+    rows = service.board()
+    repos = service.config_repos()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_status(rows)
+        print_status(rows, repos)
 
 
 @main.command()
@@ -316,7 +318,9 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
     else:
-        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration", "stages"])
+        repo = ["config_repo"] if any(r.get("config_repo") for r in rows) else []  # only where some run has one
+        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration",
+                           "stages", *repo])
 
 
 @main.command()

@@ -191,6 +191,11 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
         """The board: the latest run of every pipeline, stage by stage (`workbench status`)."""
         return local(who).board()
 
+    @app.get(f"{P}/config-repos", tags=["runs"])
+    def config_repos(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """Config repositories: the revision each runs from, the latest, and why that one was refused."""
+        return local(who).config_repos()
+
     @app.get(f"{P}/history", tags=["runs"])
     def history(pipeline: str | None = None, limit: int = 50,
                 who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:

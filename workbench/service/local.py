@@ -32,6 +32,9 @@ class Local:
     def history(self, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return reads.history(self.ws, pipeline, limit)
 
+    def config_repos(self) -> list[dict[str, Any]]:
+        return reads.config_repos(self.ws)
+
     def run(self, locator: str) -> dict[str, Any]:
         return reads.run_detail(self.ws, locator)
 

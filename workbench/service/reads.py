@@ -25,6 +25,13 @@ def board(ws: Any) -> list[dict[str, Any]]:
     return status_rows(ws)
 
 
+def config_repos(ws: Any) -> list[dict[str, Any]]:
+    """Each config repository: URL, the revision its pipelines run from, the latest one and its problems."""
+    from ..configrepos.compose import describe
+
+    return describe(ws)
+
+
 def history(ws: Any, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Past runs, newest first (``workbench history``)."""
     from ..reporting import history_rows
