@@ -34,6 +34,9 @@ class RunHook(Protocol):
 JOB_HOOKS: list[JobHook] = []
 STAGE_HOOKS: list[StageHook] = []
 RUN_HOOKS: list[RunHook] = []
+# (pipeline config, environment config or None) -> Callable[[Connection, run_id], None] | None: rows a feature writes
+# about a new run inside the run's own transaction (e.g. the config it was created with, for ``workbench compare``)
+RUN_RECORDERS: list[Any] = []
 
 
 def register_job_hook(hook: JobHook) -> None:
@@ -49,3 +52,8 @@ def register_run_hook(hook: RunHook) -> None:
 def register_stage_hook(hook: StageHook) -> None:
     if hook not in STAGE_HOOKS:
         STAGE_HOOKS.append(hook)
+
+
+def register_run_recorder(recorder: Any) -> None:
+    if recorder not in RUN_RECORDERS:
+        RUN_RECORDERS.append(recorder)
