@@ -43,7 +43,7 @@ def two_releases(workspace: Any, git_repo: Any) -> Any:
 
 
 def test_compare_two_production_deploys_lists_the_app_commits_through_upstream(two_releases: Any) -> None:
-    workspace, ws, repo, (first, second) = two_releases
+    workspace, _, repo, (first, second) = two_releases
     r = workspace.cli("compare", "prod/1", "prod/2", "--format", "json")
     assert r.code == 0, r
     out = json.loads(r.out)
@@ -73,7 +73,7 @@ def test_compare_two_production_deploys_lists_the_app_commits_through_upstream(t
 
 
 def test_compare_shows_the_artifacts_that_differ_by_checksum(two_releases: Any) -> None:
-    workspace, ws, repo, (first, second) = two_releases
+    workspace, ws, _, _ = two_releases
     out = json.loads(workspace.cli("compare", "build", "1", "2", "--format", "json").out)
     assert out["config"] == [] and out["config_same"] is True
     (app,) = out["materials"]
@@ -93,7 +93,7 @@ def test_compare_as_a_dataframe_and_errors(two_releases: Any) -> None:
     from workbench.errors import NotFound
     from workbench.service.local import Local
 
-    workspace, ws, repo, (first, second) = two_releases
+    workspace, ws, _, (first, second) = two_releases
     df = as_frame(Local(ws).compare("prod/1", "prod/latest"))
     assert set(df["section"]) >= {"material", "commit", "upstream", "config", "stage", "job"}
     commits = df[df["section"] == "commit"]
@@ -114,7 +114,7 @@ def test_compare_through_the_server_is_the_same_as_here(two_releases: Any, serve
     from workbench.errors import NotFound
     from workbench.service.local import Local
 
-    workspace, ws, repo, _ = two_releases
+    workspace, ws, _, _ = two_releases
     here = Local(ws).compare("prod/1", "prod/2")
     srv = server_factory(workspace.root)
     client = Client(srv.url, make_token(workspace.root, "carol", scope="read"))

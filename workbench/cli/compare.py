@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from . import _service, main
 from ..errors import UsageError
+from . import _service, main
 
 
 @main.command("compare")
