@@ -124,3 +124,36 @@ def test_compare_through_the_server_is_the_same_as_here(two_releases: Any, serve
             client.compare("prod/1", "prod/99")
     finally:
         client.close()
+
+
+def test_the_dashboards_run_tab_compares_the_run_shown_with_another(two_releases: Any) -> None:
+    from workbench.dashboard import dashboard
+
+    _, ws, _, (first, second) = two_releases
+    dash = dashboard(ws, user="alice", autostart=False)
+    try:
+        dash.tabs.selected_index = 3
+        prod1, prod2 = (ws.store.get_pipeline_run("prod", c).id for c in (1, 2))
+        dash.runs.value = prod2
+        assert dash.compare_html.value == ""  # nothing chosen yet
+        dash.compare_with.value = prod1
+        page = dash.compare_html.value
+        for text in ("prod/1", "prod/2", "Fix the login redirect", "Add search to the catalogue", second[:12],
+                     "env.RELEASE_TRAIN", "2026.11", "2026.12", "Stages and jobs", "deploy/ship"):
+            assert text in page, text
+        dash.compare_with.value = None
+        assert dash.compare_html.value == ""
+    finally:
+        dash.close()
+
+
+def test_the_html_escapes_what_people_wrote() -> None:
+    from workbench.compare import as_html
+
+    run = {"locator": "p/1", "label": "<b>1</b>", "status": "passed"}
+    result = {"a": run, "b": {**run, "locator": "p/2"}, "upstream": [], "stages": [], "jobs": [], "notes": [],
+              "materials": [{"material": "code", "commits": [{"sha": "a" * 40, "author": "x", "message": "<script>"}],
+                             "removed": []}],
+              "config": [], "artifacts": {"changed": [], "unchanged": 0}, "packages": {"changed": [], "unchanged": 0}}
+    page = as_html(result)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;1&lt;/b&gt;" in page

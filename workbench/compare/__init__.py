@@ -57,3 +57,43 @@ def as_frame(result: dict[str, Any]) -> Any:
 
 def _secs(d: float | None) -> str:
     return "" if d is None else f"{d:+.2f}s"
+
+
+def as_html(result: dict[str, Any]) -> str:
+    """A comparison as the dashboard's Run tab shows it: what changed first, every value escaped."""
+    from html import escape as e
+
+    a, b = result["a"], result["b"]
+    parts = [f"<div class='wb-compare'><b>{e(a['locator'])}</b> ({e(a['label'])}, {e(a['status'])}) → "
+             f"<b>{e(b['locator'])}</b> ({e(b['label'])}, {e(b['status'])})"]
+
+    def table(title: str, head: list[str], rows: list[list[Any]]) -> None:
+        if not rows:
+            return
+        th = "".join(f"<th>{e(h)}</th>" for h in head)
+        body = "".join("<tr>" + "".join(f"<td>{e('' if c is None else str(c))}</td>" for c in r) + "</tr>"
+                       for r in rows)
+        parts.append(f"<h4>{e(title)}</h4><table class='wb-compare-{title.split()[0].lower()}' "
+                     f"style='font-size:13px'><tr>{th}</tr>{body}</table>")
+
+    table("Commits in B not in A", ["material", "sha", "author", "message"],
+          [[m["material"], c["sha"][:12], c["author"], c["message"]] for m in result["materials"] for c in m["commits"]]
+          + [[m["material"], c["sha"][:12], c["author"], "only in A: " + c["message"]]
+             for m in result["materials"] for c in m["removed"]])
+    table("Upstream runs", ["pipeline", "A", "B"], [[u["pipeline"], u["a"], u["b"]] for u in result["upstream"]
+                                                    if u["change"] != "same"])
+    table("Config changed", ["key", "A", "B"], [[c["key"], c["a"], c["b"]] for c in result["config"]])
+    table("Stages and jobs", ["stage / job", "A", "B", "A time (s)", "B time (s)"],
+          [[s["stage"], s["a_status"], s["b_status"], s["a_duration_s"], s["b_duration_s"]] for s in result["stages"]]
+          + [[f"{j['stage']}/{j['job']}", j["a_status"], j["b_status"], j["a_duration_s"], j["b_duration_s"]]
+             for j in result["jobs"]])
+    table("Artifacts that differ", ["path", "A sha256", "B sha256"],
+          [[f"{x['stage']}/{x['job']}/{x['path']}", (x["a_sha256"] or "")[:16], (x["b_sha256"] or "")[:16]]
+           for x in result["artifacts"]["changed"]])
+    table("Packages that differ", ["package", "A", "B"],
+          [[f"{p['repository']}/{p['name']}", p.get("a_version"), p.get("b_version")]
+           for p in result["packages"]["changed"]])
+    parts += [f"<p><i>{e(n)}</i></p>" for n in result["notes"]]
+    if not any(m["commits"] or m["removed"] for m in result["materials"]) and not result["config"]:
+        parts.append("<p>no commits and no config between them</p>")
+    return "".join(parts) + "</div>"

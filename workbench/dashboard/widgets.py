@@ -226,6 +226,12 @@ class Dashboard(W.VBox):
         self.runs.observe(lambda ch: self.show_run(ch["new"]), names="value")
         self.gantt: Any = None
         self.run_output = W.Output(layout=W.Layout(width="100%"))
+        # compare the run shown with another (what changed since: commits, config, results, artifacts)
+        self.compare_with = W.Dropdown(options=[("—", None)], value=None, description="compare with",
+                                       layout=W.Layout(width="520px"))
+        self.compare_with.observe(lambda _ch: self.show_compare(), names="value")
+        self.compare_html = W.HTML()
+        self.compare_html.add_class("wb-compare-html")
         self.stream: Any = None
         header = W.HBox([W.HTML("<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
                          W.HTML(f"signed in as <b>{html.escape(self.user)}</b>&nbsp;&nbsp;"), self.live, self.status])
@@ -420,8 +426,26 @@ class Dashboard(W.VBox):
         except WorkbenchError as exc:
             _say(self.message, str(exc), BAD)
 
+    def show_compare(self) -> None:
+        """The run shown (B) against the one chosen in "compare with" (A), as ``workbench compare A B``."""
+        a, b = self.compare_with.value, self.runs.value
+        if a is None or b is None:
+            self.compare_html.value = ""
+            return
+        from ..compare import as_html
+        from ..service import reads
+
+        loc = {rid: self.ws.store.get_pipeline_run_by_id(rid) for rid in (a, b)}
+        try:
+            result = reads.compare(self.ws, *(f"{loc[r].pipeline}/{loc[r].counter}" for r in (a, b)))
+        except WorkbenchError as exc:
+            _say(self.compare_html, str(exc), BAD)
+            return
+        self.compare_html.value = as_html(result)
+
     def _fill_runs(self) -> None:
         options = source.recent_runs(self.ws.store)
+        self.compare_with.options = [("—", None), *options]
         self.runs.options = options
         if options and self.runs.value is None:
             self.runs.value = options[0][1]
@@ -437,7 +461,8 @@ class Dashboard(W.VBox):
         self.gantt, self.stream = g, vs
         self.run_output.outputs = tuple(_plotly_output(f, t) for f, t in ((g, "the run's stages and jobs"),
                                                                            (vs, "the run's value stream")))
-        self.run_box.children = [self.runs, self.run_output]
+        self.run_box.children = [self.runs, self.run_output, self.compare_with, self.compare_html]
+        self.show_compare()
 
 
 def _plotly_output(fig: Any, text: str) -> dict[str, Any]:
