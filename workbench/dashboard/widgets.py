@@ -228,7 +228,7 @@ class Dashboard(W.VBox):
         self.run_output = W.Output(layout=W.Layout(width="100%"))
         # compare the run shown with another (what changed since: commits, config, results, artifacts)
         self.compare_with = W.Dropdown(options=[("—", None)], value=None, description="compare with",
-                                       layout=W.Layout(width="520px"))
+                                       layout=W.Layout(width="620px"), style={"description_width": "initial"})
         self.compare_with.observe(lambda _ch: self.show_compare(), names="value")
         self.compare_html = W.HTML()
         self.compare_html.add_class("wb-compare-html")
@@ -256,7 +256,7 @@ class Dashboard(W.VBox):
             self.refresh_charts()
             self._fill_runs()
         else:
-            self._warming = warm_charts(self.ensure_charts)
+            self._warming = warm_charts(self._ensure_charts_quietly)
         if autostart:
             self.start()
 
@@ -382,6 +382,13 @@ class Dashboard(W.VBox):
     # -- charts and one run -----------------------------------------------------------------
     def _metrics(self) -> Any:
         return self.chart_source.metrics(self.period.value)
+
+    def _ensure_charts_quietly(self) -> None:
+        """The warm-up's build: a failure is shown (and the tab tries again when opened), never lost."""
+        try:
+            self.ensure_charts()
+        except Exception as exc:  # noqa: BLE001  (a thread's exception would vanish)
+            _say(self.message, f"the charts could not be built yet: {exc}", BAD)
 
     def ensure_charts(self) -> None:
         """The Metrics figure, built once (by the warm-up thread or the first look at the tab, whichever is first)."""
