@@ -13,12 +13,13 @@ pytestmark = pytest.mark.timeout(240)
 BUILD = "mkdir -p out && cat version.txt > out/app.txt"
 
 
-def _pipelines(repo_url: str, version: str, deploy_script: str) -> str:
+def _pipelines(repo_url: str, version: str, deploy_script: str, token: str | None = None) -> str:
     build = pipeline("build", {"code": git_material(repo_url)}, BUILD, stages=[
         {"compile": {"jobs": {"compile": {"tasks": [{"script": BUILD}],
                                           "artifacts": [{"build": {"source": "out"}}]}}}}])
     prod = pipeline("prod", {"upstream": {"pipeline": "build", "stage": "compile"}}, label_template="v${COUNT}",
                     environment_variables={"RELEASE_TRAIN": version, "REGION": "eu"},
+                    **({"secure_variables": {"DEPLOY_TOKEN": token}} if token else {}),
                     stages=[{"deploy": {"jobs": {"ship": {"tasks": [{"script": deploy_script}]}}}}])
     return config_yaml(build, prod)
 
@@ -28,13 +29,16 @@ def two_releases(workspace: Any, git_repo: Any) -> Any:
     """build/1 → prod/1 (v1); two app commits and a config change; build/2 → prod/2 (v2)."""
     repo = git_repo("app")
     repo.commit({"version.txt": "1.0\n"}, "release 1.0")
-    workspace.write("p.gocd.yaml", _pipelines(repo.url, "2026.11", "echo deploying"))
+    workspace.write("p.gocd.yaml", "format_version: 10\n")
+    token1 = workspace.cli("encrypt", "s3cret-one").out.strip().splitlines()[-1]
+    token2 = workspace.cli("encrypt", "s3cret-two").out.strip().splitlines()[-1]
+    workspace.write("p.gocd.yaml", _pipelines(repo.url, "2026.11", "echo deploying", token1))
     ws = workspace.open()
     assert ws.run("build").status.value == "passed"
     assert ws.run("prod").status.value == "passed"
     first, second = repo.commit({"login.py": "fix\n"}, "Fix the login redirect"), None
     second = repo.commit({"version.txt": "1.1\n"}, "Add search to the catalogue")
-    workspace.write("p.gocd.yaml", _pipelines(repo.url, "2026.12", "echo deploying && sleep 0.2"))
+    workspace.write("p.gocd.yaml", _pipelines(repo.url, "2026.12", "echo deploying && sleep 0.2", token2))
     ws.close()
     ws = workspace.open()
     assert ws.run("build").status.value == "passed"
@@ -59,6 +63,10 @@ def test_compare_two_production_deploys_lists_the_app_commits_through_upstream(t
                                             "change": "changed"}
     assert changed["stage.deploy.job.ship.task1"]["b"].endswith("sleep 0.2")
     assert "env.REGION" not in changed  # unchanged values are not listed
+    # a secure variable that changed is named, never shown: neither value nor ciphertext is in the output
+    token = changed["env.DEPLOY_TOKEN"]
+    assert token["change"] == "changed" and token["a"].startswith("(secure value ") and token["a"] != token["b"]
+    assert "s3cret" not in r.out and "gAAAA" not in r.out
     (stage,) = out["stages"]
     assert stage["stage"] == "deploy" and stage["a_status"] == stage["b_status"] == "passed"
     assert stage["b_duration_s"] >= 0.2 and stage["delta_s"] is not None
