@@ -121,6 +121,9 @@ class Client:
         pipeline, _, counter = locator.strip("/").partition("/")
         return self._call("GET", f"/runs/{_q(pipeline)}/{_q(counter or 'latest')}")
 
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        return self._call("GET", "/compare", params={"a": a, "b": b})
+
     def log(self, locator: str, follow: bool = False) -> Iterator[bytes]:
         return self._stream(f"/logs/{_loc(locator)}", {"follow": "true" if follow else None})[1]
 

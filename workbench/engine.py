@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .config.model import Job, Pipeline, Stage
 from .errors import InvalidState, NotFound, WorkbenchError
 from .executors import Executor, JobOutcome, JobSpec, make_executor
-from .hooks import RUN_HOOKS, STAGE_HOOKS
+from .hooks import RUN_HOOKS, RUN_RECORDERS, STAGE_HOOKS
 from .identity import current_user
 from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, next_step, render_label
 from .status import Status
@@ -171,6 +171,13 @@ class Engine:
                 name, rev, record = found
                 revisions = {**(revisions or {}), name: rev}
                 extra = _both(extra, record)
+        writers = [w for w in ([extra] + [r(cfg, env) for r in RUN_RECORDERS]) if w is not None]
+
+        def record_all(conn: Any, run_id: int) -> None:
+            for w in writers:
+                w(conn, run_id)
+
+        extra = record_all if writers else None
         run = self.store.create_pipeline_run(
             pipeline,
             label_for=lambda n: render_label(cfg.label_template, n,

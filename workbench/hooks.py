@@ -44,6 +44,9 @@ SERVICE_LOOPS: list[ServiceLoop] = []
 TICK_TASKS: list[TickTask] = []
 STAGE_HOOKS: list[StageHook] = []
 RUN_HOOKS: list[RunHook] = []
+# (pipeline config, environment config or None) -> Callable[[Connection, run_id], None] | None: rows a feature writes
+# about a new run inside the run's own transaction (e.g. the config it was created with, for ``workbench compare``)
+RUN_RECORDERS: list[Any] = []
 
 
 def register_job_hook(hook: JobHook) -> None:
@@ -69,3 +72,8 @@ def register_service_loop(loop: ServiceLoop) -> None:
 def register_tick_task(task: TickTask) -> None:
     if task not in TICK_TASKS:
         TICK_TASKS.append(task)
+
+
+def register_run_recorder(recorder: Any) -> None:
+    if recorder not in RUN_RECORDERS:
+        RUN_RECORDERS.append(recorder)

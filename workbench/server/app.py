@@ -205,6 +205,12 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     def run_detail(pipeline: str, counter: str, who: Identity | None = Depends(reader)) -> dict[str, Any]:
         return local(who).run(f"{pipeline}/{counter}")
 
+    @app.get(f"{P}/compare", tags=["runs"])
+    def compare(a: str, b: str, who: Identity | None = Depends(reader)) -> dict[str, Any]:
+        """Two runs side by side (`?a=P/C1&b=P/C2`, a counter, label or `latest`): commits, config, stages,
+        jobs, artifacts and packages that differ (`workbench compare`)."""
+        return local(who).compare(a, b)
+
     @app.get(f"{P}/logs/{{locator:path}}", tags=["runs"])
     def logs(locator: str, follow: bool = False, who: Identity | None = Depends(reader)) -> StreamingResponse:
         """A job's log (`P/C/STAGE[/STAGE_COUNTER]/JOB`); `?follow=true` streams until the job finishes."""

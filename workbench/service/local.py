@@ -38,6 +38,10 @@ class Local:
     def run(self, locator: str) -> dict[str, Any]:
         return reads.run_detail(self.ws, locator)
 
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Two runs side by side (``workbench compare``); ``workbench.compare.as_frame`` makes it a DataFrame."""
+        return reads.compare(self.ws, a, b)
+
     def log(self, locator: str, follow: bool = False) -> Iterator[bytes]:
         return reads.job_log_chunks(self.ws, locator, follow=follow)
 

@@ -91,6 +91,14 @@ def job_log_chunks(ws: Any, locator: str, *, follow: bool = False, poll: float =
             time.sleep(poll)
 
 
+def compare(ws: Any, a: str, b: str) -> dict[str, Any]:
+    """Two runs (``P/COUNTER``, ``P/LABEL`` or ``P/latest``) side by side (``workbench compare``): commits per
+    repository through upstream provenance, config changed, stages and jobs, artifacts and packages by SHA-256."""
+    from ..compare.gather import compare_runs
+
+    return compare_runs(ws, a, b)
+
+
 def pending_approvals(ws: Any) -> list[dict[str, Any]]:
     """Stages waiting for a person, with who may approve each."""
     from ..approvals import pending_approvals as pending
