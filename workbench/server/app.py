@@ -109,6 +109,7 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     app = FastAPI(title="Release Workbench", version="1", openapi_url=f"{prefix}{API}/openapi.json",
                   docs_url=f"{prefix}{API}/docs", redoc_url=None,
                   description="The release service: the same actions as the `workbench` CLI, signed in.")
+    app.router.redirect_slashes = False  # a wrong path is a 404, not a redirect to another endpoint
     app.state.wb = state
     P = prefix + API
 
@@ -157,11 +158,24 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
                 claimed = {h: request.headers[h] for h in ("x-forwarded-user", "x-remote-user", "x-jupyterhub-user")
                            if h in request.headers}
                 detail = f"{exc}" + (f"; claimed {claimed}" if claimed else "")
-                record(ws, "(not signed in)", action, request.url.path.removeprefix(P)[:500], "unauthorized",
-                       detail=detail)
+                target, parts = _target(request)
+                record(ws, "(not signed in)", action, target, "unauthorized", detail=detail, **parts)
                 raise
             return who
         return dependency
+
+    def _target(request: Request) -> tuple[str, dict[str, Any]]:
+        """What an action named, as the audit of a signed-in attempt would (``P/C/S``, ``P/C``, ``P``, ``route:R``)."""
+        params = {k: str(v)[:255] for k, v in request.path_params.items()}
+        if "route" in params:
+            return f"route:{params['route']}"[:500], {}
+        if "pipeline" in params:
+            counter = params.get("counter")
+            parts = {"pipeline": params["pipeline"], "stage": params.get("stage"),
+                     "counter": int(counter) if counter and counter.isdigit() and len(counter) < 10 else None}
+            target = "/".join(p for p in (params["pipeline"], counter, params.get("stage")) if p)
+            return target[:500], parts
+        return request.url.path.removeprefix(P)[:500], {}
 
     def local(who: Identity | None) -> Local:
         return Local(ws, who or Identity("(anonymous)", via="anonymous", scope="read"), driver=scheduler)
