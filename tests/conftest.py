@@ -156,3 +156,6 @@ def soak_seconds(request: pytest.FixtureRequest) -> float:
     if value is None:
         value = float(os.environ.get("WORKBENCH_SOAK_SECONDS") or 0)
     return max(float(value), 0.0)
+
+
+from server_fixtures import server_factory  # noqa: E402,F401  (a real `workbench server` per test)

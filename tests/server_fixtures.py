@@ -69,7 +69,7 @@ class ServerProcess:
         except ProcessLookupError:
             pass
         proc.wait(10)
-        if proc.stdout is not None:
+        if proc.stdout is not None and not proc.stdout.closed:
             proc.stdout.close()
 
     def kill(self) -> None:

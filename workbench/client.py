@@ -200,6 +200,12 @@ class Client:
     def unlock(self, pipeline: str) -> dict[str, Any]:
         return self._call("POST", f"/pipelines/{_q(pipeline)}/unlock")
 
+    def pause(self, pipeline: str, reason: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/pipelines/{_q(pipeline)}/pause", json={"reason": reason})
+
+    def unpause(self, pipeline: str) -> dict[str, Any]:
+        return self._call("POST", f"/pipelines/{_q(pipeline)}/unpause")
+
     def set_traffic(self, route: str, weight: int, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/traffic/{_q(route)}", json={"weight": weight, "reason": reason})
 

@@ -440,4 +440,35 @@ def kernel_of(stage: Any) -> str:
 
 
 POOL = KernelPool()
+
+
+def prestart_for_run(ws: Any, pipeline: str, executor: str | None = None, parallel: int | None = None) -> bool:
+    """A one-shot ``workbench run``: start the first stage's kernels now, from a quick look at the pipeline file.
+
+    Loading the config loads every feature module (SQLAlchemy, the engine,
+    papermill): most of a second, during which the kernel boots on the other CPU.
+    Only when the jobs will run here (the executor the engine will make, from
+    ``--executor`` or workbench.yaml, is the local one), as many as its slots.
+    False when the look finds no notebook job. It lives with the pool, not in
+    the CLI, so the CLI stays a thin adapter: a long-lived process (``workbench
+    server``) keeps its own warm kernels through the same pool instead.
+    """
+    from .config.peek import first_stage_notebooks
+    from .errors import WorkbenchError
+
+    try:
+        spec, options = ws.settings.resolve_executor(executor, parallel)
+    except WorkbenchError:  # a broken workbench.yaml: the engine reports it in its turn
+        return False
+    if (spec or "local").partition("://")[0] != "local":
+        return False
+    hint = first_stage_notebooks(ws.root, pipeline)
+    if hint is None:
+        return False
+    from .executors.local import local_slots
+
+    POOL.keep_spare = False  # a one-shot process: no kernel beyond what the run needs
+    count, kernel = hint
+    POOL.start_now(kernel, min(count, local_slots(options.get("max_parallel"))))
+    return True
 atexit.register(POOL.close)

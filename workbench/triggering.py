@@ -339,7 +339,11 @@ class Scheduler:
     def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
         """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
         from .materials.controls import pipeline_lock
+        from .pauses import current_pause
 
+        held = current_pause(self.ws.store, p.name)
+        if held is not None:  # GoCD: a paused pipeline is never triggered automatically
+            return [], [f"{p.name}: {held.describe()}"], []
         holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
             return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []
@@ -442,19 +446,31 @@ class Scheduler:
         return bool(self._drives)
 
     # -- loops -------------------------------------------------------------------
-    def run_until_idle(self, *, max_passes: int | None = None) -> TickReport:
+    def run_until_idle(self, *, max_passes: int | None = None,
+                       events: tuple[Iterable[tuple[str, str]], Iterable[str]] | None = None) -> TickReport:
         """A tick: passes and driving until no run is in progress here and nothing new triggers.
 
         ``max_passes`` (default: 100, or 4 per pipeline in a larger workspace: a
         chain of N pipelines takes about N passes) bounds the passes; past it
         the tick reports an error and only finishes the runs it drives.
+        ``events`` (``(passed (pipeline, stage) pairs, finished pipelines)``) makes
+        it answer those alone, as if this process had seen them: what ``workbench
+        run`` finished triggers downstream, and their downstreams in turn, without
+        polling any material or starting anything else that happens to be due.
         """
         started = time.monotonic()
         if max_passes is None:
             max_passes = max(100, 4 * len(self.ws.config.pipelines))
+        first = True
+        if events is not None:
+            passed, finished = events
+            with self._mutex:
+                self._passed |= set(passed)
+                self._finished |= set(finished)
+            self._full_due = False
+            first = False
         try:
             self._progress = True
-            first = True
             while True:
                 if self._progress and self.report.passes >= max_passes:
                     self._progress = False

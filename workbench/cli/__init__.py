@@ -53,38 +53,94 @@ class WorkbenchGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
 
 
-def _ws(ctx: click.Context) -> Any:
+def _service(ctx: click.Context, *, reading: bool = False) -> Any:
+    """The application layer the command talks to: the release service when one is configured, else here.
+
+    ``$WORKBENCH_SERVER`` or workbench.yaml's ``server: {url: ...}`` sends the
+    command through the HTTP API (``workbench.Client``, signed with
+    ``$WORKBENCH_TOKEN`` or the hub's ``$JUPYTERHUB_API_TOKEN``); ``--local``
+    (the server's own account, maintenance) works on the files directly.
+    Both offer the same methods and return the same shapes.
+    """
+    import os
+
+    obj = ctx.find_root().obj
+    if "service" in obj:
+        return obj["service"]
+    url = None if obj.get("local") else (os.environ.get("WORKBENCH_SERVER") or None)
+    if url is None and not obj.get("local"):
+        url = _ws(ctx, reading=reading).settings.server.url
+    if url:
+        from ..client import Client
+
+        obj["service"] = Client(url)
+        ctx.find_root().call_on_close(obj["service"].close)
+    else:
+        from ..service.local import Local
+
+        obj["service"] = Local(_ws(ctx, reading=reading))
+    return obj["service"]
+
+
+def _remote(ctx: click.Context) -> bool:
+    from ..client import Client
+
+    return isinstance(_service(ctx), Client)
+
+
+def _ws(ctx: click.Context, *, reading: bool = False) -> Any:
+    """The workspace of ``-w``; ``reading``: a command that only reads refuses a folder that is not a
+    workspace (no pipelines/, no .workbench/) instead of creating a store there."""
     from ..workspace import Workspace
 
     obj = ctx.find_root().obj
     if "ws" not in obj:
         obj["ws"] = Workspace.open(obj.get("workspace"))
         ctx.find_root().call_on_close(obj["ws"].close)
-    return obj["ws"]
+    ws = obj["ws"]
+    if reading and not ws.pipelines_dir.is_dir() and not ws.state.is_dir() and not ws.settings.store_url \
+            and not ws._store_url:
+        from ..errors import UsageError
+
+        raise UsageError(f"{ws.root} is not a workspace: it has no pipelines/ folder and no history "
+                         "(.workbench/); pass -w WORKSPACE or create pipelines/*.gocd.yaml")
+    return ws
 
 
 @click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--workspace", "-w", type=click.Path(file_okay=False), envvar="WORKBENCH_WORKSPACE",
               help="Workspace folder (default: $WORKBENCH_WORKSPACE, else the current folder).")
+@click.option("--local", "local", is_flag=True,
+              help="Work on the workspace's files directly even when a release service is configured.")
 @click.version_option(package_name="release-workbench")
 @click.pass_context
-def main(ctx: click.Context, workspace: str | None) -> None:
+def main(ctx: click.Context, workspace: str | None, local: bool) -> None:
     """Release Workbench: GoCD-style pipelines as code, with history as DataFrames."""
-    ctx.obj = {"workspace": workspace}
+    ctx.obj = {"workspace": workspace, "local": local}
 
 
 @main.command()
 @click.pass_context
 def validate(ctx: click.Context) -> None:
-    """Check the pipeline files; print FILE:LINE:COL for each problem (exit 2)."""
+    """Check every file a later command loads (pipeline files, workbench.yaml, notebook parameters);
+    print FILE:LINE:COL for each problem (exit 2)."""
+    from ..service.local import Local
+
     ws = _ws(ctx)
-    cfg = ws.config
-    for w in cfg.warnings:
-        _err(str(w))
-    for check in VALIDATE_CHECKS:  # features' checks that need the workspace's files (notebooks, ...)
-        for w in check(cfg, ws.root):
-            _err(str(w))
-    click.echo(f"ok: {len(cfg.pipelines)} pipelines in {len(cfg.files)} files")
+    if not ws.pipelines_dir.is_dir():
+        _ = ws.settings  # workbench.yaml is still checked
+        _err(f"warning: {ws.root} has no pipelines/ folder: no pipeline files to check "
+             "(a workspace keeps its pipelines in pipelines/*.gocd.yaml)")
+        click.echo("ok: no pipelines")
+        return
+    result = Local(ws).validate()
+    for w in result["warnings"]:
+        _err(w)
+    click.echo(f"ok: {plural(result['pipelines'], 'pipeline')} in {plural(result['files'], 'file')}")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # (config, workspace root) -> warnings; registered by cli/<feature>.py modules
@@ -94,16 +150,22 @@ VALIDATE_CHECKS: list[Callable[[Any, Any], list[Any]]] = []
 @main.command()
 @click.argument("pipeline")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once (default: CPU count).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result line.")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once (default: CPU count).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result lines.")
+@click.option("--no-downstream", is_flag=True,
+              help="Stop after PIPELINE's own run; do not start the pipelines that depend on it.")
 @click.pass_context
-def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
-    """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
+def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool,
+        no_downstream: bool) -> None:
+    """Trigger PIPELINE and run it here in the foreground, then the pipelines its passed stages trigger
+    (as GoCD does), and theirs in turn (exit 0 all passed or waiting, 1 one failed)."""
     from ..progress import Progress
 
     gc.disable()  # see _started
     ws = _ws(ctx)
-    notebooks = _boot_kernels(ws, pipeline, executor, parallel)
+    from ..kernels import prestart_for_run
+
+    notebooks = prestart_for_run(ws, pipeline, executor, parallel)
     ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
     progress = Progress(quiet=quiet)
     with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
@@ -116,7 +178,48 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
                 result = engine.run(pipeline)
         finally:
             signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result)
+    finish_run(ws, result, downstream=None if no_downstream else _downstream(ws, result, quiet, executor, parallel))
+
+
+def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: int | None) -> list[Any]:
+    """Drive what ``run``'s passed stages trigger (dependency materials), and their downstreams in turn.
+
+    A scheduler answering those events alone (``run_until_idle(events=...)``):
+    no material is polled and nothing else that happens to be due starts.
+    Returns the runs it created, oldest first; none (no scheduler at all) when
+    nothing depends on the stages that passed.
+    """
+    from ..progress import Progress
+    from ..status import Status
+    from ..triggering import Scheduler, dependency_index
+
+    if run.status in (Status.SCHEDULED, Status.RUNNING):  # another process drives it
+        return []
+    detail = ws.store.run_detail(run)
+    passed = [(run.pipeline, s.name) for s in detail.latest_stages().values() if s.status == Status.PASSED]
+    if not any(key in dependency_index(ws.config) for key in passed):
+        return []
+    created: list[int] = []
+    progress = Progress(quiet=quiet)
+
+    def listen(event: str, **data: Any) -> None:
+        if event == "run_created":
+            created.append(data["run"].id)
+            if not quiet:
+                new = data["run"]
+                ups = [str(v.get("revision")) for v in new.revisions.values()
+                       if isinstance(v, dict) and v.get("kind") == "dependency"]
+                click.echo(f"{new.locator} triggered by {', '.join(ups) or run.locator}")
+        progress(event, **data)
+
+    with Scheduler(ws, listener=listen, executor=executor, max_parallel=parallel) as s:
+        previous = signal.signal(signal.SIGINT, lambda *_: s.engine.cancel())
+        try:
+            with progress:
+                s.run_until_idle(events=(passed, [run.pipeline] if run.status.finished else []))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return [ws.store.get_pipeline_run_by_id(i) for i in created]
 
 
 def _started() -> None:
@@ -132,53 +235,29 @@ def _started() -> None:
     gc.enable()
 
 
-def _boot_kernels(ws: Any, pipeline: str, executor: str | None, parallel: int | None) -> bool:
-    """Start the first stage's notebook kernels now, from a quick look at the pipeline's file.
-
-    Loading the config loads every feature module (SQLAlchemy, the engine,
-    papermill): most of a second, during which the kernel boots on the other CPU.
-    Only when the jobs will run here (the executor the engine will make, from
-    ``--executor`` or workbench.yaml, is the local one), as many as its slots.
-    False when the look finds no notebook job.
-    """
-    from ..config.peek import first_stage_notebooks
-
-    try:
-        spec, options = ws.settings.resolve_executor(executor, parallel)
-    except WorkbenchError:  # a broken workbench.yaml: the engine reports it in its turn
-        return False
-    if (spec or "local").partition("://")[0] != "local":
-        return False
-    hint = first_stage_notebooks(ws.root, pipeline)
-    if hint is None:
-        return False
-    from ..executors.local import local_slots
-    from ..kernels import POOL
-
-    POOL.keep_spare = False  # a one-shot process: no kernel beyond what the run needs
-    count, kernel = hint
-    POOL.start_now(kernel, min(count, local_slots(options.get("max_parallel"))))
-    return True
-
-
-def finish_run(ws: Any, run: Any) -> None:
+def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None) -> None:
     """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
 
     ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
     0: passed; stopped to wait for an approval; or taken over by another
     process (a tick or serve now drives a stage of it: the run is still
     going, nothing failed, and the line says where to follow it). 1: failed
-    or rejected. 130: cancelled.
+    or rejected. 130: cancelled. ``downstream`` (``workbench run``'s
+    downstream runs) each get their line, and the worst of all decides.
     """
     from ..status import Status
 
-    click.echo(_result_line(ws, run))
-    if run.status in (Status.SCHEDULED, Status.RUNNING):
-        click.echo(f"{run.locator} continues in another process (`workbench status`, `workbench logs -f`)")
-        return
-    if run.status in (Status.WAITING, Status.PASSED):
-        return
-    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
+    code = 0
+    for r in [run, *(downstream or ())]:
+        click.echo(_result_line(ws, r))
+        if r.status in (Status.SCHEDULED, Status.RUNNING):
+            click.echo(f"{r.locator} continues in another process (`workbench status`, `workbench logs -f`)")
+        elif r.status == Status.CANCELLED:
+            code = code or EXIT_INTERRUPTED
+        elif r.status not in (Status.WAITING, Status.PASSED):
+            code = EXIT_FAILED
+    if code:
+        sys.exit(code)
 
 
 def _result_line(ws: Any, run: Any) -> str:
@@ -207,10 +286,9 @@ def _result_line(ws: Any, run: Any) -> str:
 @click.pass_context
 def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
-    from ..reporting import status_rows, print_status
+    from ..reporting import print_status
 
-    ws = _ws(ctx)
-    rows = status_rows(ws)
+    rows = _service(ctx, reading=True).board()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -224,10 +302,9 @@ def status(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> None:
     """Past runs, newest first."""
-    from ..reporting import history_rows, print_table
+    from ..reporting import print_table
 
-    ws = _ws(ctx)
-    rows = history_rows(ws, pipeline, limit)
+    rows = _service(ctx, reading=True).history(pipeline, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -248,10 +325,9 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
 @click.pass_context
 def logs(ctx: click.Context, locator: str, follow: bool) -> None:
     """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
-    from ..reporting import job_log
-
-    ws = _ws(ctx)
-    job_log(ws, locator, follow=follow, write=lambda b: (sys.stdout.buffer.write(b), sys.stdout.buffer.flush()))
+    for chunk in _service(ctx, reading=True).log(locator, follow=follow):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
 
 
 @main.command()
@@ -317,7 +393,7 @@ def _load_feature_commands() -> None:
     import importlib.util
 
     for name in ("materials", "notebooks", "artifacts", "packages", "approvals", "traffic", "metrics", "dashboard",
-                 "agents", "admin", "server"):
+                 "agents", "admin", "server", "webhooks"):
         mod = f"{__name__}.{name}"
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)

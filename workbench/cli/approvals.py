@@ -1,8 +1,10 @@
 """``approve``, ``reject``, ``approvals``, ``rollback``, ``traffic`` and ``audit``.
 
-Each is a thin call into workbench.approvals / workbench.traffic, so the CLI,
-dashboards and notebooks share one authorization path; the acting identity is
-never a flag (it is $JUPYTERHUB_USER, else the OS user).
+Each is a thin call into the application layer (``workbench.service``), so the
+CLI, the HTTP API and the dashboards share one authorization path. Locally the
+acting identity is asserted ($JUPYTERHUB_USER, else the OS user; never a
+flag); with a release service configured the command goes through its API and
+the identity is the one the service proves (docs/approvals.md).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import signal
 
 import click
 
-from . import _ws, finish_run, main
+from . import _remote, _service, _ws, finish_run, main
 
 
 @main.command()
@@ -21,28 +23,30 @@ from . import _ws, finish_run, main
 @click.option("--quiet", "-q", is_flag=True, help="No progress display while the run continues.")
 @click.pass_context
 def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool, quiet: bool) -> None:
-    """Approve the waiting stage PIPELINE/COUNTER/STAGE and continue the run here."""
-    from ..approvals import approve as do_approve
-    from ..identity import current_user
+    """Approve the waiting stage PIPELINE/COUNTER/STAGE and continue the run here (or on the server)."""
+    svc = _service(ctx)
+    run = svc.approve(locator, comment)
+    who = svc.whoami()["user"] if _remote(ctx) else svc.actor.user
+    if _remote(ctx):
+        click.echo(f"approved {locator} as {who}; the release service continues the run "
+                   f"(`workbench status`, `workbench logs -f`)")
+        return
+    if detach:
+        click.echo(f"approved {locator} as {who}; the run continues under `workbench tick` or `serve`")
+        return
+    click.echo(f"approved {locator} as {who}; continuing the run here")
     from ..progress import Progress
 
     ws = _ws(ctx)
-    user = current_user()
-    if detach:
-        run = do_approve(ws, locator, user=user, comment=comment, drive=False)
-        click.echo(f"approved {locator} as {user}; the run continues under `workbench tick` or `serve`")
-        return
-    run = do_approve(ws, locator, user=user, comment=comment, drive=False)
-    click.echo(f"approved {locator} as {user}; continuing the run here")
     progress = Progress(quiet=quiet)
     with ws.engine(listener=progress) as engine:
         previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())  # Ctrl-C cancels the jobs, as in `run`
         try:
             with progress:
-                run = engine.drive(run.id)
+                result = engine.drive(run["id"])
         finally:
             signal.signal(signal.SIGINT, previous)
-    finish_run(ws, run)
+    finish_run(ws, result)
 
 
 @main.command()
@@ -51,13 +55,10 @@ def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool,
 @click.pass_context
 def reject(ctx: click.Context, locator: str, comment: str) -> None:
     """Reject the waiting stage PIPELINE/COUNTER/STAGE: it is marked rejected and the run ends."""
-    from ..approvals import reject as do_reject
-    from ..identity import current_user
-
-    ws = _ws(ctx)
-    user = current_user()
-    run = do_reject(ws, locator, user=user, comment=comment)
-    click.echo(f"rejected {locator} as {user}: {comment}\n{run.locator}: {run.status}")
+    svc = _service(ctx)
+    run = svc.reject(locator, comment)
+    who = svc.whoami()["user"] if _remote(ctx) else svc.actor.user
+    click.echo(f"rejected {locator} as {who}: {comment}\n{run['locator']}: {run['status']}")
 
 
 @main.command()
@@ -65,10 +66,9 @@ def reject(ctx: click.Context, locator: str, comment: str) -> None:
 @click.pass_context
 def approvals(ctx: click.Context, fmt: str) -> None:
     """Stages waiting for approval, and who may approve each."""
-    from ..approvals import pending_approvals
     from ..reporting import print_table
 
-    rows = pending_approvals(_ws(ctx))
+    rows = _service(ctx, reading=True).approvals()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -83,15 +83,10 @@ def approvals(ctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, locator: str, reason: str | None) -> None:
     """Put 100% of the traffic back on the previous stack for the run PIPELINE/COUNTER."""
-    from ..identity import current_user
-    from ..traffic import rollback as do_rollback
-
-    ws = _ws(ctx)
-    user = current_user()
-    done = do_rollback(ws, locator, user=user, reason=reason)
-    for d in done:
+    done = _service(ctx).rollback(locator, reason)
+    for d in done["routes"]:
         click.echo(f"route {d['route']}: {_weights(d['from'])} -> {_weights(d['to'])}")
-    click.echo(f"{locator} rolled back by {user}" + (f": {reason}" if reason else ""))
+    click.echo(f"{locator} rolled back by {done['by']}" + (f": {reason}" if reason else ""))
 
 
 def _weights(w: dict[str, int] | None) -> str:
@@ -107,41 +102,23 @@ def _weights(w: dict[str, int] | None) -> str:
 @click.pass_context
 def traffic(ctx: click.Context, route: str | None, weight: int | None, reason: str | None, fmt: str) -> None:
     """Show the routes' weights (re-applying recorded weights a provider lost), or move one with --set."""
-    from ..identity import current_user
     from ..reporting import print_table
-    from ..traffic import reconcile, route_of, route_status, set_weights
 
-    ws = _ws(ctx)
+    svc = _service(ctx)
     if weight is not None:
         if route is None:
             raise click.UsageError("--set needs a ROUTE")
-        user = current_user()
-        weights = set_weights(ws, route, weight, user=user, reason=reason)
-        click.echo(f"route {route}: {_weights(weights)} (by {user})")
+        moved = svc.set_traffic(route, weight, reason)
+        click.echo(f"route {route}: {_weights(moved['weights'])} (by {moved['by']})")
         return
-    if route is not None:
-        route_of(ws.config, route, ws.root)  # NotFound naming the known routes
-    from ..errors import TrafficError
-
-    notes = []
-    for row in route_status(ws):
-        if route is not None and row["route"] != route:
-            continue
-        try:
-            r = reconcile(ws, row["route"])
-        except TrafficError as exc:
-            notes.append(f"route {row['route']}: cannot compare with what the provider serves: {exc}")
-            continue
-        if r.get("reapplied"):
-            notes.append(f"route {row['route']}: the provider served {_weights(r['served'])}; "
-                         f"re-applied the recorded {_weights(r['recorded'])}")
-    rows = [r for r in route_status(ws) if route is None or r["route"] == route]
+    shown = svc.traffic(route)
+    rows = shown["routes"]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
         table = [{**r, "weights": _weights(r["weights"]), "run": r["run"] or ""} for r in rows]
         print_table(table, ["route", "provider", "weights", "live", "candidate", "run"])
-    for n in notes:
+    for n in shown["notes"]:
         click.echo(n, err=True)
 
 
@@ -153,11 +130,7 @@ def audit(ctx: click.Context, limit: int, fmt: str) -> None:
     """Every decision and refused attempt, newest first: who, when, what, comment, outcome."""
     from ..reporting import print_table
 
-    ws = _ws(ctx)
-    df = ws.frames.audit.tail(limit).iloc[::-1]
-    rows = [{**r, "at": r["at"].isoformat(timespec="seconds"),
-             "counter": None if r["counter"] is None or str(r["counter"]) == "<NA>" else int(r["counter"])}
-            for r in df.astype(object).where(df.notna(), None).to_dict("records")]
+    rows = _service(ctx, reading=True).audit(limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

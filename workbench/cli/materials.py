@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from . import EXIT_FAILED, _ws, finish_run, main
+from . import EXIT_FAILED, _remote, _service, _ws, finish_run, main
 
 
 def _stamp() -> str:
@@ -86,6 +86,10 @@ def notify(ctx: click.Context, what: str | None) -> None:
 
     Tells the running `workbench serve`; without one, runs a tick here.
     """
+    if _remote(ctx):
+        done = _service(ctx).notify(what)
+        click.echo(f"release service notified: polling {what or 'all materials'} now ({done['polling']})")
+        return
     from ..triggering import notify as do_notify
 
     ws = _ws(ctx)
@@ -129,38 +133,44 @@ def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--revision", "-r", "revisions", multiple=True, metavar="MATERIAL=REV",
               help="Use this revision of a material (sha, branch, tag; for an upstream: COUNTER or PIPELINE/COUNTER).")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once.")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], executor: str | None,
             parallel: int | None, quiet: bool) -> None:
-    """Trigger PIPELINE by hand with chosen material revisions, and run it here."""
-    ws = _ws(ctx)
-    ws.config.pipeline(pipeline)
+    """Trigger PIPELINE by hand with chosen material revisions, and run it here (or on the server)."""
+    from ..service import acts
+
     chosen = _revision_options(revisions)
-    _foreground(ctx, lambda engine: engine.trigger(pipeline, revisions=chosen or None), quiet, executor, parallel)
+    if _remote(ctx):
+        run = _service(ctx).trigger(pipeline, chosen)
+        click.echo(f"triggered {run['locator']} (label {run['label']}); the release service runs it "
+                   "(`workbench status`, `workbench logs -f`)")
+        return
+    svc = _service(ctx)
+    _foreground(ctx, lambda engine: acts.trigger(svc.ws, pipeline, actor=svc.actor, revisions=chosen,
+                                                 engine=engine)["id"], quiet, executor, parallel)
 
 
 @main.command()
 @click.argument("locator", metavar="PIPELINE/COUNTER/STAGE")
 @click.option("--failed-jobs", is_flag=True, help="Rerun only the jobs that did not pass.")
 @click.option("--executor", default=None)
-@click.option("--parallel", "-j", type=int, default=None)
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None)
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def rerun(ctx: click.Context, locator: str, failed_jobs: bool, executor: str | None, parallel: int | None,
           quiet: bool) -> None:
     """Run a stage of a past run again: new stage counter, the run's revisions, the current config."""
-    from ..engine import find_run
-    from ..errors import UsageError
-    from ..materials.controls import check_unlocked
+    from ..service import acts
 
-    ws = _ws(ctx)
-    run, rest = find_run(ws.store, locator)
-    if len(rest) != 1:
-        raise UsageError(f"{locator!r}: expected PIPELINE/COUNTER/STAGE")
-    check_unlocked(ws.store, ws.config.pipeline(run.pipeline), allow_run=run.counter)
-    _foreground(ctx, lambda engine: engine.rerun(run, rest[0], failed_jobs=failed_jobs), quiet, executor, parallel)
+    if _remote(ctx):
+        run = _service(ctx).rerun(locator, failed_jobs)
+        click.echo(f"rerun of {locator} scheduled ({run['locator']}); the release service runs it")
+        return
+    svc = _service(ctx)
+    _foreground(ctx, lambda engine: acts.rerun(svc.ws, locator, actor=svc.actor, failed_jobs=failed_jobs,
+                                               engine=engine)["id"], quiet, executor, parallel)
 
 
 @main.command()
@@ -170,25 +180,44 @@ def rerun(ctx: click.Context, locator: str, failed_jobs: bool, executor: str | N
 @click.pass_context
 def cancel(ctx: click.Context, locator: str, wait_s: float) -> None:
     """Cancel a run: its jobs are stopped (on_cancel tasks run), wherever they are driven."""
-    from ..engine import find_run
-    from ..materials.controls import request_cancel
+    from ..status import Status
 
-    ws = _ws(ctx)
-    run, _ = find_run(ws.store, locator)
-    if request_cancel(ws, run):
-        click.echo(f"{run.locator}: cancelled")
+    svc = _service(ctx)
+    done = svc.cancel(locator)
+    loc = done["locator"]
+    if done["cancel"] == "cancelled":
+        click.echo(f"{loc}: cancelled")
         return
-    click.echo(f"{run.locator}: cancel requested; waiting for the process running it")
+    click.echo(f"{loc}: cancel requested; waiting for the process running it")
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        current = ws.store.get_pipeline_run_by_id(run.id)
-        if current.status.finished:
-            click.echo(f"{run.locator}: {current.status}" + (f" — {current.reason}" if current.reason else ""))
+        current = svc.run(loc)
+        if Status(current["status"]).finished:
+            click.echo(f"{loc}: {current['status']}" + (f" — {current['reason']}" if current["reason"] else ""))
             return
         time.sleep(0.2)
-    click.echo(f"{run.locator}: still running after {wait_s:g}s; the request stands and its process will act on it",
+    click.echo(f"{loc}: still running after {wait_s:g}s; the request stands and its process will act on it",
                err=True)
     sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("-m", "--reason", "reason", default=None, help="why (shown in status, the board and the audit)")
+@click.pass_context
+def pause(ctx: click.Context, pipeline: str, reason: str | None) -> None:
+    """Pause PIPELINE (GoCD): nothing triggers it, automatically or by hand, until unpaused."""
+    done = _service(ctx).pause(pipeline, reason)
+    click.echo(f"{done['pipeline']} paused by {done['paused_by']}" + (f": {reason}" if reason else ""))
+
+
+@main.command()
+@click.argument("pipeline")
+@click.pass_context
+def unpause(ctx: click.Context, pipeline: str) -> None:
+    """Unpause PIPELINE: the next scheduling pass may trigger it again."""
+    done = _service(ctx).unpause(pipeline)
+    click.echo(f"{done['pipeline']} unpaused (was paused by {done['was_paused_by']})")
 
 
 @main.command()
@@ -196,8 +225,5 @@ def cancel(ctx: click.Context, locator: str, wait_s: float) -> None:
 @click.pass_context
 def unlock(ctx: click.Context, pipeline: str) -> None:
     """Release the lock a failed run holds on PIPELINE (lock_behavior: lockOnFailure)."""
-    from ..materials.controls import unlock as do_unlock
-
-    ws = _ws(ctx)
-    holder = do_unlock(ws, ws.config.pipeline(pipeline))
-    click.echo(f"{pipeline} unlocked (was locked by {pipeline}/{holder})")
+    done = _service(ctx).unlock(pipeline)
+    click.echo(f"{pipeline} unlocked (was locked by {done['was_locked_by']})")

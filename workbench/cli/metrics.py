@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from . import main, _ws
+from . import _service, _ws, main
 
 BY = click.Choice(["pipeline", "group", "environment"])
 
@@ -37,11 +37,9 @@ def incident() -> None:
 def incident_open(ctx: click.Context, title: str, caused_by: str | None, severity: str, opened_at: str | None,
                   note: str | None) -> None:
     """Open an incident called TITLE."""
-    from ..metrics_store import open_incident
-
-    inc = open_incident(_ws(ctx), title, caused_by=caused_by, severity=severity, opened_at=opened_at, note=note)
-    blame = f", caused by {inc.caused_by}" if inc.caused_by else ""
-    click.echo(f"incident {inc.id} opened: {inc.title} ({inc.severity}{blame})")
+    inc = _service(ctx).incident_open(title, caused_by, severity, opened_at, note)
+    blame = f", caused by {inc['caused_by']}" if inc["caused_by"] else ""
+    click.echo(f"incident {inc['id']} opened: {inc['title']} ({inc['severity']}{blame})")
 
 
 @incident.command("resolve")
@@ -51,11 +49,9 @@ def incident_open(ctx: click.Context, title: str, caused_by: str | None, severit
 @click.pass_context
 def incident_resolve(ctx: click.Context, incident_id: int, resolved_at: str | None, note: str | None) -> None:
     """Mark incident INCIDENT_ID resolved."""
-    from ..metrics_store import resolve_incident
-
-    inc = resolve_incident(_ws(ctx), incident_id, resolved_at=resolved_at, note=note)
-    took = (inc.resolved_at or 0) - inc.opened_at
-    click.echo(f"incident {inc.id} resolved after {_human(took)}")
+    inc = _service(ctx).incident_resolve(incident_id, resolved_at, note)
+    took = (datetime.fromisoformat(inc["resolved_at"]) - datetime.fromisoformat(inc["opened_at"])).total_seconds()
+    click.echo(f"incident {inc['id']} resolved after {_human(took)}")
 
 
 @incident.command("list")
@@ -64,13 +60,9 @@ def incident_resolve(ctx: click.Context, incident_id: int, resolved_at: str | No
 @click.pass_context
 def incident_list(ctx: click.Context, open_only: bool, fmt: str) -> None:
     """Incidents, oldest first."""
-    from ..metrics_store import list_incidents
     from ..reporting import print_table
 
-    rows = [{"id": i.id, "title": i.title, "severity": i.severity, "opened_at": _iso(i.opened_at),
-             "resolved_at": _iso(i.resolved_at), "caused_by": i.caused_by, "opened_by": i.opened_by,
-             "resolved_by": i.resolved_by, "status": "open" if i.open else "resolved"}
-            for i in list_incidents(_ws(ctx), open_only=open_only)]
+    rows = _service(ctx, reading=True).incidents(open_only)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -87,9 +79,7 @@ def incident_list(ctx: click.Context, open_only: bool, fmt: str) -> None:
 @click.pass_context
 def mark(ctx: click.Context, locator: str, mark: str, incident_id: int | None, note: str | None) -> None:
     """Mark the deployment PIPELINE/COUNTER as a hotfix or as unplanned work (rework)."""
-    from ..metrics_store import mark_deployment
-
-    done = mark_deployment(_ws(ctx), locator, mark, incident=incident_id, note=note)
+    done = _service(ctx).mark(locator, mark, incident_id, note)
     click.echo(f"{done['run']} marked {mark}" + (f" (incident {incident_id})" if incident_id else ""))
 
 

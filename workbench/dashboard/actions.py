@@ -1,37 +1,54 @@
-"""What a dashboard button does: the same calls, and the same authorization, as the CLI.
+"""What a dashboard button does: the application layer's calls, with the same authorization as the CLI.
 
-Approve, reject, rollback and a manual traffic move all go through
-``workbench.approvals.authorize`` (inside approvals.approve/reject,
-traffic.rollback, and :func:`set_weights`); the dashboard adds nothing but
-running an approved run onwards in a background thread, so the page stays
-responsive while its stages run.
+Approve, reject, rollback and a manual traffic move go through
+``workbench.service`` (``approvals.authorize`` inside). When the workspace
+names a release service (``server: {url: ...}`` in workbench.yaml, or
+``$WORKBENCH_SERVER``) the buttons call its API instead, signed with the
+user's ``$JUPYTERHUB_API_TOKEN`` or ``$WORKBENCH_TOKEN``, so the identity is
+the one the service proves and the server drives the run. Locally the
+dashboard adds only one thing: running an approved run onwards in a
+background thread, so the page stays responsive while its stages run.
 """
 from __future__ import annotations
 
-import inspect
+import os
 import threading
 from typing import Any, Callable
 
-from ..errors import UsageError
+from .. import service
 
 _drivers: list[threading.Thread] = []
 
 
-def approve(ws: Any, locator: str, *, user: str, comment: str | None, drive: bool = True,
-            on_done: Callable[[Any], None] | None = None) -> Any:
-    """Approve through approvals.approve (authorization, audit); then drive the run in a thread."""
-    from ..approvals import approve as do_approve
+def server_client(ws: Any) -> Any:
+    """A ``workbench.Client`` for the workspace's release service, or None to act locally."""
+    url = os.environ.get("WORKBENCH_SERVER") or ws.settings.server.url
+    if not url:
+        return None
+    from ..client import Client
 
-    run = do_approve(ws, locator, user=user, comment=comment or None, drive=False)
+    return Client(url)
+
+
+def approve(ws: Any, locator: str, *, user: str, comment: str | None, drive: bool = True,
+            on_done: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Approve (authorized, audited); locally the run is then driven on in a thread."""
+    client = server_client(ws)
+    if client is not None:
+        with client:
+            return client.approve(locator, comment or None)
+    run = service.approve(ws, locator, actor=user, comment=comment or None)
     if drive:
-        continue_run(ws, run.id, on_done)
+        continue_run(ws, run["id"], on_done)
     return run
 
 
-def reject(ws: Any, locator: str, *, user: str, comment: str | None) -> Any:
-    from ..approvals import reject as do_reject
-
-    return do_reject(ws, locator, user=user, comment=comment)
+def reject(ws: Any, locator: str, *, user: str, comment: str | None) -> dict[str, Any]:
+    client = server_client(ws)
+    if client is not None:
+        with client:
+            return client.reject(locator, comment)
+    return service.reject(ws, locator, actor=user, comment=comment)
 
 
 def continue_run(ws: Any, run_id: int, on_done: Callable[[Any], None] | None = None) -> threading.Thread:
@@ -63,34 +80,19 @@ def wait_for_drivers(timeout: float | None = None) -> None:
 
 def set_weights(ws: Any, route: str, weight: int, *, user: str, reason: str | None = None) -> dict[str, int]:
     """Move ``weight`` % of ``route`` to its candidate stack, authorized like ``workbench traffic --set``."""
-    from .. import traffic
-
-    fn = getattr(traffic, "set_weights", None)
-    if fn is not None:
-        params = inspect.signature(fn).parameters
-        kw: dict[str, Any] = {"user": user} if "user" in params else {"actor": user}
-        if "reason" in params:
-            kw["reason"] = reason
-        return fn(ws, route, weight, **kw)
-    # the CLI's own sequence (workbench/cli/approvals.py, `traffic --set`), until traffic exports it
-    from ..approvals import authorize, record
-
-    if not isinstance(weight, int) or not 0 <= weight <= 100:
-        raise UsageError("weight must be a whole number from 0 to 100")
-    traffic.route_of(ws.config, route, ws.root)
-    subject = [s.approval for p in ws.config.pipelines.values() for s in p.stages
-               if s.approval.manual and s.traffic is not None and s.traffic.route == route]
-    actor = authorize(ws, subject, user, "traffic", target=f"route:{route}", comment=reason)
-    weights = traffic.move(ws, route, weight, actor=actor, reason=reason or f"set by hand by {actor}")
-    record(ws, actor, "traffic", f"route:{route}", "ok", comment=reason,
-           detail=" ".join(f"{k}={v}%" for k, v in weights.items()))
-    return weights
+    client = server_client(ws)
+    if client is not None:
+        with client:
+            return client.set_traffic(route, weight, reason)["weights"]
+    return service.set_traffic(ws, route, weight, actor=user, reason=reason)["weights"]
 
 
 def rollback(ws: Any, locator: str, *, user: str, reason: str | None) -> list[dict[str, Any]]:
-    from ..traffic import rollback as do_rollback
-
-    return do_rollback(ws, locator, user=user, reason=reason)
+    client = server_client(ws)
+    if client is not None:
+        with client:
+            return client.rollback(locator, reason)["routes"]
+    return service.rollback(ws, locator, actor=user, reason=reason)["routes"]
 
 
 def may_approve(ws: Any, locator: str, user: str) -> bool:

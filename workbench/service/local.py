@@ -91,6 +91,12 @@ class Local:
     def unlock(self, pipeline: str) -> dict[str, Any]:
         return acts.unlock(self.ws, pipeline, actor=self.actor)
 
+    def pause(self, pipeline: str, reason: str | None = None) -> dict[str, Any]:
+        return acts.pause(self.ws, pipeline, reason, actor=self.actor)
+
+    def unpause(self, pipeline: str) -> dict[str, Any]:
+        return acts.unpause(self.ws, pipeline, actor=self.actor)
+
     def set_traffic(self, route: str, weight: int, reason: str | None = None) -> dict[str, Any]:
         return acts.set_traffic(self.ws, route, weight, actor=self.actor, reason=reason)
 
@@ -107,12 +113,17 @@ class Local:
         return acts.incident_resolve(self.ws, incident_id, actor=self.actor, resolved_at=resolved_at, note=note)
 
     def notify(self, what: str | None = None) -> dict[str, Any]:
-        """``workbench notify``: the running serve/server polls now, else a scheduling pass runs here."""
+        """``workbench notify``: the scheduler of this process (the server's) polls now; else the running
+        serve/server is told, else a scheduling pass runs here."""
         from ..triggering import material_keys, notify
 
         keys = material_keys(self.ws, what)
-        result = notify(self.ws, what)
         out: dict[str, Any] = {"polling": keys if keys is not None else "all"}
+        force = getattr(self.driver, "force", None)
+        if force is not None:
+            force(keys)
+            return out
+        result = notify(self.ws, what)
         if not isinstance(result, str):
             out["report"] = result.as_dict()
         return out
