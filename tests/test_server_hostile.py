@@ -566,3 +566,85 @@ def test_sigkill_around_an_approval_applies_it_once_or_not_at_all(tmp_path: Path
                                                "latency ms": round(latency * 1000, 1),
                                                "outcomes": json.dumps(outcomes)})
 
+
+# -- server.max_body_bytes on every path ---------------------------------------------------------------------
+
+LIMIT = 4096
+
+
+def chunked_without_end(url: str, path: str, size: int, headers: dict[str, str]) -> tuple[int, bytes]:
+    """POST ``size`` bytes in chunks with no Content-Length and no closing chunk; the answer must come anyway
+    (the server stops at the limit rather than waiting for the end)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=20) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {u.netloc}\r\nTransfer-Encoding: chunked\r\n"
+                     f"Content-Type: application/json\r\n{head}\r\n".encode())
+        piece = b'{"comment": "' + b"x" * 1000
+        sent = 0
+        try:
+            while sent < size:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        data = b""
+        while b"\r\n\r\n" not in data:
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+        head_bytes, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head_bytes).group(1))
+        while len(body) < length:
+            got = sock.recv(65536)
+            if not got:
+                break
+            body += got
+        return int(head_bytes.split()[1]), body
+
+
+def test_max_body_bytes_holds_on_every_endpoint_declared_or_chunked(tmp_path: Path, server_factory: Any) -> None:  # noqa: F811
+    site = Site(tmp_path, {"max_body_bytes": LIMIT, "webhooks": {"github": {"secret": "s3cret"}}})
+    carol = site.token("carol")
+    server = site.start(server_factory)
+    counter = waiting_run(site, server.url, carol)
+    spec = httpx.get(f"{server.url}/api/v1/openapi.json").json()
+    known = {"pipeline": "rel", "counter": str(counter), "stage": "prod", "route": "shop", "job": "d",
+             "locator": f"rel/{counter}/prod/d", "name": "audit", "incident_id": "1"}
+    paths = []
+    for path, item in spec["paths"].items():
+        for method in item:
+            concrete = re.sub(r"\{(\w+)(:path)?\}", lambda m: known[m.group(1)], path)
+            paths.append((method.upper(), concrete))
+    gocd = [("POST", f"/go/api/webhooks/{f}/notify") for f in ("github", "gitlab", "bitbucket", "hosted_bitbucket")]
+    paths += gocd
+    assert ("POST", f"/api/v1/approvals/rel/{counter}/prod/approve") in paths
+    assert ("POST", "/api/v1/webhooks/github") in paths and ("GET", "/api/v1/status") in paths
+    auth = {"Authorization": f"Bearer {carol}"}
+    big = b'{"comment": "' + b"x" * LIMIT + b'"}'
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for method, path in paths:
+            # declared: refused before a byte of it is read
+            r = http.request(method, path, content=big, headers={**auth, "Content-Type": "application/json"})
+            body = assert_error(r, 413)
+            assert body["error"] == "too_large" and f"larger than {LIMIT} bytes" in body["detail"], (path, body)
+            # chunked, no Content-Length, never ended: answered at the limit all the same
+            status, raw = chunked_without_end(server.url, path, LIMIT * 50, auth)
+            assert status == 413, (method, path, status, raw[:300])
+            assert json.loads(raw)["error"] == "too_large", (path, raw[:300])
+        # just within the limit, a body still does what it says
+        ok = http.post(f"/api/v1/approvals/rel/{counter}/prod/approve", headers=auth,
+                       json={"comment": "c" * (LIMIT - 100)})
+        assert ok.status_code == 200, ok.text
+    # the webhook refusals are recorded as deliveries (two per webhook path), none polled anything
+    hooks = [p for _, p in paths if "webhooks" in p]
+    refused = site.query("SELECT count(*) FROM webhook_deliveries WHERE status = 413")[0][0]
+    assert refused == 2 * len(hooks), (refused, hooks)
+    assert server.stop() == 0
+    log = server.stderr()
+    assert "Traceback" not in log, log[-3000:]
+    assert site.violations() == []

@@ -28,6 +28,7 @@ from ..errors import ConfigError, NotSignedIn, WorkbenchError
 from ..identity import Identity
 from ..service.local import Local
 from .auth import Authenticator
+from .limits import BodyLimit
 
 log = logging.getLogger("workbench.server")
 API = "/api/v1"
@@ -118,6 +119,11 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     app.router.redirect_slashes = False  # a wrong path is a 404, not a redirect to another endpoint
     app.state.wb = state
     P = prefix + API
+    hook_paths = (f"{P}/webhooks/", f"{prefix}/go/api/webhooks/")
+    # every body within server.max_body_bytes (413 otherwise); the webhook receiver applies the same limit
+    # itself, recording the refusal as a delivery
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       self_limited=lambda path: state.hooks is not None and path.startswith(hook_paths))
 
     @app.exception_handler(WorkbenchError)
     async def _workbench_error(request: Request, exc: WorkbenchError) -> JSONResponse:
