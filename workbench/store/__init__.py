@@ -436,6 +436,24 @@ class Store:
             )
         return self.job_runs(stage_run_id)
 
+    def start_scheduled_stage(self, stage_run_id: int,
+                              jobs: Sequence[tuple[str, int, int]]) -> tuple[StageRun, list[JobRun]]:
+        """Claim a SCHEDULED stage (an approved one, a rerun) as RUNNING and give it its job runs, in one transaction.
+
+        Two transactions left a window: a process killed between them left a
+        running stage with no job, which recovery could only fail ("the
+        process driving this stage died"), an approval applied and then lost.
+        Job rows already there (a rerun of failed jobs) are kept as they are.
+        """
+        t = now()
+        with self.write() as conn:
+            stage = self.set_stage_status(stage_run_id, Status.RUNNING, expect=[Status.SCHEDULED], conn=conn)
+            if jobs and conn.execute(_JOBS_OF_STAGE, {"b_id": stage_run_id}).first() is None:
+                conn.execute(S.job_runs.insert(), [dict(stage_run_id=stage_run_id, name=n, run_index=i, run_count=c,
+                                                        status="scheduled", created_at=t) for n, i, c in jobs])
+            rows = [_job_run(r) for r in conn.execute(_JOBS_OF_STAGE, {"b_id": stage_run_id}).mappings()]
+        return stage, rows
+
     def set_stage_status(
         self,
         stage_run_id: int,
