@@ -47,7 +47,7 @@ from workbench.errors import NotSignedIn
 
 pytestmark = pytest.mark.timeout(300)
 
-DOCUMENTED = {200, 201, 202, 204, 400, 401, 403, 404, 409, 413, 502, 503}
+DOCUMENTED = {200, 201, 202, 204, 400, 401, 403, 404, 405, 409, 413, 502, 503}
 ENV = {"WORKBENCH_HEARTBEAT_TIMEOUT": "6", "WORKBENCH_WARM_KERNELS": "0"}
 
 
