@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 MAX_ENTRIES = 64
 
-_caches: "weakref.WeakKeyDictionary[Any, ReadCache]" = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Any, ReadCache] = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
 
 
@@ -57,6 +58,25 @@ class ReadCache:
                 while len(self._entries) > MAX_ENTRIES:  # e.g. many history pages: the oldest go
                     self._entries.pop(next(iter(self._entries)))
             return value
+
+
+def peek(ws: Any, key: Any) -> Any | None:
+    """The value kept for ``key`` if nothing changed since it was computed, else None; never computes.
+
+    Microseconds: the HTTP layer answers a fresh board from its event loop and
+    sends only a miss to a worker thread (``workbench/server/app.py``).
+    """
+    config = ws.__dict__.get("config")  # not loaded yet: nothing can be cached for it
+    if config is None:
+        return None
+    cache = _caches.get(ws.store)
+    if cache is None:
+        return None
+    marker = ws.store.change_marker()
+    hit = cache._entries.get(key)
+    if marker is None or hit is None or hit[0] != marker or hit[1] is not config:
+        return None
+    return hit[2]
 
 
 def cache_of(store: Any) -> ReadCache:

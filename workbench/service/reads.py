@@ -18,6 +18,14 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
+def cached_read(ws: Any, name: str, *args: Any) -> Any | None:
+    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None."""
+    from .cache import peek
+
+    key = {"board": "board", "approvals": "approvals"}.get(name) or ("history", *args)
+    return peek(ws, key)
+
+
 def board(ws: Any) -> list[dict[str, Any]]:
     """GoCD's dashboard: the latest run of every pipeline, stage by stage (``workbench status``)."""
     from ..reporting import status_rows
