@@ -39,9 +39,9 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from reliability_fixtures import command_route, invariant_violations, record_figures, served
 from server_fixtures import ServerProcess, make_token, server_factory  # noqa: F401 (fixture)
+
 from workbench.client import Client
 from workbench.errors import NotSignedIn
 
@@ -508,7 +508,7 @@ def test_sigkill_around_an_approval_applies_it_once_or_not_at_all(tmp_path: Path
         url = f"{server.url}/api/v1/approvals/rel/{counter}/prod/approve"
         got: dict[str, Any] = {}
 
-        def send(url: str = url, got: dict[str, Any] = got) -> None:
+        def send(url: str = url, got: dict[str, Any] = got, i: int = i) -> None:
             try:
                 r = httpx.post(url, headers=auth, json={"comment": f"round {i}"}, timeout=20)
                 got["status"] = r.status_code
@@ -539,7 +539,7 @@ def test_sigkill_around_an_approval_applies_it_once_or_not_at_all(tmp_path: Path
             # and the restarted server carries it on to the end, its job run included
             assert status in ("scheduled", "running", "passed", "failed"), (i, status)
             wait_for(f"rel/{counter}/prod to finish after the restart",
-                     lambda: site.stage_status(counter)[0] in ("passed", "failed"))
+                     lambda c=counter: site.stage_status(c)[0] in ("passed", "failed"))
             assert site.jobs_of(counter), (f"round {i}: rel/{counter}/prod finished without its job",
                                            site.query("SELECT s.status, s.reason, r.status, r.reason FROM stage_runs s "
                                                       "JOIN pipeline_runs r ON r.id = s.pipeline_run_id WHERE "
