@@ -538,7 +538,7 @@ class Engine:
             "WORKBENCH_STAGE_RUN_ID": str(stage_run.id),
             "WORKBENCH_JOB_RUN_ID": str(jr.id),
         }
-        if jr.run_count > 1 or jr.name != jr.name.split("-runInstance-")[0]:
+        if jr.run_count > 1 or "-runInstance-" in jr.name or "-runOnAll-" in jr.name:
             env["GO_JOB_RUN_INDEX"] = str(jr.run_index)
             env["GO_JOB_RUN_COUNT"] = str(jr.run_count)
         if env_name:

@@ -495,9 +495,15 @@ class Scheduler:
     def serve_forever(self, interval: float, *, on_pass: Callable[[TickReport], None] | None = None,
                       stop: threading.Event | None = None) -> None:
         """Loop until Ctrl-C (or ``stop``): a full pass every ``interval`` s, sooner when woken."""
+        from .hooks import SERVICE_LOOPS
+
         stop = stop or threading.Event()
         watcher = threading.Thread(target=self._watch_notifications, args=(stop,), name="wb-notify", daemon=True)
         watcher.start()
+        loops = [threading.Thread(target=loop, args=(self.ws, stop), name=f"wb-loop-{i}", daemon=True)
+                 for i, loop in enumerate(SERVICE_LOOPS)]  # e.g. the notification sender
+        for t in loops:
+            t.start()
         next_full = 0.0
         try:
             while not stop.is_set():
@@ -523,6 +529,8 @@ class Scheduler:
             stop.set()
             self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
             self._pool.shutdown(wait=True)
+            for t in loops:
+                t.join(timeout=30)  # a message being sent is finished, not cut off
 
     def _watch_notifications(self, stop: threading.Event) -> None:
         folder = _notify_dir(self.ws)
@@ -604,10 +612,15 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
     heartbeat ages; ``force`` names materials to poll even with auto_update off
     (None: all of them).
     """
+    from .hooks import TICK_TASKS
+
     with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel) as s:
         if force is None or force:
             s.force(None if force is None else list(force))
-        return s.run_until_idle()
+        report = s.run_until_idle()
+    for task in TICK_TASKS:  # e.g. send the notifications this tick's runs gave rise to
+        report.finished.extend(task(ws))
+    return report
 
 
 def _notify_dir(ws: Any) -> Path:

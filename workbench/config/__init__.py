@@ -1,4 +1,4 @@
-"""Pipelines as code: GoCD YAML files into a checked, immutable :class:`Config`.
+"""Pipelines as code: GoCD YAML (and JSON) files into a checked, immutable :class:`Config`.
 
 ``load_config`` reads every file, then checks references across all of them,
 and raises one :class:`~workbench.errors.ConfigError` listing *every* error
@@ -21,9 +21,18 @@ from .loader import (FileParts, parse_file, register_pipeline_key, register_sect
 from .model import (Approval, Artifact, Config, DependencyMaterial, Environment, ExecTask, FetchTask, GenericTask,
                     GitMaterial, Job, Loc, Material, NotebookTask, Pipeline, ScriptTask, Stage, Task, Timer, Traffic)
 from .validate import assemble, register_config_check
+from .gocdjson import reshape
+from .jsonnodes import compose_json
 from .yamlnodes import compose, decode
 
-PIPELINE_PATTERNS = ("*.yaml", "*.yml")  # *.gocd.yaml is a *.yaml
+# *.gocd.yaml is a *.yaml; the JSON plugin's files are named by its patterns (other *.json files are not config)
+PIPELINE_PATTERNS = ("*.yaml", "*.yml", "*.gocd.json", "*.gopipeline.json", "*.goenvironment.json")
+JSON_SUFFIXES = (".gocd.json", ".gopipeline.json", ".goenvironment.json")
+
+
+def is_json_config(name: str) -> bool:
+    """Whether a file is read as GoCD's JSON config plugin format (by its name, as GoCD's plugins choose)."""
+    return name.lower().endswith(JSON_SUFFIXES)
 
 
 def _display(path: Path, base: Path | None) -> str:
@@ -49,23 +58,24 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
 
 
 def pipeline_files(workspace_dir: Path) -> list[Path]:
-    """``pipelines/*.yaml`` and ``*.yml`` of a workspace in name order (dot files skipped)."""
+    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped)."""
     folder = Path(workspace_dir) / "pipelines"
     found = {f for pattern in PIPELINE_PATTERNS for f in folder.glob(pattern)} if folder.is_dir() else set()
     return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
 
 
 def load_workspace_config(workspace_dir: Path) -> Config:
-    """The config of a workspace: ``pipelines/*.yaml`` and ``*.yml`` in name order (dot files skipped)."""
+    """The config of a workspace: its :func:`pipeline_files` in name order."""
     files = pipeline_files(workspace_dir)
     if not files:
-        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml) in the pipelines folder", "warning")
+        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
+                                             "*.goenvironment.json) in the pipelines folder", "warning")
         return Config(warnings=(warning,))
     return load_config(files, base=Path(workspace_dir))
 
 
 def load_texts(texts: dict[str, str]) -> Config:
-    """Load in-memory files (name -> YAML text); for tests and tools that lint unsaved text."""
+    """Load in-memory files (name -> YAML or JSON text, told apart by the name as on disk); for tests and linters."""
     return _load([(name, text.encode("utf-8", "surrogatepass"), None) for name, text in texts.items()])
 
 
@@ -89,7 +99,7 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
             ctx.error(Loc(display, 1, 1), failure or "cannot read the file")
             continue
         try:
-            fp = _read(display, data, ctx)
+            fp = read_source(display, data, ctx)
         except Exception as exc:  # a bug must not hide the user's other problems behind a traceback
             ctx.error(Loc(display, 1, 1), f"internal error while reading this file ({type(exc).__name__}: {exc}); "
                                           "please report it")
@@ -109,18 +119,32 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
     return dataclasses.replace(config, warnings=tuple(p for p in problems if p.severity != "error"))
 
 
-def _read(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
+def read_source(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
+    """One config file's pipelines, templates and environments: THE entry point for every folder of files.
+
+    The workspace's ``pipelines/`` and config repositories both read files
+    through here, so a file loads (and fails, at ``FILE:LINE:COL``) the same
+    wherever it lives.  ``display`` is the name used in messages; its ending
+    picks the format (:func:`is_json_config`, else YAML).  Problems go to
+    ``ctx``; None means nothing usable was read.  Pipelines stay as nodes
+    until :func:`~workbench.config.validate.assemble` has every file.
+    """
     text, problems = decode(data, display)
     ctx.problems.extend(problems)
     if text is None:
         return None
-    node, problems = compose(text, display)
+    json_format = is_json_config(display)
+    node, problems = compose_json(text, display) if json_format else compose(text, display)
     ctx.problems.extend(problems)
     if node is None:
         if not problems:
             ctx.warn(Loc(display, 1, 1), "the file is empty")
         return None
     try:
+        if json_format:
+            node = reshape(node, ctx, display)
+            if node is None:
+                return None
         return parse_file(node, ctx, display)
     except RecursionError:
         ctx.error(Loc(display, 1, 1), "the file is nested too deeply to read")
@@ -129,7 +153,7 @@ def _read(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
 
 __all__ = [
     "Approval", "Artifact", "Config", "ConfigError", "DependencyMaterial", "Environment", "ExecTask", "FetchTask",
-    "GenericTask", "GitMaterial", "Job", "Loc", "Material", "NotebookTask", "Pipeline", "Problem", "ScriptTask",
-    "Stage", "Task", "Timer", "Traffic", "load_config", "load_texts", "load_workspace_config", "register_config_check",
-    "register_pipeline_key", "register_section", "register_stage_key", "register_task_kind",
+    "GenericTask", "GitMaterial", "Job", "Loc", "Material", "NotebookTask", "PIPELINE_PATTERNS", "Pipeline", "Problem",
+    "ScriptTask", "Stage", "Task", "Timer", "Traffic", "is_json_config", "load_config", "load_texts",
+    "load_workspace_config", "read_source", "register_config_check", "register_pipeline_key", "register_section", "register_stage_key", "register_task_kind",
 ]
