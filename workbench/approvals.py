@@ -310,8 +310,10 @@ def pending_approvals(ws: "Workspace") -> list[dict[str, Any]]:
     """Stages waiting for a person, with who may approve them (for the CLI and dashboards)."""
     cfg = ws.config
     out = []
-    for run in ws.store.pipeline_runs(statuses=[Status.WAITING, Status.SCHEDULED, Status.RUNNING]):
-        for sr in ws.store.run_detail(run).latest_stages().values():
+    runs = ws.store.pipeline_runs(statuses=[Status.WAITING, Status.SCHEDULED, Status.RUNNING])
+    details = ws.store.run_details(runs, jobs=False)  # one query for all, not one per open run
+    for run in runs:
+        for sr in details[run.id].latest_stages().values():
             if sr.status != Status.WAITING:
                 continue
             stage = cfg.pipelines[run.pipeline].stage(sr.name) if run.pipeline in cfg.pipelines else None

@@ -316,11 +316,11 @@ class Engine:
             existing = latest.get(decision.stage)
             marked = False  # the run's RUNNING status written with the stage (one transaction fewer per run)
             try:
+                wanted = [i for job in stage_cfg.jobs for i in job_instances(job, self._agent_count(job, pipeline))]
                 if existing is not None and existing.status == Status.SCHEDULED:
-                    stage_run = self.store.set_stage_status(existing.id, Status.RUNNING, expect=[Status.SCHEDULED])
-                    jobs = self.store.job_runs(existing.id)
+                    # claimed with its jobs in one transaction: a crash never leaves it running without them
+                    stage_run, jobs = self.store.start_scheduled_stage(existing.id, wanted)
                 else:  # created already running, with its jobs: one transaction (benchmarks/README.md)
-                    wanted = [i for job in stage_cfg.jobs for i in job_instances(job, self._agent_count(job, pipeline))]
                     stage_run, jobs = self.store.create_stage_run(
                         run_id, stage_cfg.name, decision.position, approval_type=stage_cfg.approval.type,
                         status=Status.RUNNING, jobs=wanted, expect_stage_runs=len(detail.stages),

@@ -18,11 +18,20 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
+def cached_read(ws: Any, name: str, *args: Any) -> Any | None:
+    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None."""
+    from .cache import peek
+
+    key = {"board": "board", "approvals": "approvals"}.get(name) or ("history", *args)
+    return peek(ws, key)
+
+
 def board(ws: Any) -> list[dict[str, Any]]:
     """GoCD's dashboard: the latest run of every pipeline, stage by stage (``workbench status``)."""
     from ..reporting import status_rows
+    from .cache import cached
 
-    return status_rows(ws)
+    return cached(ws, "board", lambda: status_rows(ws))
 
 
 def config_repos(ws: Any) -> list[dict[str, Any]]:
@@ -35,10 +44,11 @@ def config_repos(ws: Any) -> list[dict[str, Any]]:
 def history(ws: Any, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Past runs, newest first (``workbench history``)."""
     from ..reporting import history_rows
+    from .cache import cached
 
     if limit < 1:
         raise UsageError(f"limit must be at least 1 (got {limit})")
-    return history_rows(ws, pipeline, limit)
+    return cached(ws, ("history", pipeline, limit), lambda: history_rows(ws, pipeline, limit))
 
 
 def run_detail(ws: Any, locator: str) -> dict[str, Any]:
@@ -103,8 +113,12 @@ def pending_approvals(ws: Any) -> list[dict[str, Any]]:
     """Stages waiting for a person, with who may approve each."""
     from ..approvals import pending_approvals as pending
 
-    rows = pending(ws)
-    return [{**r, "waiting_since": _iso(r["waiting_since"])} for r in rows]
+    from .cache import cached
+
+    def compute() -> list[dict[str, Any]]:
+        return [{**r, "waiting_since": _iso(r["waiting_since"])} for r in pending(ws)]
+
+    return cached(ws, "approvals", compute)
 
 
 def traffic(ws: Any, route: str | None = None, *, reconcile: bool = True) -> dict[str, Any]:
