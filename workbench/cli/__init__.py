@@ -2,20 +2,21 @@
 
 Exit statuses (documented in the README): 0 success (or a run waiting for
 approval), 1 a run or job failed, 2 bad config or usage, 3 not authorized,
-4 store problem, 130 interrupted. They are mapped from the exception classes
+4 store problem, 130 interrupted or cancelled; 128 + N when stop signal N
+(SIGINT 130, SIGHUP 129, SIGTERM 143) stopped the command (workbench.signals). They are mapped from the exception classes
 here and nowhere else.
 """
 from __future__ import annotations
 
 import gc
 import json
-import signal
 import sys
 from typing import Any, Callable
 
 import click
 
 from ..errors import ConfigError, WorkbenchError
+from ..signals import Stop, Stopped, exit_status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAUTHORIZED, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -48,6 +49,9 @@ class WorkbenchGroup(click.Group):
         except WorkbenchError as exc:
             _err(f"workbench: {exc}")
             sys.exit(exc.exit_code)
+        except Stopped as exc:  # a stop signal during start-up, before anything ran (workbench.signals)
+            _err(f"stopped by {exc}")
+            sys.exit(exit_status(exc.signum))
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -139,23 +143,21 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
     from ..progress import Progress
 
     gc.disable()  # see _started
-    ws = _ws(ctx)
-    from ..kernels import prestart_for_run
+    with Stop("workbench run") as stop:  # SIGINT, SIGTERM and SIGHUP all cancel the run (workbench.signals)
+        ws = _ws(ctx)
+        from ..kernels import prestart_for_run
 
-    notebooks = prestart_for_run(ws, pipeline, executor, parallel)
-    ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
-    progress = Progress(quiet=quiet)
-    with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
-        if notebooks:
-            from ..notebooks import runner  # noqa: F401  (now, while the kernel boots, not when the job starts)
-        _started()
-        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
-        try:
+        notebooks = prestart_for_run(ws, pipeline, executor, parallel)
+        ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
+        progress = Progress(quiet=quiet)
+        with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
+            if notebooks:
+                from ..notebooks import runner  # noqa: F401  (now, while the kernel boots, not when the job starts)
+            _started()
+            stop.attach(engine)
             with progress:
                 result = engine.run(pipeline)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result)
+        finish_run(ws, result, stop)
 
 
 def _started() -> None:
@@ -171,18 +173,22 @@ def _started() -> None:
     gc.enable()
 
 
-def finish_run(ws: Any, run: Any) -> None:
+def finish_run(ws: Any, run: Any, stop: Stop | None = None) -> None:
     """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
 
     ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
     0: passed; stopped to wait for an approval; or taken over by another
     process (a tick or serve now drives a stage of it: the run is still
     going, nothing failed, and the line says where to follow it). 1: failed
-    or rejected. 130: cancelled.
+    or rejected. 130: cancelled. A command a stop signal N reached exits
+    128 + N whatever the run's status (the line says how the run ended): the
+    caller that sent the signal learns the command obeyed it.
     """
     from ..status import Status
 
     click.echo(_result_line(ws, run))
+    if stop is not None and stop.exit_code is not None:
+        sys.exit(stop.exit_code)
     if run.status in (Status.SCHEDULED, Status.RUNNING):
         click.echo(f"{run.locator} continues in another process (`workbench status`, `workbench logs -f`)")
         return

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 
 import click
@@ -32,8 +33,10 @@ def server(ctx: click.Context, bind: str | None, interval: float) -> None:
         raise UsageError("--interval must be more than 0 seconds")
     ws = _ws(ctx)
     chosen = bind or ws.settings.server.bind or DEFAULT_BIND
-    run_server(ws, chosen, interval=interval, say=lambda line: click.echo(line))
+    code = run_server(ws, chosen, interval=interval, say=lambda line: click.echo(line))
     click.echo("stopped")
+    if code is not None:  # stopped by a signal: 128 + N, as every command that drives runs (README)
+        sys.exit(code)
 
 
 @main.group()

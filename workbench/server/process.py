@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 from typing import Any, Callable, Iterator
 
@@ -57,11 +56,33 @@ def build_app(ws: Any, scheduler: Any) -> Any:
     return create_app(ws, auth=auth, scheduler=scheduler, prefix=prefix, extra_routers=tuple(routers))
 
 
+class _StopBoth:
+    """What a stop signal does to the server: the HTTP side winds down and the scheduler cancels its runs,
+    both at once (the jobs are not kept running while the HTTP connections drain)."""
+
+    def __init__(self, server: Any, scheduler: Any) -> None:
+        self.server, self.scheduler = server, scheduler
+
+    def cancel(self, reason: str | None = None) -> None:
+        self.server.should_exit = True
+        self.scheduler.cancel(reason)
+
+    def kill_now(self, why: str | None = None) -> list[int]:
+        self.server.should_exit = True
+        self.server.force_exit = True
+        return self.scheduler.kill_now(why)
+
+
 def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
-               say: Callable[[str], Any] = print, log_level: str = "warning") -> None:
-    """Serve until SIGTERM or Ctrl-C; prints ``serving http://HOST:PORT`` once requests are accepted."""
+               say: Callable[[str], Any] = print, log_level: str = "warning") -> int | None:
+    """Serve until SIGTERM, SIGHUP or Ctrl-C; prints ``serving http://HOST:PORT`` once requests are accepted.
+
+    Returns the exit status the signal that stopped it asks for (128 + N,
+    ``workbench.signals``), or None when it stopped otherwise.
+    """
     import uvicorn
 
+    from ..signals import Stop
     from ..triggering import Scheduler, serving
 
     host, port = parse_bind(bind)
@@ -73,27 +94,21 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
             loop = threading.Thread(target=scheduler.serve_forever, args=(interval,), kwargs={"stop": stop},
                                     name="wb-scheduler", daemon=True)
 
+            stopper = Stop("workbench server")
+
             class Server(uvicorn.Server):
                 @contextlib.contextmanager
                 def capture_signals(self) -> Iterator[None]:
-                    """SIGINT, SIGTERM and SIGHUP stop the server gracefully (a second one at once); unlike
-                    uvicorn's own, the signal is not raised again afterwards, so the scheduler is stopped
-                    (jobs cancelled) and the process exits 0 whatever dispositions it inherited."""
-                    if threading.current_thread() is not threading.main_thread():
+                    """SIGINT, SIGTERM and SIGHUP stop the server gracefully and cancel the runs it drives
+                    (a second one kills their jobs at once), as for every command that drives runs
+                    (``workbench.signals``); unlike uvicorn's own, the signal is not raised again
+                    afterwards, so the outcome is recorded whatever dispositions the process inherited."""
+                    stopper.attach(_StopBoth(self, scheduler))
+                    with stopper:
                         yield
-                        return
-                    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                    previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
-                    try:
-                        yield
-                    finally:
-                        for sig, handler in previous.items():
-                            signal.signal(sig, handler)
 
-                def handle_exit(self, sig: int, frame: Any) -> None:
-                    if self.should_exit:
-                        self.force_exit = True
-                    self.should_exit = True
+                def handle_exit(self, sig: int, frame: Any) -> None:  # uvicorn's entry point, same behaviour
+                    stopper._handle(sig, frame)
 
                 async def startup(self, sockets: Any = None) -> None:
                     await super().startup(sockets=sockets)
@@ -113,6 +128,7 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                 stop.set()
                 scheduler._wake.set()
                 loop.join()
-            if not server.started:
+            if not server.started and stopper.received is None:
                 raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this machine)")
     logging.getLogger("workbench.server").info("stopped (pid %s)", os.getpid())
+    return stopper.exit_code

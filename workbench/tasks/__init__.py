@@ -175,6 +175,11 @@ def _on_cancel(task: Task, ctx: JobContext) -> None:
     hook = getattr(task, "on_cancel", None)
     if hook is None:
         return
+    from .process import immediate_stop
+
+    if immediate_stop():  # a second stop signal: clean-up is what the person chose to skip
+        ctx.say(f"on_cancel skipped (immediate stop): {describe(hook)}")
+        return
     ctx.say(f"on_cancel: {describe(hook)}")
     runner = RUNNERS.get(hook.kind)
     if runner is None:

@@ -1,0 +1,144 @@
+"""SIGINT, SIGTERM and SIGHUP for the commands that drive runs: one behaviour for all of them.
+
+``timeout``, systemd, cron supervisors and container runtimes stop a process
+with SIGTERM; a closed terminal or ssh session sends SIGHUP; a person presses
+Ctrl-C. Each task runs in its own session (so that a job's process group can be
+killed whole), which also means a job does *not* die with the workbench
+process: a signal the workbench does not handle leaves the jobs running and
+the run recorded as running. So every command that drives a run stops the
+same way, whichever of the three signals arrives:
+
+* the first signal is a graceful stop: the jobs' process groups get SIGTERM
+  (SIGKILL after their grace period), on_cancel tasks run, and the run is
+  recorded ``cancelled`` with the reason ("cancelled: workbench run received
+  SIGTERM");
+* a second signal while that happens (another signal, or the same one more
+  than a second later: ``timeout`` delivers its one SIGTERM twice) is an immediate stop: every job process
+  group of this process gets SIGKILL, on_cancel tasks are skipped, and the
+  outcome is still recorded (the run is cancelled, the reason says so);
+* the command exits ``128 + N`` for signal N (130 SIGINT, 143 SIGTERM,
+  129 SIGHUP), what a shell reports for a process that signal stopped, so a
+  supervisor tells "stopped" from "failed" (README, "Exit statuses").
+
+The handlers are installed explicitly for all three signals: a command
+started under ``nohup``, or in the background of a non-interactive shell
+(SIGINT ignored), inherits ignored dispositions that would otherwise make it
+deaf to the signals that are meant to stop it, or kill it without cleaning up.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any, Callable
+
+# A repeat of the first signal within this many seconds is the same request, not an escalation:
+# coreutils `timeout` sends its signal to the command and then to its whole process group, so a
+# `timeout 60 workbench run P` receives SIGTERM twice at once and must still stop gracefully.
+REPEAT_IS_SAME = 1.0
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+__all__ = ["STOP_SIGNALS", "Stop", "Stopped", "exit_status"]
+
+
+def exit_status(signum: int) -> int:
+    """The exit status of a command stopped by ``signum``: 128 + N, as a shell reports it."""
+    return 128 + int(signum)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived before there was anything to stop (start-up): leave with 128 + N.
+
+    A KeyboardInterrupt so that code which already unwinds on Ctrl-C (closing
+    the store, the kernel pool) unwinds the same way for SIGTERM and SIGHUP.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+class Stop:
+    """The stop-signal handlers of one command: ``with Stop("workbench run") as stop: stop.attach(engine)``.
+
+    ``attach`` takes anything with ``cancel(reason)`` (graceful) and
+    ``kill_now(why)`` (immediate): an :class:`~workbench.engine.Engine` or a
+    :class:`~workbench.triggering.Scheduler`. Before anything is attached a
+    signal raises :class:`Stopped` (nothing runs yet, so there is nothing to
+    record). The handlers only set flags and send signals: they never block,
+    and they never raise in the middle of the engine's bookkeeping once a
+    target is attached, so the outcome is always written.
+    """
+
+    def __init__(self, command: str, *, say: Callable[[str], Any] | None = None) -> None:
+        self.command = command
+        self.received: int | None = None  # the first stop signal, once one arrived
+        self.escalated = False
+        self._first_at = 0.0
+        self._targets: list[Any] = []
+        self._previous: dict[int, Any] = {}
+        self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    # -- installation ------------------------------------------------------------
+    def __enter__(self) -> "Stop":
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def attach(self, target: Any) -> Any:
+        """Stop ``target`` on the next signal (and at once if one already came); returns it."""
+        self._targets.append(target)
+        if self.received is not None:
+            target.cancel(self.reason)
+            if self.escalated:
+                target.kill_now(self._again())
+        return target
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def name(self) -> str | None:
+        return None if self.received is None else signal.Signals(self.received).name
+
+    @property
+    def reason(self) -> str:
+        """What the cancelled runs are recorded with."""
+        return f"cancelled: {self.command} received {self.name}"
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + N once signal N arrived, else None (the command's own status stands)."""
+        return None if self.received is None else exit_status(self.received)
+
+    def _again(self) -> str:
+        return "a second signal stopped it at once (SIGKILL)"
+
+    # -- the handler ---------------------------------------------------------------
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = int(signum)
+            self._first_at = time.monotonic()
+            if not self._targets:
+                raise Stopped(signum)
+            self._say(f"{self.command}: {self.name} received: stopping the jobs "
+                      "(on_cancel tasks run; a second signal kills them at once)")
+            for t in list(self._targets):
+                t.cancel(self.reason)
+            return
+        if self.escalated:
+            return
+        if signum == self.received and time.monotonic() - self._first_at < REPEAT_IS_SAME:
+            return  # the same request delivered twice (coreutils `timeout` signals the child, then its group)
+        self.escalated = True
+        self._say(f"{self.command}: {signal.Signals(signum).name} received again: killing the jobs' "
+                  "process groups now")
+        for t in list(self._targets):
+            t.kill_now(self._again())
