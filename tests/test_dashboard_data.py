@@ -184,3 +184,44 @@ def test_stage_duration_points_in_pipeline_order():
     assert d["pipeline"].tolist()[:2] == ["build", "build"]
     assert set(d["seconds"]) == {600.0}
     assert d.loc[d["pipeline"] == "prod", "approval_seconds"].tolist() == [1800.0, 1800.0, 1800.0]
+
+
+def test_charts_read_well_whatever_the_data() -> None:
+    """Issue 16 item 9: units from the data, visible zeros, a reason instead of an empty axis, room per row."""
+    assert charts.time_unit([0.001, 0.004])[0] == "seconds" and charts.time_unit([0.5])[0] == "minutes"
+    assert charts.time_unit([5, 30])[0] == "hours" and charts.time_unit([100])[0] == "days"
+    pts = pd.DataFrame({"bucket": pd.to_datetime(["2024-03-03"] * 2), "hours": [10 / 3600, 40 / 3600],
+                        "sha": ["a", "b"], "deployed_at": pd.to_datetime(["2024-03-04"] * 2, utc=True)})
+    fig = charts.lead_time_figure(pts)
+    assert "seconds" in fig.layout.title.text and list(fig.data[0].y) == pytest.approx([10, 40])
+    zero = pd.DataFrame({"period": pd.to_datetime(["2024-03-03", "2024-03-10"], utc=True), "deployments": [3, 2],
+                         "hits": [0, 0], "rate": [0.0, 0.0]})
+    fig = charts.rate_figure(zero, "Change fail rate", "#d00")
+    assert list(fig.data[0].text) == ["0% of 3", "0% of 2"]  # a 0% week is a visible, labelled zero
+    empty = charts.recovery_data(pd.DataFrame({"at": pd.Series(dtype="datetime64[ns, UTC]"),
+                                               "failed_change": pd.Series(dtype=bool),
+                                               "recovery_time": pd.Series(dtype="timedelta64[ns]"),
+                                               "label": pd.Series(dtype=str),
+                                               "restored_at": pd.Series(dtype="datetime64[ns, UTC]")}))
+    fig = charts.recovery_figure(empty)
+    assert [a.text for a in fig.layout.annotations] == ["no failed deployments in this period"]
+    many = pd.DataFrame({"pipeline": ["p"] * 35, "stage": [f"s{i}" for i in range(35)], "position": range(35),
+                         "seconds": [1.0] * 35, "queue_seconds": [0.0] * 35, "approval_seconds": [0.0] * 35})
+    fig = charts.stage_duration_figure(many)
+    assert fig.layout.height >= 22 * 35 and all(t.orientation == "h" for t in fig.data)
+    assert fig.layout.width is None and fig.layout.autosize  # fills its box on any screen
+
+
+def test_value_stream_processing_leaves_out_the_approval_wait() -> None:
+    h = _history()
+    runs = h.runs.copy()
+    stages = h.stages.copy()
+    # the deployment's stage waited 20 minutes for a person inside the run's span
+    i = stages.index[stages["run_id"] == 2][0]
+    stages.loc[i, "created_at"] = runs.loc[runs["run_id"] == 2, "started_at"].iloc[0]
+    stages.loc[i, "started_at"] = stages.loc[i, "created_at"] + pd.Timedelta(minutes=20)
+    runs.loc[runs["run_id"] == 2, "finished_at"] = stages.loc[i, "started_at"] + pd.Timedelta(minutes=10)
+    h2 = History.of(runs=runs, stages=stages, jobs=h.jobs, commits=h.commits, provenance=h.provenance)
+    n, _ = charts.value_stream_data(h2, 2)
+    node = n.loc[(n["kind"] == "run") & (n["run_id"] == 2)].iloc[0]
+    assert node["process_s"] == pytest.approx(600) and node["approval_wait_s"] == pytest.approx(1200)

@@ -263,3 +263,37 @@ def test_chart_data_is_computed_once_per_store_version(workspace: Any, tmp_path:
         assert cs.change_fail_rate(0, "W") is cfr and cs.loads == 3
     finally:
         cs.close()
+
+
+def test_a_failing_step_after_approve_shows_the_real_outcome_and_its_reason(workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defect 2: the page said "approved … goes on" in green while the stage failed."""
+    ws = _workspace(workspace, tmp_path)
+    (tmp_path / "lb.py").write_text("import sys\nprint('LB refused: pool drained', file=sys.stderr)\nsys.exit(1)\n")
+    dash = _dash(ws, "alice")
+    _row(dash, "release/1/install_shop_5").approve.click()
+    actions.wait_for_drivers(60)
+    assert _stage(ws, 1, "install_shop_5").status == Status.FAILED
+    text = dash.message.value
+    assert "failed" in text and "LB refused: pool drained" in text, text
+    assert "#c62828" in text  # shown as a failure, not in green
+    dash.close()
+
+
+def test_a_live_refresh_never_undoes_a_slider_being_moved_and_its_label_follows_the_stack(
+        workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defects 4 and 5: the 2 s refresh reset the slider before "Move…"; the label went stale."""
+    ws = _workspace(workspace, tmp_path)
+    dash = _dash(ws, "alice")
+    route = dash._routes["shop"]
+    assert route.slider.value == 0 and route.slider.description == "green %"
+    route.slider.value = 25  # a person drags it...
+    for _ in range(3):
+        dash.refresh_live()  # ...while the live refresh goes on
+    assert route.slider.value == 25
+    # when the recorded weight really changes (here: a release reaches 100%, green goes live), it follows
+    from workbench.traffic import move
+
+    move(ws, "shop", 100, actor="alice", reason="to green")
+    dash.refresh_live()
+    assert route.slider.value == 0 and route.slider.description == "blue %", route.slider.description
+    dash.close()

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from workbench.errors import InvalidState, NotFound, UsageError
+from workbench.status import Status
 from workbench.metrics import Metrics, metrics_from_workspace
 from workbench.metrics.io import Snapshot, export
 from workbench.metrics_store import (list_incidents, mark_hotfix, mark_unplanned, open_incident,
@@ -182,6 +183,9 @@ def test_report_is_one_self_contained_html_without_secrets(shop: Any, tmp_path: 
     assert secret not in html
     assert '<script src="http' not in html and "<link rel=\"stylesheet\" href=\"http" not in html
     assert "Plotly.newPlot" in html  # charts carry plotly.js inline
+    assert "NaT" not in html and ">NaN<" not in html  # a reader sees a dash (issue 19 item 5)
+    assert "IPKernelApp" not in r.err and "KeyboardInterrupt" not in r.err  # no kernel chatter on success
+    assert r.err.strip() == "", r.err
     from workbench.metrics.analysis import find_release
 
     with pytest.raises(NotFound, match="no production deployment labelled 'nope'"):
@@ -202,3 +206,67 @@ def test_metrics_of_a_workspace_without_production_say_so(workspace: Any) -> Non
     assert m.deployments.empty and m.summary.loc["all", "deployments"] == 0
     r = workspace.cli("metrics")
     assert r.code == 0 and "no production deployments are declared" in r.err
+
+
+def test_an_incident_without_caused_by_blames_the_release_serving_when_it_opened(workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defect 8: not the latest finished deployment while a newer one is live at 50%."""
+    import sys
+
+    import yaml
+
+    from workbench.approvals import approve
+    from workbench.metrics_store import open_incident
+
+    lb = tmp_path / "lb.py"
+    lb.write_text("pass\n")
+    doc = {"format_version": 10, "roles": {"rm": ["alice"]},
+           "routes": {"shop": {"provider": "command", "stacks": {"blue": "b:1", "green": "g:1"},
+                               "argv": [sys.executable, str(lb)]}},
+           "environments": {"production": {"production": True, "pipelines": ["release"]}},
+           "pipelines": {"release": {"group": "shop", "rollout": {"route": "shop", "steps": [50, 100],
+                                                                  "approval": {"type": "manual", "roles": ["rm"]}},
+                                     "stages": [{"build": {"jobs": {"b": {"tasks": [{"exec": {"command": "true"}}]}}}}]}}}
+    workspace.write("r.yaml", yaml.safe_dump(doc, sort_keys=False))
+    ws = workspace.open()
+    first = ws.run("release")
+    for step in (50, 100):
+        approve(ws, f"release/{first.counter}/install_shop_{step}", user="alice")
+    second = ws.run("release")
+    run2 = approve(ws, f"release/{second.counter}/install_shop_50", user="alice")
+    assert run2.status == Status.WAITING  # live at 50%, waiting for its 100% step
+    inc = open_incident(ws, "checkout errors", user="alice")
+    blamed = metrics_from_workspace(ws).incidents.set_index("incident_id").loc[inc.id, "deployment_run_id"]
+    assert blamed == second.id, (blamed, first.id, second.id)
+    approve(ws, f"release/{second.counter}/install_shop_100", user="alice")
+    dep = metrics_from_workspace(ws).deployments.set_index("run_id")
+    assert dep.loc[second.id, "incidents"] == 1 and bool(dep.loc[second.id, "failed_change"])
+    assert dep.loc[first.id, "incidents"] == 0
+
+
+def test_a_first_run_records_every_commit_it_brings(workspace: Any, git_repo: Any) -> None:
+    """Issue 16 defect 7: the first run recorded only the head commit, so lead times lost the others."""
+    from workbench.materials.git import FIRST_RUN_COMMITS
+    from workbench.triggering import tick
+
+    repo = git_repo("app")
+    for i in range(4):
+        repo.commit({f"f{i}.txt": str(i)}, f"change {i}", date=f"2026-11-0{i + 1}T10:00:00+00:00")
+    workspace.write("p.yaml", f"""
+        format_version: 10
+        environments:
+          production: {{production: true, pipelines: [deploy]}}
+        pipelines:
+          deploy:
+            group: g
+            materials:
+              app: {{git: {repo.url}}}
+            stages:
+              - install: {{jobs: {{i: {{tasks: [{{exec: {{command: "true"}}}}]}}}}}}
+        """)
+    ws = workspace.open()
+    tick(ws)
+    commits = ws.frames.commits
+    assert len(commits) == 5 and commits["sha"].nunique() == 5  # the initial commit and the four changes
+    lead = metrics_from_workspace(ws).lead_times
+    assert int(lead["counted"].sum()) == 5
+    assert FIRST_RUN_COMMITS >= 100  # the bound docs/metrics.md names

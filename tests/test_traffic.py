@@ -7,6 +7,8 @@ so "the split" is what a few hundred real requests got.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -499,3 +501,66 @@ def pd_na() -> Any:
     import pandas as pd
 
     return pd.NA
+
+
+def test_traffic_says_when_nginx_does_not_answer(workspace: Any, nginx_route: Any) -> None:
+    """Issue 19 item 4: with nginx stopped, the weights shown are recorded ones, and `traffic` says so."""
+    workspace.write("release.yaml", pipeline_yaml(nginx_route.config))
+    ws = workspace.open()
+    move(ws, "shop", 25, actor="test", reason="before the stop")
+    r = workspace.cli("traffic")
+    assert r.code == 0 and "does not answer" not in r.err, r
+    nginx_route.nginx.stop()
+    r = workspace.cli("traffic")
+    assert r.code == 0 and "blue=75% green=25%" in r.out, r
+    assert "route shop: the provider does not answer: nginx does not answer on" in r.err, r
+
+
+def test_a_command_providers_relative_path_means_the_workspace_root(workspace: Any, tmp_path: Path) -> None:
+    """Issue 16 defect 6: `workbench -w WS traffic --set` from another folder runs WS's script."""
+    scripts = workspace.root / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "lb.sh").write_text('echo "$WORKBENCH_WEIGHTS" > "$(dirname "$0")/../served.json"\n')
+    workspace.write("r.yaml", """
+        format_version: 10
+        routes:
+          shop:
+            provider: command
+            stacks: {blue: "127.0.0.1:1", green: "127.0.0.1:2"}
+            argv: [bash, scripts/lb.sh]
+        pipelines: {}
+        """)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = subprocess.run([sys.executable, "-m", "workbench", "-w", str(workspace.root), "traffic", "shop", "--set", "25"],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "WORKBENCH_WORKSPACE"})
+    assert p.returncode == 0, p.stderr
+    assert json.loads((workspace.root / "served.json").read_text()) == {"blue": 75, "green": 25}
+
+
+def test_a_failed_traffic_steps_reason_shows_wherever_the_failure_shows(workspace: Any) -> None:
+    """Issue 16 defect 3: `run` and `status` said only "stage failed"; the provider's message must show."""
+    (workspace.root / "lb.sh").write_text('echo "LB refused: pool drained" >&2; exit 1\n')
+    workspace.write("r.yaml", """
+        format_version: 10
+        routes:
+          shop:
+            provider: command
+            stacks: {blue: "127.0.0.1:1", green: "127.0.0.1:2"}
+            argv: [bash, lb.sh]
+        pipelines:
+          release:
+            group: g
+            materials: {}
+            stages:
+              - install:
+                  traffic: {route: shop, weight: 25}
+                  jobs: {i: {tasks: [{exec: {command: "true"}}]}}
+        """)
+    r = workspace.cli("run", "release", "-q")
+    assert r.code == 1, r
+    assert "LB refused: pool drained" in r.out, r.out
+    st = json.loads(workspace.cli("status", "--format", "json").out)
+    assert "LB refused: pool drained" in st[0]["reason"]
+    assert "LB refused: pool drained" in workspace.cli("status").out

@@ -55,7 +55,7 @@ audit = sa.Table(
 sa.Index("ix_audit_target", audit.c.target)
 S.register_migration("approvals-1", S.tables_created_by(audit))
 
-ACTIONS = ("approve", "reject", "rollback", "traffic", "trigger", "rerun", "cancel", "unlock", "incident", "mark",
+ACTIONS = ("approve", "reject", "rollback", "traffic", "trigger", "rerun", "cancel", "unlock", "pause", "unpause", "incident", "mark",
            "token", "webhook")
 
 

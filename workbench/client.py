@@ -156,14 +156,21 @@ class Client:
         """A frame as a DataFrame with the server's dtypes (datetimes tz-aware UTC, categoricals, ...)."""
         import pandas as pd
 
+        import numpy as np
+
         out = self._call("GET", f"/frames/{_q(name)}")
         df = pd.DataFrame(out["data"], columns=out["columns"])
-        for col, dtype in out.get("dtypes", {}).items():
+        for i, (col, dtype) in enumerate(out.get("dtypes", {}).items()):
             try:
-                if dtype.startswith("datetime64"):
-                    df[col] = pd.to_datetime(df[col], utc=True)
-                elif dtype.startswith("timedelta"):
-                    df[col] = pd.to_timedelta(df[col], unit="ms")
+                if dtype.startswith(("datetime64", "timedelta64")):
+                    # integers of nanoseconds (service.frames), read exactly: through floats they would round
+                    ns = np.array([np.iinfo(np.int64).min if row[i] is None else int(row[i]) for row in out["data"]],
+                                  dtype="int64")
+                    values = pd.Series(ns.view("M8[ns]" if dtype.startswith("datetime64") else "m8[ns]"),
+                                       index=df.index)
+                    if "," in dtype:  # tz-aware (UTC in every frame)
+                        values = values.dt.tz_localize("UTC")
+                    df[col] = values.astype(dtype)
                 elif dtype in ("object", "str"):
                     continue
                 else:
@@ -192,6 +199,12 @@ class Client:
 
     def unlock(self, pipeline: str) -> dict[str, Any]:
         return self._call("POST", f"/pipelines/{_q(pipeline)}/unlock")
+
+    def pause(self, pipeline: str, reason: str | None = None) -> dict[str, Any]:
+        return self._call("POST", f"/pipelines/{_q(pipeline)}/pause", json={"reason": reason})
+
+    def unpause(self, pipeline: str) -> dict[str, Any]:
+        return self._call("POST", f"/pipelines/{_q(pipeline)}/unpause")
 
     def set_traffic(self, route: str, weight: int, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/traffic/{_q(route)}", json={"weight": weight, "reason": reason})

@@ -31,13 +31,14 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _split(url: str, n: int = 200) -> dict[str, int]:
+def _split(url: str, n: int = 200) -> str:
+    """Send ``n`` requests through the route and say which stack answered how many, as percentages."""
     counts: dict[str, int] = {}
     for _ in range(n):
         with urllib.request.urlopen(url, timeout=5) as r:
             stack = r.read().decode().strip()
         counts[stack] = counts.get(stack, 0) + 1
-    return counts
+    return " ".join(f"{k} {100 * v / n:.0f}%" for k, v in sorted(counts.items())) + f" of {n} requests"
 
 
 def _prepare(target: Path) -> tuple[dict[str, str], list[Callable[[], None]], dict[str, str]]:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         print_status(status_rows(ws))
         prod = ws.store.get_pipeline_run("prod_deploy", 1)
         ok = prod.status == Status.PASSED
+        waiting = approvals.pending_approvals(ws)
         ws.close()
     except WorkbenchError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
@@ -145,8 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"  .venv/bin/workbench {w} logs ui/1/build/build  # a job's log")
     _say(f"  .venv/bin/workbench {w} audit                  # who approved what, when")
     _say(f"  .venv/bin/workbench {w} metrics                # DORA metrics of this history")
-    _say(f"  .venv/bin/workbench {w} approvals              # ui's new release waits for QA: approve it as carol")
+    _say(f"  .venv/bin/workbench {w} approvals              # what waits for whom")
+    for p in waiting:
+        who = (p.get("may_approve") or ["anyone"])[0]
+        _say(f"  JUPYTERHUB_USER={who} .venv/bin/workbench {w} approve {p['locator']} -m 'QA ok'"
+             f"   # act as {who} ({p['approvers']}); locally the name is asserted")
+    _say(f"  .venv/bin/workbench {w} server                 # the release service: signed-in approvals "
+         "(docs/server.md)")
     _say(f"  In a notebook: from workbench import Workspace; Workspace.open('{target}').frames.job_runs")
+    if urls:
+        _say("  The demo's nginx was stopped; the next traffic step starts it again on the same port "
+             f"(stop it then with: nginx -p {target}/.workbench/demo-traffic/nginx/NAME/ -s stop).")
     return 0 if ok else 1
 
 

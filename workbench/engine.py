@@ -292,6 +292,9 @@ class Engine:
                     continue
             if isinstance(decision, Finish):
                 reason = decision.reason
+                ended = latest.get(decision.stage) if decision.stage else None
+                if ended is not None and ended.reason and decision.status == Status.FAILED:
+                    reason = f"{reason}: {ended.reason}"  # e.g. the traffic provider's own message
                 if decision.status == Status.CANCELLED and self.cancel_event.is_set() and self.cancel_reason:
                     reason = f"{self.cancel_reason} ({reason})"
                 self.store.set_pipeline_status(run_id, decision.status, reason)
@@ -382,6 +385,8 @@ class Engine:
         failed_otherwise = failed  # a failure that is not a lost agent: never rerun automatically
         lost: list[str] = []  # jobs whose agent was lost mid-job
         cancelled = any(jr.status == Status.CANCELLED for jr in done_before)
+        first_failure: tuple[str, str | None] | None = next(
+            ((jr.name, jr.reason) for jr in done_before if jr.status == Status.FAILED), None)
         for fut in as_completed(specs):  # one waiter per job; wait(FIRST_COMPLETED) in a loop was O(jobs²)
             jr, spec = specs[fut]
             try:
@@ -393,6 +398,7 @@ class Engine:
                 self._running_jobs.discard(jr.id)
             failed |= outcome.status == Status.FAILED
             if outcome.status == Status.FAILED:
+                first_failure = first_failure or (jr.name, outcome.reason)
                 if outcome.agent_lost:
                     lost.append(jr.name)
                 else:
@@ -401,6 +407,9 @@ class Engine:
             self.listener("job_finished", run=run, stage=stage_run, job=jr, outcome=outcome)
         if failed or (jobs and not specs and not done_before):
             status, reason = Status.FAILED, "a job failed"
+            if first_failure is not None:  # say which, and why: the reason reaches `run`, `status`, dashboards
+                name, why = first_failure
+                reason = f"job {name} failed" + (f": {why}" if why else "")
         elif cancelled or cancel.is_set():
             status, reason = Status.CANCELLED, self._cancelled_why("cancelled")
         else:
@@ -553,7 +562,8 @@ class Engine:
             "GO_STAGE_NAME": stage.name,
             "GO_STAGE_COUNTER": str(stage_run.counter),
             "GO_JOB_NAME": jr.name,
-            "GO_TRIGGER_USER": run.triggered_by,
+            # GoCD: the person who approved (or reran) this stage; else whoever or whatever triggered the run
+            "GO_TRIGGER_USER": stage_run.approved_by or run.triggered_by,
             "WORKBENCH_RUN_ID": str(run.id),
             "WORKBENCH_STAGE_RUN_ID": str(stage_run.id),
             "WORKBENCH_JOB_RUN_ID": str(jr.id),
@@ -651,11 +661,13 @@ def _checkouts(pipeline: Pipeline, revisions: Mapping[str, Any]) -> list[dict[st
     return out
 
 
-def find_run(store: Any, locator: str) -> tuple[PipelineRun, list[str]]:
-    """``PIPELINE/COUNTER[/STAGE[/JOB]]`` → the run and the rest of the path."""
+def find_run(store: Any, locator: str, expected: str = "PIPELINE/COUNTER[/STAGE[/JOB]]") -> tuple[PipelineRun, list[str]]:
+    """``PIPELINE/COUNTER[/STAGE[/JOB]]`` → the run and the rest of the path.
+
+    ``expected`` is the form the caller wants, named in the error for a locator too short."""
     parts = [p for p in locator.strip("/").split("/") if p]
     if len(parts) < 2:
-        raise NotFound(f"{locator!r}: expected PIPELINE/COUNTER[/STAGE[/JOB]]")
+        raise NotFound(f"{locator!r}: expected {expected}")
     pipeline, counter = parts[0], parts[1]
     if counter != "latest" and not counter.isdigit():
         raise NotFound(f"{locator!r}: counter must be a number or 'latest'")

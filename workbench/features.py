@@ -15,7 +15,9 @@ FEATURES = (
     "workbench.approvals",  # manual approvals, roles, audit
     "workbench.traffic",  # routes, traffic providers, rollback
     "workbench.metrics_store",  # incidents and deployment marks
+    "workbench.pauses",  # pause / unpause a pipeline (GoCD), its history
     "workbench.server.tokens",  # the release service's API tokens (no web framework imported)
+    "workbench.server.deliveries",  # webhook deliveries received by the release service (no web framework)
 )
 
 _loaded = False

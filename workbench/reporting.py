@@ -67,6 +67,14 @@ def status_rows(ws: Any) -> list[dict[str, Any]]:
             {"material": e["material"], "url": e["url"], "message": e["message"], "since": _iso(e["first_seen"])}
             for e in errors.get(row["pipeline"], ())
         ]
+    from .pauses import current_pauses
+
+    paused = current_pauses(ws.store)
+    for row in rows:  # GoCD's pause: who stopped the pipeline, why, since when (None when not paused)
+        held = paused.get(row["pipeline"])
+        row["paused"] = held is not None
+        row["pause"] = None if held is None else {"by": held.by, "reason": held.reason,
+                                                  "since": _iso(held.since)}
     return rows
 
 
@@ -166,12 +174,20 @@ def print_status(rows: list[dict[str, Any]]) -> None:
             for s in r["stages"]
         )
         run = "" if r["counter"] is None else f"{r['counter']} ({r['label']})"
-        table.add_row(r["pipeline"], r["group"], run, f"[{COLOURS.get(r['status'], 'white')}]{r['status']}[/]", stages)
+        shown = f"[{COLOURS.get(r['status'], 'white')}]{r['status']}[/]" + (" [yellow](paused)[/]" if r.get("paused") else "")
+        table.add_row(r["pipeline"], r["group"], run, shown, stages)
     console = Console(width=max(100, _term_width()))
     console.print(table)
     for r in rows:
+        if r.get("status") in ("failed", "cancelled", "rejected") and r.get("reason"):
+            console.print(f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", markup=False, style="red",
+                          soft_wrap=True)
         for w in r.get("waiting_jobs") or ():
             console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
+        if r.get("pause"):
+            why = f": {r['pause']['reason']}" if r["pause"]["reason"] else ""
+            console.print(f"{r['pipeline']}: paused by {r['pause']['by']} since {r['pause']['since']}{why}",
+                          markup=False, style="yellow")
         for e in r.get("material_errors") or ():
             console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
                           markup=False, style="red")
@@ -181,9 +197,10 @@ def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:
     """``PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB`` → its log file and job run."""
     from .engine import find_run
 
-    run, rest = find_run(ws.store, locator)
+    form = "PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB"
+    run, rest = find_run(ws.store, locator, form)
     if len(rest) not in (2, 3):
-        raise NotFound(f"{locator!r}: expected PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB")
+        raise NotFound(f"{locator!r}: expected {form}")
     stage_name, job_name = rest[0], rest[-1]
     detail = ws.store.run_detail(run)
     stages = [s for s in detail.stages if s.name == stage_name]

@@ -52,6 +52,7 @@ class Finish:
 
     status: Status
     reason: str | None = None
+    stage: str | None = None  # the stage that ended it (its own reason completes the run's)
 
 
 Decision = RunStage | AwaitApproval | Busy | Finish
@@ -99,10 +100,10 @@ def _decide(name: str, position: int, status: Status) -> Decision:
     if status == Status.WAITING:
         return AwaitApproval(name, position)
     if status == Status.REJECTED:
-        return Finish(Status.REJECTED, f"stage {name} was rejected")
+        return Finish(Status.REJECTED, f"stage {name} was rejected", name)
     if status == Status.CANCELLED:
-        return Finish(Status.CANCELLED, f"stage {name} was cancelled")
-    return Finish(Status.FAILED, f"stage {name} {status.value}")
+        return Finish(Status.CANCELLED, f"stage {name} was cancelled", name)
+    return Finish(Status.FAILED, f"stage {name} {status.value}", name)
 
 
 def job_instances(job: Job, agents: int = 1) -> list[tuple[str, int, int]]:

@@ -360,7 +360,11 @@ class Scheduler:
     def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
         """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
         from .materials.controls import pipeline_lock
+        from .pauses import current_pause
 
+        held = current_pause(self.ws.store, p.name)
+        if held is not None:  # GoCD: a paused pipeline is never triggered automatically
+            return [], [f"{p.name}: {held.describe()}"], []
         holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
             return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []
@@ -465,19 +469,31 @@ class Scheduler:
         return bool(self._drives)
 
     # -- loops -------------------------------------------------------------------
-    def run_until_idle(self, *, max_passes: int | None = None) -> TickReport:
+    def run_until_idle(self, *, max_passes: int | None = None,
+                       events: tuple[Iterable[tuple[str, str]], Iterable[str]] | None = None) -> TickReport:
         """A tick: passes and driving until no run is in progress here and nothing new triggers.
 
         ``max_passes`` (default: 100, or 4 per pipeline in a larger workspace: a
         chain of N pipelines takes about N passes) bounds the passes; past it
         the tick reports an error and only finishes the runs it drives.
+        ``events`` (``(passed (pipeline, stage) pairs, finished pipelines)``) makes
+        it answer those alone, as if this process had seen them: what ``workbench
+        run`` finished triggers downstream, and their downstreams in turn, without
+        polling any material or starting anything else that happens to be due.
         """
         started = time.monotonic()
         if max_passes is None:
             max_passes = max(100, 4 * len(self.ws.config.pipelines))
+        first = True
+        if events is not None:
+            passed, finished = events
+            with self._mutex:
+                self._passed |= set(passed)
+                self._finished |= set(finished)
+            self._full_due = False
+            first = False
         try:
             self._progress = True
-            first = True
             while True:
                 if self._stopping.is_set():  # a stop signal: let the drivers record the cancel, decide nothing
                     self._progress = False
@@ -507,8 +523,14 @@ class Scheduler:
         return self.report
 
     def serve_forever(self, interval: float, *, on_pass: Callable[[TickReport], None] | None = None,
-                      stop: threading.Event | None = None) -> None:
-        """Loop until Ctrl-C (or ``stop``): a full pass every ``interval`` s, sooner when woken."""
+                      stop: threading.Event | None = None,
+                      on_exit: Callable[[TickReport], None] | None = None) -> None:
+        """Loop until Ctrl-C (or ``stop``, or :meth:`cancel`): a full pass every ``interval`` s, sooner when woken.
+
+        ``on_pass`` gets what each pass did; ``on_exit`` what happened on the way
+        out (the runs cancelled then). Not one more ``on_pass``: that would count
+        as a pass for the webhook confirmations, which must see real polls only.
+        """
         stop = stop or threading.Event()
         watcher = threading.Thread(target=self._watch_notifications, args=(stop,), name="wb-notify", daemon=True)
         watcher.start()
@@ -539,8 +561,8 @@ class Scheduler:
                     len(self.report.material_errors), len(self.report.errors))
             self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
             self._pool.shutdown(wait=True)
-            if on_pass is not None:  # the runs cancelled on the way out are news too
-                on_pass(_since(self.report, mark))
+            if on_exit is not None:  # the runs cancelled on the way out are news too
+                on_exit(_since(self.report, mark))
 
     def _watch_notifications(self, stop: threading.Event) -> None:
         folder = _notify_dir(self.ws)
@@ -679,7 +701,8 @@ def serving(ws: Any, what: str = "workbench serve") -> Iterator[None]:
 
 def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], None] | None = None,
           listener: Callable[..., None] | None = None, executor: Any = None, max_parallel: int | None = None,
-          stop: threading.Event | None = None, started: Callable[[Scheduler], Any] | None = None) -> None:
+          stop: threading.Event | None = None, started: Callable[[Scheduler], Any] | None = None,
+          on_exit: Callable[[TickReport], None] | None = None) -> None:
     """Scheduling passes in a loop until Ctrl-C (or ``stop``, or ``Scheduler.cancel``); one serve per workspace.
 
     ``started(scheduler)`` is called before the loop (the CLI's stop-signal handlers attach to it).
@@ -690,7 +713,7 @@ def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], No
         with Scheduler(ws, listener=listener, executor=executor, max_parallel=max_parallel) as s:
             if started is not None:
                 started(s)
-            s.serve_forever(interval, on_pass=on_pass, stop=stop)
+            s.serve_forever(interval, on_pass=on_pass, stop=stop, on_exit=on_exit)
 
 
 def material_keys(ws: Any, what: str | None) -> list[str] | None:

@@ -66,7 +66,7 @@ def test_run_passes_and_history_status_logs(workspace: Any) -> None:
     r = workspace.cli("history", "--format", "csv")
     assert r.out.splitlines()[0].startswith("pipeline,counter,label,status")
     r = workspace.cli("validate")
-    assert r.code == 0 and "ok: 1 pipelines" in r.out
+    assert r.code == 0 and "ok: 1 pipeline in 1 file" in r.out
 
 
 def test_validate_warns_about_gocd_keys_the_workbench_does_not_use(workspace: Any) -> None:

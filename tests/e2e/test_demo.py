@@ -24,7 +24,7 @@ def test_demo_runs_the_shops_release(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     assert "a real nginx" in p.stdout
-    assert "install_prod_100 approved -> run passed  measured split {'green': 200}" in p.stdout
+    assert "install_prod_100 approved -> run passed  measured split green 100% of 200 requests" in p.stdout
 
     from workbench import Workspace
 
@@ -44,3 +44,27 @@ def test_demo_runs_the_shops_release(tmp_path: Path) -> None:
     # the packages really moved from qa to prod
     assert (target / ".workbench" / "packages" / "prod").is_dir()
     ws.close()
+
+    # issue 16 defect 1, issue 19 item 3: the demo's last lines say how to act as carol, and doing so works
+    # although the demo stopped its nginx (the route starts it again)
+    hint = [ln.strip() for ln in p.stdout.splitlines() if ln.strip().startswith("JUPYTERHUB_USER=carol")]
+    assert hint, p.stdout[-3000:]
+    command = hint[0].split("   #")[0].split()
+    env = {**os.environ, command[0].split("=")[0]: command[0].split("=")[1]}
+    argv = [sys.executable, "-m", "workbench", *[a.strip("'") for a in command[2:]]]
+    argv = argv[:argv.index("-m", 3)] + ["-m", "QA ok"] if "-m" in argv[3:] else argv
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        ws = Workspace.open(target)
+        assert ws.store.get_pipeline_run("qa_deploy", 2).status.value in ("passed", "waiting")
+        stages = ws.frames.stage_runs
+        qa2 = stages[(stages["pipeline"] == "qa_deploy") & (stages["counter"] == 2)]
+        assert "failed" not in set(qa2["status"]), qa2[["stage", "status", "reason"]]
+        ws.close()
+    finally:
+        for pid_file in (target / ".workbench" / "demo-traffic" / "nginx").glob("*/nginx.pid"):
+            try:
+                os.kill(int(pid_file.read_text().strip()), 15)
+            except (OSError, ValueError):
+                pass

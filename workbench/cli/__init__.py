@@ -57,7 +57,7 @@ class WorkbenchGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
 
 
-def _service(ctx: click.Context) -> Any:
+def _service(ctx: click.Context, *, reading: bool = False) -> Any:
     """The application layer the command talks to: the release service when one is configured, else here.
 
     ``$WORKBENCH_SERVER`` or workbench.yaml's ``server: {url: ...}`` sends the
@@ -73,7 +73,7 @@ def _service(ctx: click.Context) -> Any:
         return obj["service"]
     url = None if obj.get("local") else (os.environ.get("WORKBENCH_SERVER") or None)
     if url is None and not obj.get("local"):
-        url = _ws(ctx).settings.server.url
+        url = _ws(ctx, reading=reading).settings.server.url
     if url:
         from ..client import Client
 
@@ -82,7 +82,7 @@ def _service(ctx: click.Context) -> Any:
     else:
         from ..service.local import Local
 
-        obj["service"] = Local(_ws(ctx))
+        obj["service"] = Local(_ws(ctx, reading=reading))
     return obj["service"]
 
 
@@ -92,14 +92,23 @@ def _remote(ctx: click.Context) -> bool:
     return isinstance(_service(ctx), Client)
 
 
-def _ws(ctx: click.Context) -> Any:
+def _ws(ctx: click.Context, *, reading: bool = False) -> Any:
+    """The workspace of ``-w``; ``reading``: a command that only reads refuses a folder that is not a
+    workspace (no pipelines/, no .workbench/) instead of creating a store there."""
     from ..workspace import Workspace
 
     obj = ctx.find_root().obj
     if "ws" not in obj:
         obj["ws"] = Workspace.open(obj.get("workspace"))
         ctx.find_root().call_on_close(obj["ws"].close)
-    return obj["ws"]
+    ws = obj["ws"]
+    if reading and not ws.pipelines_dir.is_dir() and not ws.state.is_dir() and not ws.settings.store_url \
+            and not ws._store_url:
+        from ..errors import UsageError
+
+        raise UsageError(f"{ws.root} is not a workspace: it has no pipelines/ folder and no history "
+                         "(.workbench/); pass -w WORKSPACE or create pipelines/*.gocd.yaml")
+    return ws
 
 
 @click.group(cls=WorkbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,15 +126,25 @@ def main(ctx: click.Context, workspace: str | None, local: bool) -> None:
 @main.command()
 @click.pass_context
 def validate(ctx: click.Context) -> None:
-    """Check the pipeline files; print FILE:LINE:COL for each problem (exit 2)."""
+    """Check every file a later command loads (pipeline files, workbench.yaml, notebook parameters);
+    print FILE:LINE:COL for each problem (exit 2)."""
+    from ..service.local import Local
+
     ws = _ws(ctx)
-    cfg = ws.config
-    for w in cfg.warnings:
-        _err(str(w))
-    for check in VALIDATE_CHECKS:  # features' checks that need the workspace's files (notebooks, ...)
-        for w in check(cfg, ws.root):
-            _err(str(w))
-    click.echo(f"ok: {len(cfg.pipelines)} pipelines in {len(cfg.files)} files")
+    if not ws.pipelines_dir.is_dir():
+        _ = ws.settings  # workbench.yaml is still checked
+        _err(f"warning: {ws.root} has no pipelines/ folder: no pipeline files to check "
+             "(a workspace keeps its pipelines in pipelines/*.gocd.yaml)")
+        click.echo("ok: no pipelines")
+        return
+    result = Local(ws).validate()
+    for w in result["warnings"]:
+        _err(w)
+    click.echo(f"ok: {plural(result['pipelines'], 'pipeline')} in {plural(result['files'], 'file')}")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 # (config, workspace root) -> warnings; registered by cli/<feature>.py modules
@@ -135,11 +154,15 @@ VALIDATE_CHECKS: list[Callable[[Any, Any], list[Any]]] = []
 @main.command()
 @click.argument("pipeline")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once (default: CPU count).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result line.")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once (default: CPU count).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display, only the result lines.")
+@click.option("--no-downstream", is_flag=True,
+              help="Stop after PIPELINE's own run; do not start the pipelines that depend on it.")
 @click.pass_context
-def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool) -> None:
-    """Trigger PIPELINE and run it here in the foreground (exit 0 passed, 1 failed)."""
+def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int | None, quiet: bool,
+        no_downstream: bool) -> None:
+    """Trigger PIPELINE and run it here in the foreground, then the pipelines its passed stages trigger
+    (as GoCD does), and theirs in turn (exit 0 all passed or waiting, 1 one failed)."""
     from ..progress import Progress
 
     gc.disable()  # see _started
@@ -157,7 +180,49 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
             stop.attach(engine)
             with progress:
                 result = engine.run(pipeline)
-        finish_run(ws, result, stop)
+        downstream = None
+        if not no_downstream and stop.received is None:
+            downstream = _downstream(ws, result, quiet, executor, parallel, stop)
+        finish_run(ws, result, downstream=downstream, stop=stop)
+
+
+def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: int | None,
+                stop: Stop) -> list[Any]:
+    """Drive what ``run``'s passed stages trigger (dependency materials), and their downstreams in turn.
+
+    A scheduler answering those events alone (``run_until_idle(events=...)``):
+    no material is polled and nothing else that happens to be due starts.
+    Returns the runs it created, oldest first; none (no scheduler at all) when
+    nothing depends on the stages that passed.
+    """
+    from ..progress import Progress
+    from ..status import Status
+    from ..triggering import Scheduler, dependency_index
+
+    if run.status in (Status.SCHEDULED, Status.RUNNING):  # another process drives it
+        return []
+    detail = ws.store.run_detail(run)
+    passed = [(run.pipeline, s.name) for s in detail.latest_stages().values() if s.status == Status.PASSED]
+    if not any(key in dependency_index(ws.config) for key in passed):
+        return []
+    created: list[int] = []
+    progress = Progress(quiet=quiet)
+
+    def listen(event: str, **data: Any) -> None:
+        if event == "run_created":
+            created.append(data["run"].id)
+            if not quiet:
+                new = data["run"]
+                ups = [str(v.get("revision")) for v in new.revisions.values()
+                       if isinstance(v, dict) and v.get("kind") == "dependency"]
+                click.echo(f"{new.locator} triggered by {', '.join(ups) or run.locator}")
+        progress(event, **data)
+
+    with Scheduler(ws, listener=listen, executor=executor, max_parallel=parallel) as s:
+        stop.attach(s)  # a stop signal cancels the downstream runs too
+        with progress:
+            s.run_until_idle(events=(passed, [run.pipeline] if run.status.finished else []))
+    return [ws.store.get_pipeline_run_by_id(i) for i in created]
 
 
 def _started() -> None:
@@ -173,28 +238,34 @@ def _started() -> None:
     gc.enable()
 
 
-def finish_run(ws: Any, run: Any, stop: Stop | None = None) -> None:
+def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None, stop: Stop | None = None) -> None:
     """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
 
     ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
     0: passed; stopped to wait for an approval; or taken over by another
     process (a tick or serve now drives a stage of it: the run is still
     going, nothing failed, and the line says where to follow it). 1: failed
-    or rejected. 130: cancelled. A command a stop signal N reached exits
-    128 + N whatever the run's status (the line says how the run ended): the
-    caller that sent the signal learns the command obeyed it.
+    or rejected. 130: cancelled. ``downstream`` (``workbench run``'s
+    downstream runs) each get their line, and the worst of all decides.
+    A command a stop signal N reached (``stop``) exits 128 + N whatever the
+    runs' statuses (the lines say how they ended): the supervisor that sent
+    the signal learns the command obeyed it.
     """
     from ..status import Status
 
-    click.echo(_result_line(ws, run))
+    code = 0
+    for r in [run, *(downstream or ())]:
+        click.echo(_result_line(ws, r))
+        if r.status in (Status.SCHEDULED, Status.RUNNING):
+            click.echo(f"{r.locator} continues in another process (`workbench status`, `workbench logs -f`)")
+        elif r.status == Status.CANCELLED:
+            code = code or EXIT_INTERRUPTED
+        elif r.status not in (Status.WAITING, Status.PASSED):
+            code = EXIT_FAILED
     if stop is not None and stop.exit_code is not None:
-        sys.exit(stop.exit_code)
-    if run.status in (Status.SCHEDULED, Status.RUNNING):
-        click.echo(f"{run.locator} continues in another process (`workbench status`, `workbench logs -f`)")
-        return
-    if run.status in (Status.WAITING, Status.PASSED):
-        return
-    sys.exit(EXIT_INTERRUPTED if run.status == Status.CANCELLED else EXIT_FAILED)
+        code = stop.exit_code
+    if code:
+        sys.exit(code)
 
 
 def _result_line(ws: Any, run: Any) -> str:
@@ -225,7 +296,7 @@ def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
     from ..reporting import print_status
 
-    rows = _service(ctx).board()
+    rows = _service(ctx, reading=True).board()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -241,7 +312,7 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
     """Past runs, newest first."""
     from ..reporting import print_table
 
-    rows = _service(ctx).history(pipeline, limit)
+    rows = _service(ctx, reading=True).history(pipeline, limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -262,7 +333,7 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
 @click.pass_context
 def logs(ctx: click.Context, locator: str, follow: bool) -> None:
     """Print the log of PIPELINE/COUNTER/STAGE/JOB (STAGE may carry /STAGE_COUNTER)."""
-    for chunk in _service(ctx).log(locator, follow=follow):
+    for chunk in _service(ctx, reading=True).log(locator, follow=follow):
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
 
@@ -330,7 +401,7 @@ def _load_feature_commands() -> None:
     import importlib.util
 
     for name in ("materials", "notebooks", "artifacts", "packages", "approvals", "traffic", "metrics", "dashboard",
-                 "agents", "admin", "server"):
+                 "agents", "admin", "server", "webhooks"):
         mod = f"{__name__}.{name}"
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)

@@ -44,7 +44,7 @@ def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool,
             stop.attach(engine)
             with progress:
                 result = engine.drive(run["id"])
-        finish_run(ws, result, stop)
+        finish_run(ws, result, stop=stop)
 
 
 @main.command()
@@ -66,7 +66,7 @@ def approvals(ctx: click.Context, fmt: str) -> None:
     """Stages waiting for approval, and who may approve each."""
     from ..reporting import print_table
 
-    rows = _service(ctx).approvals()
+    rows = _service(ctx, reading=True).approvals()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -128,7 +128,7 @@ def audit(ctx: click.Context, limit: int, fmt: str) -> None:
     """Every decision and refused attempt, newest first: who, when, what, comment, outcome."""
     from ..reporting import print_table
 
-    rows = _service(ctx).audit(limit)
+    rows = _service(ctx, reading=True).audit(limit)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
     else:

@@ -14,7 +14,7 @@ from . import _service, main
 @click.pass_context
 def artifacts_cmd(ctx: click.Context, locator: str, fmt: str) -> None:
     """List the artifacts of a run (PIPELINE/COUNTER, counter may be 'latest'), a stage or a job."""
-    rows = _service(ctx).artifacts(locator)
+    rows = _service(ctx, reading=True).artifacts(locator)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return

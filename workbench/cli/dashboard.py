@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
 
@@ -62,6 +63,48 @@ def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> N
             "--MappingKernelManager.cull_connected=False"]
     host = f"[{ip}]" if ":" in ip else ip
     click.echo(f"release dashboard of {ws.root} at http://{host}:{port}/ (Ctrl-C stops it)", err=True)
-    code = subprocess.call(argv, env=env)
-    if code not in (0, -2, 130):
+    code, stopped = _serve_until_signal(argv, env)
+    if stopped:
+        click.echo("dashboard stopped", err=True)
+        return
+    if code not in (0, -2, -15, 130):
         raise UsageError(f"Voila stopped with status {code}")
+
+
+def _default_signals() -> None:  # in the child: whatever dispositions this process inherited (nohup, `&`)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _serve_until_signal(argv: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Run Voila until it exits or this process gets SIGINT, SIGTERM or SIGHUP.
+
+    Any of the three is passed to Voila as SIGTERM, on which it shuts its
+    kernels down (they run in sessions of their own, so killing Voila's
+    process group would leave them behind); if it has not exited 15 s later it
+    is killed. Returns Voila's status and whether a signal stopped it.
+    """
+    proc = subprocess.Popen(argv, env=env, preexec_fn=_default_signals)
+    got: list[int] = []
+
+    def forward(sig: int, _frame: object) -> None:
+        got.append(sig)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in sigs}
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=15 if got else None)
+                break
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, bool(got)

@@ -69,7 +69,7 @@ def serve(ctx: click.Context, interval: float, quiet: bool) -> None:
         if not quiet:
             click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; "
                        "`workbench notify` polls now; Ctrl-C stops)")
-        do_serve(ws, interval, on_pass=on_pass, started=stop.attach)
+        do_serve(ws, interval, on_pass=on_pass, on_exit=on_pass, started=stop.attach)
     if not quiet:
         click.echo(f"{_stamp()} stopped" + (f" ({stop.name})" if stop.name else ""))
     if stop.exit_code is not None:
@@ -109,7 +109,7 @@ def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | Non
             stop.attach(engine)  # before the run exists: a signal from here on cancels it, never orphans it
             with progress:
                 result = engine.drive(start(engine))
-        finish_run(ws, result, stop)
+        finish_run(ws, result, stop=stop)
 
 
 def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -129,7 +129,7 @@ def _revision_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--revision", "-r", "revisions", multiple=True, metavar="MATERIAL=REV",
               help="Use this revision of a material (sha, branch, tag; for an upstream: COUNTER or PIPELINE/COUNTER).")
 @click.option("--executor", default=None, help="local (default) or dask://HOST:PORT.")
-@click.option("--parallel", "-j", type=int, default=None, help="Jobs of a stage run at once.")
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None, help="Jobs of a stage run at once.")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], executor: str | None,
@@ -152,7 +152,7 @@ def trigger(ctx: click.Context, pipeline: str, revisions: tuple[str, ...], execu
 @click.argument("locator", metavar="PIPELINE/COUNTER/STAGE")
 @click.option("--failed-jobs", is_flag=True, help="Rerun only the jobs that did not pass.")
 @click.option("--executor", default=None)
-@click.option("--parallel", "-j", type=int, default=None)
+@click.option("--parallel", "-j", type=click.IntRange(min=1), default=None)
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def rerun(ctx: click.Context, locator: str, failed_jobs: bool, executor: str | None, parallel: int | None,
@@ -195,6 +195,25 @@ def cancel(ctx: click.Context, locator: str, wait_s: float) -> None:
     click.echo(f"{loc}: still running after {wait_s:g}s; the request stands and its process will act on it",
                err=True)
     sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("-m", "--reason", "reason", default=None, help="why (shown in status, the board and the audit)")
+@click.pass_context
+def pause(ctx: click.Context, pipeline: str, reason: str | None) -> None:
+    """Pause PIPELINE (GoCD): nothing triggers it, automatically or by hand, until unpaused."""
+    done = _service(ctx).pause(pipeline, reason)
+    click.echo(f"{done['pipeline']} paused by {done['paused_by']}" + (f": {reason}" if reason else ""))
+
+
+@main.command()
+@click.argument("pipeline")
+@click.pass_context
+def unpause(ctx: click.Context, pipeline: str) -> None:
+    """Unpause PIPELINE: the next scheduling pass may trigger it again."""
+    done = _service(ctx).unpause(pipeline)
+    click.echo(f"{done['pipeline']} unpaused (was paused by {done['was_paused_by']})")
 
 
 @main.command()

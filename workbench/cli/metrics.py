@@ -62,7 +62,7 @@ def incident_list(ctx: click.Context, open_only: bool, fmt: str) -> None:
     """Incidents, oldest first."""
     from ..reporting import print_table
 
-    rows = _service(ctx).incidents(open_only)
+    rows = _service(ctx, reading=True).incidents(open_only)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif not rows:

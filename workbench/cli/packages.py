@@ -67,7 +67,7 @@ def list_cmd(ctx: click.Context, name: str | None, repos: tuple[str, ...], fmt: 
     """Versions in the repositories (only committed versions: an interrupted copy is not listed)."""
     from ..reporting import print_table
 
-    rows = _service(ctx).packages(name, repos)
+    rows = _service(ctx, reading=True).packages(name, repos)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:

@@ -137,15 +137,31 @@ def value_stream_data(h: History, run_id: int, *, max_commits: int = 40) -> tupl
                 depth.setdefault(int(r), sign * d)
             members -= nxt
             frontier = nxt
+    # a run's processing time leaves out the time its stages waited for a person: a value stream map
+    # separates waiting from working (issue 16)
+    st = h.stages
+    waits: dict[int, float] = {}
+    if len(st):
+        mine = st.loc[st["run_id"].isin(list(depth)) & (st["approval_type"].astype(str) == "manual")]
+        span = runs.reindex(mine["run_id"].to_numpy())
+        # only the part of the wait inside the run's own span (a first stage's wait may precede its start)
+        lo = np.maximum(pd.to_datetime(mine["created_at"], utc=True).to_numpy(),
+                        pd.to_datetime(span["started_at"], utc=True).to_numpy())
+        hi = np.minimum(pd.to_datetime(mine["started_at"], utc=True).to_numpy(),
+                        pd.to_datetime(span["finished_at"], utc=True).to_numpy())
+        gap = pd.Series((hi - lo) / np.timedelta64(1, "s"), index=mine.index)
+        waits = gap.clip(lower=0).fillna(0).groupby(mine["run_id"].to_numpy()).sum().to_dict()
     nodes = []
     for rid, dp in depth.items():
         if rid not in runs.index:
             continue
         r = runs.loc[rid]
         dur = r["finished_at"] - r["started_at"] if not pd.isna(r["finished_at"]) and not pd.isna(r["started_at"]) else pd.NaT
+        waited = float(waits.get(rid, 0.0) or 0.0)
         nodes.append({"id": f"run:{rid}", "kind": "run", "run_id": rid, "label": f"{r['pipeline']} #{r['counter']}",
                       "layer": dp, "status": str(r["status"]), "start": r["created_at"], "finish": r["finished_at"],
-                      "process_s": dur / pd.Timedelta(seconds=1) if not pd.isna(dur) else np.nan})
+                      "process_s": max(dur / pd.Timedelta(seconds=1) - waited, 0.0) if not pd.isna(dur) else np.nan,
+                      "approval_wait_s": waited})
     edges = []
     for e in prov.loc[prov["upstream_run_id"].isin(depth) & prov["downstream_run_id"].isin(depth)].itertuples(index=False):
         a, b = runs.loc[e.upstream_run_id], runs.loc[e.downstream_run_id]
@@ -163,12 +179,14 @@ def value_stream_data(h: History, run_id: int, *, max_commits: int = 40) -> tupl
             rid = int(cm.pipeline_run_id)
             nid = f"commit:{cm.sha}"
             nodes.append({"id": nid, "kind": "commit", "run_id": rid, "label": str(cm.sha)[:8], "layer": left,
-                          "status": "commit", "start": cm.when, "finish": cm.when, "process_s": np.nan})
+                          "status": "commit", "start": cm.when, "finish": cm.when, "process_s": np.nan,
+                          "approval_wait_s": np.nan})
             created = runs.loc[rid, "created_at"] if rid in runs.index else pd.NaT
             wait = created - cm.when if not pd.isna(created) and not pd.isna(cm.when) else pd.NaT
             edges.append({"source": nid, "target": f"run:{rid}",
                           "wait_s": max(wait / pd.Timedelta(seconds=1), 0.0) if not pd.isna(wait) else np.nan})
-    n = pd.DataFrame(nodes, columns=["id", "kind", "run_id", "label", "layer", "status", "start", "finish", "process_s"])
+    n = pd.DataFrame(nodes, columns=["id", "kind", "run_id", "label", "layer", "status", "start", "finish", "process_s",
+                                     "approval_wait_s"])
     if len(n):
         n["y"] = n.groupby("layer").cumcount() - (n.groupby("layer")["id"].transform("size") - 1) / 2
     else:
@@ -186,12 +204,35 @@ def _go() -> Any:
 
 
 def _layout(fig: Any, title: str, **kw: Any) -> Any:
-    # plotly's default template; naming another one per figure costs ~30 ms of deep copies each
+    # plotly's default template; naming another one per figure costs ~30 ms of deep copies each.
+    # No width: the figure fills its box, so a 1920 px screen is used (autosize, issue 16).
     fig.update_layout(title=title, margin=dict(l=50, r=20, t=40, b=40), height=kw.pop("height", 300),
-                      plot_bgcolor="white", **kw)
+                      plot_bgcolor="white", autosize=True, **kw)
     fig.update_xaxes(gridcolor="#eee")
     fig.update_yaxes(gridcolor="#eee")
     return fig
+
+
+def _empty_note(fig: Any, text: str) -> Any:
+    """A chart with nothing to draw says why, instead of showing an empty -1..6 axis."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=14, color="#666"))
+    return fig
+
+
+def time_unit(hours: Any) -> tuple[str, float]:
+    """The unit a set of durations (in hours) reads best in, and the factor from hours to it."""
+    values = pd.Series(hours, dtype=float).dropna()
+    top = float(values.max()) if len(values) else 0.0
+    if top < 2 / 60:
+        return "seconds", 3600.0
+    if top < 2:
+        return "minutes", 60.0
+    if top < 72:
+        return "hours", 1.0
+    return "days", 1 / 24
 
 
 def _naive(s: pd.Series) -> list[str]:
@@ -205,43 +246,72 @@ def _day(s: pd.Series) -> list[str]:
 
 
 def lead_time_figure(data: pd.DataFrame) -> Any:
+    """Lead time per commit, in the unit its values read best in (seconds for a demo, days for a slow team)."""
     go = _go()
-    fig = go.Figure(go.Box(x=_day(data["bucket"]), y=data["hours"], boxpoints="all", jitter=0.3, name="lead time",
-                           text=data["sha"], hovertemplate="%{text}: %{y:.1f} h<extra></extra>"))
-    return _layout(fig, "Change lead time per commit (hours)", yaxis_title="hours", showlegend=False,
-                   xaxis_type="category")
+    unit, factor = time_unit(data["hours"])
+    fig = go.Figure(go.Box(x=_day(data["bucket"]), y=data["hours"] * factor, boxpoints="all", jitter=0.3,
+                           name="lead time", text=data["sha"],
+                           hovertemplate="%{text}: %{y:.1f} " + unit + "<extra></extra>"))
+    _layout(fig, f"Change lead time per commit ({unit})", yaxis_title=unit, showlegend=False, xaxis_type="category")
+    if data.empty:
+        _empty_note(fig, "no commits deployed in this period")
+    return fig
 
 
 def frequency_figure(counts: pd.DataFrame) -> Any:
     go = _go()
     fig = go.Figure(go.Bar(x=_day(counts["period"]), y=counts["deployments"], name="deployments",
                            marker_color=STYLES["passed"][0]))
-    return _layout(fig, "Deployment frequency", yaxis_title="deployments", xaxis_type="category")
+    _layout(fig, "Deployment frequency", yaxis_title="deployments", xaxis_type="category")
+    if counts.empty:
+        _empty_note(fig, "no production deployments in this period")
+    return fig
 
 
 def rate_figure(data: pd.DataFrame, title: str, colour: str) -> Any:
+    """A rate per period; each bar says "N% of M deployments", so a 0% period is a visible zero, not a gap."""
     go = _go()
-    fig = go.Figure(go.Bar(x=_day(data["period"]), y=data["rate"], marker_color=colour,
+    labels = [f"{(r if r == r else 0):.0%} of {int(d)}" for r, d in zip(data["rate"], data["deployments"])]
+    fig = go.Figure(go.Bar(x=_day(data["period"]), y=data["rate"].fillna(0), marker_color=colour,
+                           text=labels, textposition="outside", cliponaxis=False,
                            customdata=np.stack([data["hits"], data["deployments"]], axis=-1) if len(data) else None,
                            hovertemplate="%{y:.0%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
-    return _layout(fig, title, yaxis_tickformat=".0%", yaxis_range=[0, 1], xaxis_type="category")
+    _layout(fig, title, yaxis_tickformat=".0%", yaxis_range=[0, 1.1], xaxis_type="category")
+    fig.add_hline(y=0, line_color="#999", line_width=1)
+    if data.empty:
+        _empty_note(fig, "no production deployments in this period")
+    return fig
 
 
 def recovery_figure(data: pd.DataFrame) -> Any:
     go = _go()
     rec = data.loc[data["recovered"]] if len(data) else data
-    fig = go.Figure(go.Scatter(x=_naive(rec["at"]), y=rec["hours"], mode="markers", text=rec["label"], name="recovered",
-                               marker=dict(size=9, color=STYLES["failed"][0]),
-                               hovertemplate="%{text}: %{y:.1f} h<extra></extra>"))
-    return _layout(fig, "Failed deployment recovery time (hours)", yaxis_title="hours", showlegend=False)
+    unit, factor = time_unit(rec["hours"] if len(rec) else [])
+    fig = go.Figure(go.Scatter(x=_naive(rec["at"]), y=rec["hours"] * factor, mode="markers", text=rec["label"],
+                               name="recovered", marker=dict(size=9, color=STYLES["failed"][0]),
+                               hovertemplate="%{text}: %{y:.1f} " + unit + "<extra></extra>"))
+    _layout(fig, f"Failed deployment recovery time ({unit})", yaxis_title=unit, showlegend=False)
+    if data.empty:
+        _empty_note(fig, "no failed deployments in this period")
+    elif rec.empty:
+        _empty_note(fig, f"{len(data)} failed deployment{'s' if len(data) != 1 else ''}, none recovered yet")
+    return fig
 
 
 def stage_duration_figure(data: pd.DataFrame) -> Any:
+    """One horizontal box per pipeline/stage, the plot as tall as its rows (30+ stages stay readable)."""
     go = _go()
     fig = go.Figure()
+    rows = 0
     for (pipeline, stage), g in data.groupby(["pipeline", "stage"], sort=False):
-        fig.add_trace(go.Box(y=g["seconds"], name=f"{pipeline}/{stage}", boxpoints=False))
-    return _layout(fig, "Stage durations (seconds)", showlegend=False, height=340)
+        fig.add_trace(go.Box(x=g["seconds"], name=f"{pipeline}/{stage}", boxpoints=False, orientation="h"))
+        rows += 1
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    _layout(fig, "Stage durations (seconds)", showlegend=False, height=max(240, 22 * rows + 90),
+            xaxis_title="seconds")
+    if data.empty:
+        _empty_note(fig, "no finished stages in this period")
+    return fig
 
 
 def gantt_figure(data: pd.DataFrame, title: str = "Run timeline") -> Any:
@@ -253,7 +323,12 @@ def gantt_figure(data: pd.DataFrame, title: str = "Run timeline") -> Any:
         finish = pd.to_datetime(g["finish"], utc=True).fillna(now)
         ms = (finish - start) / pd.Timedelta(milliseconds=1)
         colours = [STYLES.get(s, STYLES["not run"])[0] if kind != "approval wait" else "#c9b3e6" for s in g["status"]]
-        fig.add_trace(go.Bar(y=g["lane"], x=ms, base=_naive(start), orientation="h", name=kind, marker_color=colours,
+        # stages solid, jobs hatched and lighter: the two kinds of bar differ at a glance (issue 16)
+        marker: dict[str, Any] = {"color": colours}
+        if kind == "job":
+            marker.update(opacity=0.55, pattern={"shape": "/", "fgcolor": "#ffffff", "size": 6},
+                          line={"color": "#555", "width": 0.5})
+        fig.add_trace(go.Bar(y=g["lane"], x=ms, base=_naive(start), orientation="h", name=kind, marker=marker,
                              customdata=g["status"], hovertemplate="%{y}: %{customdata}<extra>" + kind + "</extra>"))
     fig.update_yaxes(autorange="reversed", type="category", categoryorder="array",
                      categoryarray=list(dict.fromkeys(data["lane"])))
@@ -279,7 +354,8 @@ def value_stream_figure(nodes: pd.DataFrame, edges: pd.DataFrame, title: str = "
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#bbb", width=1.5), hoverinfo="skip"))
     for kind, g in nodes.groupby("kind", sort=False):
         colours = [STYLES.get(s, ("#555",))[0] if kind == "run" else "#4a6fa5" for s in g["status"]]
-        text = [f"{lbl}<br>{_short(p)}" if not pd.isna(p) else lbl for lbl, p in zip(g["label"], g["process_s"])]
+        text = [f"{lbl}<br>{_short(p)}" + (f" (+{_short(w)} waiting for approval)" if w and not pd.isna(w) else "")
+                if not pd.isna(p) else lbl for lbl, p, w in zip(g["label"], g["process_s"], g["approval_wait_s"])]
         fig.add_trace(go.Scatter(x=g["layer"], y=g["y"], mode="markers+text", text=text, textposition="top center",
                                  marker=dict(size=16 if kind == "run" else 9, color=colours,
                                              symbol="square" if kind == "run" else "circle",

@@ -135,8 +135,13 @@ def _hhmm(t: Any) -> str:
     return pd.Timestamp(t).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def board_html(rows: Iterable[BoardRow]) -> str:
-    """The board as an HTML table (CSS included): coloured cells, running and waiting distinct."""
+def board_html(rows: Iterable[BoardRow], paused: Mapping[str, str] | None = None) -> str:
+    """The board as an HTML table (CSS included): coloured cells, running and waiting distinct.
+
+    ``paused`` maps a paused pipeline to who paused it and why (GoCD shows the pause on the board,
+    so nobody wonders why a commit did not trigger it).
+    """
+    paused = dict(paused or {})
     parts = [BOARD_CSS, '<table class="wb-board"><tr><th>pipeline</th><th>run</th><th>stages</th></tr>']
     current = None
     for row in rows:
@@ -146,6 +151,9 @@ def board_html(rows: Iterable[BoardRow]) -> str:
         for i, run in enumerate(row.runs):
             cls = "" if i == 0 else ' class="wb-old"'
             name = f"<b>{html.escape(row.pipeline)}</b>" if i == 0 else ""
+            if i == 0 and row.pipeline in paused:
+                name += (f' <span class="wb-paused" style="color:#8a6d00">&#9208; '
+                         f'{html.escape(paused[row.pipeline])}</span>')
             shown = "" if run.label == str(run.counter) else f" {html.escape(run.label)}"
             label = "never run" if run.counter == 0 else f"#{run.counter}{shown} · {html.escape(run.status)}"
             cells = "".join(_cell_html(c) for c in run.cells)

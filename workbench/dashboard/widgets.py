@@ -50,13 +50,50 @@ class ApprovalRow(W.HBox):
         self.add_class("wb-approval")
 
     def _approve(self) -> str:
-        run = actions.approve(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value,
-                              drive=self.dash.drive, on_done=lambda _r: self.dash.refresh_live())
-        return f"approved {self.pending.locator} as {self.dash.user}; {run['locator']} goes on"
+        locator = self.pending.locator
+
+        def done(result: Any) -> None:  # the run as it stopped: the page says what really happened
+            self.dash.report_outcome(locator, result)
+            self.dash.refresh_live()
+
+        run = actions.approve(self.dash.ws, locator, user=self.dash.user, comment=self.comment.value,
+                              drive=self.dash.drive, on_done=done)
+        return f"approved {locator} as {self.dash.user}; {run['locator']} continues…"
 
     def _reject(self) -> str:
         actions.reject(self.dash.ws, self.pending.locator, user=self.dash.user, comment=self.comment.value)
         return f"rejected {self.pending.locator} as {self.dash.user}"
+
+
+_warm: list[threading.Thread] = []
+
+
+def warm_charts() -> None:
+    """Import plotly's figure widget and chart classes in the background while the board shows.
+
+    The first ``FigureWidget`` costs 1.5-2 s of imports (plotly's renderers pull in nbformat and
+    jsonschema; each trace type loads its validators): paid when the Metrics tab was first opened,
+    it made the tab take seconds (issue 16). The import lock makes a tab opened meanwhile wait for
+    the same work instead of doing it twice; nothing is built here, so no widget or comm exists yet.
+    """
+    if _warm:
+        return
+
+    def work() -> None:
+        try:
+            import plotly.graph_objects as go
+            from plotly.graph_objs import _figurewidget  # noqa: F401  (nbformat, jsonschema, anywidget)
+
+            fig = go.Figure()
+            fig.add_trace(go.Scatter(x=[0], y=[0]))
+            fig.add_trace(go.Bar(x=[0], y=[0]))
+            fig.update_layout(title="warm", xaxis={"title": "x"}, yaxis={"title": "y"}, legend={"orientation": "h"})
+        except Exception:  # a warm-up only: the tab reports real errors when it builds its charts
+            pass
+
+    t = threading.Thread(target=work, name="wb-warm-charts", daemon=True)
+    _warm.append(t)
+    t.start()
 
 
 class RouteRow(W.VBox):
@@ -74,6 +111,7 @@ class RouteRow(W.VBox):
         self.cancel = W.Button(description="Cancel")
         self.confirm_box = W.HBox([self.confirm_text, self.confirm, self.cancel], layout=W.Layout(display="none"))
         self._pending: tuple[str, Any] | None = None
+        self._shown_weight: tuple[Any, int] | None = None  # the (stack, recorded weight) the slider last showed
         for b, cls in ((self.move, "wb-move"), (self.rollback, "wb-rollback"), (self.confirm, "wb-confirm"),
                        (self.cancel, "wb-cancel")):
             b.add_class(cls)
@@ -95,8 +133,15 @@ class RouteRow(W.VBox):
         text = " · ".join(f"{html.escape(s)} {w}%{' (live)' if s == view.live else ''}" for s, w in view.weights.items())
         owner = f" — rollout of {html.escape(view.run)}" if view.run else ""
         self.weights.value = f"<div>{bar}</div><small>{text}{owner}</small>"
-        if self._pending is None and self.slider.value != view.candidate_weight:
+        # A refresh moves the slider only when the recorded weight itself changed: a person dragging it
+        # (before "Move…") keeps what they chose; the label follows the stack a move would now shift.
+        shown = (view.candidate, view.candidate_weight)
+        if self._pending is None and shown != self._shown_weight:
             self.slider.value = view.candidate_weight
+        self._shown_weight = shown
+        label = f"{view.candidate or '-'} %"
+        if self.slider.description != label:
+            self.slider.description = label
         self.rollback.disabled = not view.can_rollback
         self.rollback.tooltip = view.why_not or f"put 100% back on {view.live} for {view.run}"
 
@@ -152,8 +197,10 @@ class Dashboard(W.VBox):
         self.status = W.HTML()
         self.message = W.HTML()
         self.message.add_class("wb-message")
-        self.live = W.ToggleButton(value=autostart, description="live", tooltip="refresh while runs progress")
-        self.live.observe(lambda ch: self.start() if ch["new"] else self.stop(), names="value")
+        self.live = W.ToggleButton(value=autostart, tooltip="refresh while runs progress (click to switch)")
+        self._show_live(autostart)
+        self.live.observe(lambda ch: (self._show_live(ch["new"]), self.start() if ch["new"] else self.stop()),
+                          names="value")
         self.board = W.HTML()
         self.board.add_class("wb-board-html")
         self.approvals = W.VBox()
@@ -192,6 +239,8 @@ class Dashboard(W.VBox):
         if charts_on_start:
             self.refresh_charts()
             self._fill_runs()
+        else:
+            warm_charts()
         if autostart:
             self.start()
 
@@ -209,6 +258,29 @@ class Dashboard(W.VBox):
         self.refresh_live()
         return ok
 
+    def _show_live(self, on: bool) -> None:
+        """The toggle says its state in words and colour: "live: on" (green) or "live: off"."""
+        self.live.description = "live: on" if on else "live: off"
+        self.live.button_style = "success" if on else ""
+        self.live.icon = "refresh" if on else "pause"
+
+    def report_outcome(self, locator: str, result: Any) -> None:
+        """After an approval, the run's real outcome replaces "approved": red with the reason when a stage
+        failed (e.g. the traffic provider's message), neutral when it waits again, green when it passed."""
+        done = f"approved {locator} as {self.user}"
+        if isinstance(result, BaseException):
+            _say(self.message, f"{done}, but the run could not go on: {result}", BAD)
+            return
+        status = getattr(result, "status", None)
+        value = getattr(status, "value", str(status))
+        why = f": {result.reason}" if getattr(result, "reason", None) else ""
+        if value in ("failed", "cancelled", "rejected"):
+            _say(self.message, f"{done}; then {result.locator} {value}{why}", BAD)
+        elif value == "passed":
+            _say(self.message, f"{done}; {result.locator} passed", OK)
+        elif value == "waiting":
+            _say(self.message, f"{done}; {result.locator} waits for the next approval", OK)
+
     # -- live refresh --------------------------------------------------------------------
     def refresh_live(self) -> None:
         """Board, approvals and routes from the store (cheap: the newest runs only)."""
@@ -216,7 +288,10 @@ class Dashboard(W.VBox):
             cfg = self.ws.config
             runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
             stage_layout, groups = source.layout(cfg)
-            board = data.board_html(data.board(runs, stages, stage_layout, groups))
+            from ..pauses import current_pauses
+
+            paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
+            board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
             before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
             self.board.value = board
             self._refresh_approvals()
@@ -317,8 +392,12 @@ class Dashboard(W.VBox):
                         fw.layout = fig.layout
             self.metrics_html.value = summary_html(m)
             f = self.figures
-            self.chart_box.children = [W.HBox([f["lead"], f["freq"]]), W.HBox([f["cfr"], f["recovery"]]),
-                                       W.HBox([f["rework"], f["stages"]])]
+
+            def cell(key: str) -> W.Box:  # each chart takes half the row, whatever the screen's width
+                return W.Box([f[key]], layout=W.Layout(flex="1 1 0", min_width="360px"))
+
+            self.chart_box.children = [W.HBox([cell("lead"), cell("freq")]), W.HBox([cell("cfr"), cell("recovery")]),
+                                       W.HBox([cell("rework"), cell("stages")])]
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         try:
@@ -366,7 +445,8 @@ def summary_html(m: Any) -> str:
         return html.escape(str(v))
 
     rows = [
-        ("Deployment frequency", f"{td(r['deployments'])} deployments, {td(r['per_week'])}/week, {td(r['frequency_bucket'])}",
+        ("Deployment frequency", f"{td(r['deployments'])} deployments, {td(r['per_week'])}/week on average; "
+         f"Four Keys bucket <i>{td(r['frequency_bucket'])}</i> (from the median week's deploy days)",
          r["deployment_frequency_band"]),
         ("Change lead time", f"median {td(r['lead_time_median'])}, p90 {td(r['lead_time_p90'])} ({td(r['commits'])} commits)",
          r["lead_time_band"]),

@@ -41,7 +41,10 @@ def latest_run(store: Any, pipeline: str) -> Any:
 
 
 def plan_trigger(engine: Any, pipeline: Any, requested: Mapping[str, str] | None, trigger: str) -> TriggerPlan | None:
-    """The engine's planner for triggers made without a plan (manual, API): lock check, then revisions."""
+    """The engine's planner for triggers made without a plan (manual, API): pause and lock checks, then revisions."""
+    from ..pauses import check_not_paused
+
+    check_not_paused(engine.store, pipeline.name)
     if pipeline.lock_behavior != "none":
         check_unlocked(engine.store, pipeline)
     if not pipeline.materials:

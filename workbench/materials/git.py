@@ -43,6 +43,9 @@ FETCH_TIMEOUT = 600.0
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true", "LC_ALL": "C"}
 
 
+FIRST_RUN_COMMITS = 100  # commits a material's first run records (all reachable from its revision, newest first)
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     sha: str
@@ -224,8 +227,13 @@ class Mirror:
             return False
 
     def commits(self, old: str | None, new: str, *, limit: int = 500) -> list[CommitInfo]:
-        """Commits in ``old..new`` (newest first) with the files each touched; just ``new`` when old is None."""
-        rng = [new, "-n", "1"] if not old else [f"{old}..{new}", f"--max-count={limit}"]
+        """Commits in ``old..new`` (newest first) with the files each touched.
+
+        Without ``old`` (a material's first run, or a force push that lost it) the run brings
+        everything reachable from ``new``: the newest ``FIRST_RUN_COMMITS`` of them, so the first
+        deployment's lead times count every commit it delivered (docs/metrics.md), boundedly.
+        """
+        rng = [new, f"--max-count={min(limit, FIRST_RUN_COMMITS)}"] if not old else [f"{old}..{new}", f"--max-count={limit}"]
         fmt = "%x1e%H%x1f%an%x1f%ae%x1f%at%x1f%ct%x1f%B%x1f"
         try:
             out = self.repo().git.execute(

@@ -139,6 +139,7 @@ def _commits_frame(frames: "Frames") -> "pd.DataFrame":
 
 
 def _revisions_frame(frames: "Frames") -> "pd.DataFrame":
+    """One row per (run, material): the revision each run built from (git sha, or upstream P/C/S/SC)."""
     pr, m = S.pipeline_runs, material_revisions
     q = (
         sa.select(m.c.pipeline_run_id.label("run_id"), *_run_cols(), m.c.material, m.c.kind, m.c.revision,
@@ -164,6 +165,7 @@ def _provenance_frame(frames: "Frames") -> "pd.DataFrame":
 
 
 def _errors_frame(frames: "Frames") -> "pd.DataFrame":
+    """Materials that could not be read (unreachable remote, bad branch): first and last seen, resolved."""
     e = material_errors
     q = sa.select(e.c.pipeline, e.c.material, e.c.url, e.c.message, e.c.first_seen, e.c.last_seen,
                   e.c.resolved_at).order_by(e.c.id)

@@ -47,7 +47,7 @@ from typing import Any
 import pandas as pd
 
 from . import bands
-from .dora import (ancestors, attribute_incidents, deployment_counts, deployments, four_keys, frequency_bucket,
+from .dora import (ancestors, attribute_incidents, serving_runs, deployment_counts, deployments, four_keys, frequency_bucket,
                    lead_times, summary)
 from .model import COLUMNS, DeployRule, History, Period
 from .stages import failure_rates, reruns, stage_summary, stage_times
@@ -77,7 +77,7 @@ class Metrics:
 
     @cached_property
     def incidents(self) -> pd.DataFrame:
-        return attribute_incidents(self.history, self.deployments)
+        return attribute_incidents(self.history, self.deployments, serving_runs(self.history, self.rule))
 
     @cached_property
     def summary(self) -> pd.DataFrame:

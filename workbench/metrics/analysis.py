@@ -127,6 +127,8 @@ def table(df: pd.DataFrame) -> Any:
             out[c] = s.map(lambda v: "–" if pd.isna(v) else f"{v:.0%}")
         elif pd.api.types.is_float_dtype(s.dtype):
             out[c] = s.map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")
+        elif pd.api.types.is_datetime64_any_dtype(s.dtype):
+            out[c] = s.map(lambda v: "–" if pd.isna(v) else v.strftime("%Y-%m-%d %H:%M:%S %Z").strip())
         elif s.dtype == object:
             out[c] = s.map(lambda v: "–" if v is None or (not isinstance(v, str) and pd.isna(v)) else v)
-    return out
+    return out.astype(object).where(out.notna(), "–")  # Int64 <NA>, ...: a reader sees a dash, never NaT/NaN

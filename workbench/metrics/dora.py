@@ -93,17 +93,47 @@ def deployments(h: History, rule: DeployRule) -> pd.DataFrame:
         "deployed_at": _utc(_ns(deployed_at)[keep]),
     })
     dep = dep.sort_values(["at", "run_id"], kind="stable").reset_index(drop=True)
-    return _interventions(h, dep)
+    return _interventions(h, dep, _serving(runs, prod, touched))
 
 
-def attribute_incidents(h: History, dep: pd.DataFrame) -> pd.DataFrame:
+def _serving(runs: pd.DataFrame, prod: list[str], touched: pd.Series) -> pd.DataFrame:
+    """Every production run with when its rollout first reached production (``touched``), for blame."""
+    all_prod = runs.loc[runs["pipeline"].isin(prod)].set_index("run_id")
+    return pd.DataFrame({"run_id": all_prod.index.to_numpy(),
+                         "touched": _utc(_ns(touched.reindex(all_prod.index))),
+                         "status": all_prod["status"].astype(str).to_numpy(),
+                         "finished_at": _utc(_ns(all_prod["finished_at"]))})
+
+
+def serving_runs(h: History, rule: DeployRule) -> pd.DataFrame:
+    """The runs an incident without ``caused_by`` may be blamed on (see :func:`attribute_incidents`)."""
+    runs, stages = h.runs, h.stages
+    prod = list(rule.points)
+    if not prod or runs.empty or stages.empty:
+        return pd.DataFrame(columns=["run_id", "touched", "status", "finished_at"])
+    st = stages.loc[stages["pipeline"].isin(prod), ["run_id", "pipeline", "stage", "started_at"]]
+    is_rollout = np.zeros(len(st), dtype=bool)
+    for p in prod:
+        mine = (st["pipeline"] == p).to_numpy()
+        is_rollout |= mine & st["stage"].isin((*rule.rollout.get(p, ()), *rule.points[p])).to_numpy()
+    touched = st.loc[is_rollout & st["started_at"].notna().to_numpy()].groupby("run_id")["started_at"].min()
+    return _serving(runs, prod, touched)
+
+
+def attribute_incidents(h: History, dep: pd.DataFrame, serving: pd.DataFrame | None = None) -> pd.DataFrame:
     """Incidents with ``deployment_run_id``: the deployment they are counted against.
 
-    ``caused_by`` names it; an incident without one is put on the latest
-    successful deployment before it opened (Four Keys links an incident to
-    the deployment of its root-cause change; without a link, the latest one
-    is the best guess). An incident linked to a run that is no production
-    deployment is kept but counted against none.
+    ``caused_by`` names it. An incident without one is put on the deployment
+    that was serving when it opened: the production run whose rollout most
+    recently started reaching production before that moment, finished or
+    still going (a release live at 50% waiting for its next step is the
+    prime suspect, not the one before it), unless it had already ended
+    failed, cancelled, rejected or rolled back by then. Four Keys links an
+    incident to the deployment of its root-cause change; without a link this
+    is the best guess. ``serving`` (``run_id``, ``touched``: first rollout
+    stage start, ``status``, ``finished_at``) covers runs not in ``dep`` yet;
+    without it, ``dep``'s rows stand in. An incident linked to a run that is
+    no production deployment is kept but counted against none.
     """
     inc = h.incidents.copy()
     if inc.empty:
@@ -112,12 +142,22 @@ def attribute_incidents(h: History, dep: pd.DataFrame) -> pd.DataFrame:
     linked = inc["caused_by_run_id"].astype("Int64")
     inc["deployment_run_id"] = linked.where(linked.isin(dep["run_id"]))
     free = inc["caused_by_run_id"].isna() & inc["opened_at"].notna()
-    ok = dep.loc[dep["outcome"] == "succeeded", ["run_id", "at"]].sort_values("at")
-    if free.any() and len(ok):
-        left = inc.loc[free, ["opened_at"]].reset_index().sort_values("opened_at")
-        m = pd.merge_asof(left, ok.rename(columns={"at": "opened_at_dep"}), left_on="opened_at",
-                          right_on="opened_at_dep", direction="backward")
-        inc.loc[m["index"].to_numpy(), "deployment_run_id"] = m["run_id"].astype("Int64").to_numpy()
+    if serving is None:
+        serving = pd.DataFrame({"run_id": dep["run_id"], "touched": dep["at"],
+                                "status": np.where(dep["outcome"] == "succeeded", "passed", "failed"),
+                                "finished_at": dep["at"]})
+    cand = serving.dropna(subset=["touched"]).sort_values(["touched", "run_id"])
+    if free.any() and len(cand):
+        touched = _ns(cand["touched"])
+        ended_bad = cand["status"].isin(BAD_END).to_numpy()
+        finished = _ns(cand["finished_at"])
+        run_ids = cand["run_id"].to_numpy()
+        opened = _ns(inc.loc[free, "opened_at"])
+        blamed = []
+        for t in opened:  # incidents are few; each looks back for the newest release still serving then
+            ok = (touched <= t) & ~(ended_bad & (finished <= t))
+            blamed.append(run_ids[ok][-1] if ok.any() else pd.NA)
+        inc.loc[free, "deployment_run_id"] = pd.array(blamed, dtype="Int64")
     inc["deployment_run_id"] = inc["deployment_run_id"].astype("Int64")
     return inc
 
@@ -132,7 +172,7 @@ def _lookup(keys: pd.Series, table: pd.Series) -> pd.Series:
     return table.reindex(idx).set_axis(keys.index)
 
 
-def _interventions(h: History, dep: pd.DataFrame) -> pd.DataFrame:
+def _interventions(h: History, dep: pd.DataFrame, serving: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rollbacks, hotfixes and incidents on each deployment; which failed; when service came back."""
     if dep.empty:
         return _empty(DEPLOYMENT_COLUMNS)
@@ -145,7 +185,7 @@ def _interventions(h: History, dep: pd.DataFrame) -> pd.DataFrame:
     dep["hotfix"] = rid.isin(hot["run_id"].dropna())
     dep["unplanned"] = rid.isin(marks.loc[marks["mark"] == "unplanned", "run_id"].dropna())
 
-    inc = attribute_incidents(h, dep)
+    inc = attribute_incidents(h, dep, serving)
     counted = inc.dropna(subset=["deployment_run_id"])
     per = counted.groupby("deployment_run_id")
     dep["incidents"] = _lookup(rid, per.size()).fillna(0).astype(int) if len(counted) else 0
@@ -574,5 +614,5 @@ def four_keys(dep: pd.DataFrame, leads: pd.DataFrame, incidents: pd.DataFrame, p
     return pd.DataFrame(rows, index=s.index)
 
 
-__all__ = ["ancestors", "attribute_incidents", "deployment_counts", "deployments", "four_keys", "frequency_bucket",
+__all__ = ["ancestors", "attribute_incidents", "serving_runs", "deployment_counts", "deployments", "four_keys", "frequency_bucket",
            "lead_times", "parents_of", "reach", "reach_few", "summary", "UTC", "walk"]

@@ -236,6 +236,12 @@ def export(ws: Any, target: str | Path, *, fmt: str | None = None, frames: Itera
     features.load()
     target = Path(target).expanduser()
     suffixes = [s.lower() for s in target.suffixes]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        # a snapshot is one file per frame plus a manifest: a name like history.parquet would make a folder
+        # that pandas.read_parquet cannot read; say what to do instead (issue 16)
+        raise UsageError(f"{target.name}: a snapshot holds one file per frame and a manifest, so it is a folder or "
+                         f"a .zip (e.g. {target.with_suffix('.zip').name}); "
+                         "for one frame as a file: ws.frames.NAME.to_parquet(PATH)")
     if fmt is None:
         fmt = "csv" if ".csv" in suffixes or not has_pyarrow() else "parquet"
     if fmt not in ("parquet", "csv"):

@@ -10,10 +10,13 @@ parameters we pass hold none.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import UsageError, WorkbenchError
 
@@ -43,6 +46,26 @@ def self_contained(html: str) -> str:
     return _EXTERNAL.sub("", html)
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 to ``path`` while the notebook runs.
+
+    The kernel inherits it, and on success its start-up and shutdown chatter
+    ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught
+    in kernel") is noise to a report's reader; on failure the caller shows its tail.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "wb") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def render(output: Path, *, notebook: Path, parameters: dict[str, Any], timeout: float = 600,
            cwd: Path | None = None) -> Path:
     """Execute ``notebook`` with ``parameters`` and write the HTML report to ``output``."""
@@ -54,13 +77,19 @@ def render(output: Path, *, notebook: Path, parameters: dict[str, Any], timeout:
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wb-report-") as tmp:
         executed = Path(tmp) / "executed.ipynb"
+        spool = Path(tmp) / "kernel.stderr"
         try:
-            pm.execute_notebook(
-                str(notebook), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
-                log_output=False, execution_timeout=int(timeout), cwd=str(cwd or tmp),
-            )
+            with _stderr_to(spool):
+                pm.execute_notebook(
+                    str(notebook), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
+                    log_output=False, execution_timeout=int(timeout), cwd=str(cwd or tmp),
+                )
         except PapermillExecutionError as exc:
             raise ReportError(f"the analysis notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from None
+        except Exception as exc:  # the kernel died or did not start: its own words say why
+            tail = spool.read_text(errors="replace")[-2000:].strip() if spool.exists() else ""
+            raise ReportError(f"the analysis notebook could not run: {type(exc).__name__}: {exc}"
+                              + (f"\nkernel stderr:\n{tail}" if tail else "")) from None
         exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                                 exclude_output_prompt=True)
         body, _ = exporter.from_filename(str(executed))

@@ -41,6 +41,10 @@ class Decision(Body):
     comment: str | None = Field(default=None, max_length=10_000)
 
 
+class PauseBody(Body):
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
 class TriggerBody(Body):
     revisions: dict[str, str] = Field(default_factory=dict)
 
@@ -91,8 +95,10 @@ def error_body(exc: WorkbenchError) -> dict[str, Any]:
 class State:
     """What the endpoints share: the workspace, the authenticator and the scheduler that drives runs."""
 
-    def __init__(self, ws: Any, auth: Authenticator, scheduler: Any = None, hooks: Any = None) -> None:
+    def __init__(self, ws: Any, auth: Authenticator, scheduler: Any = None, hooks: Any = None,
+                 prefix: str = "") -> None:
         self.ws = ws
+        self.prefix = prefix  # where the hub proxies to us: extra routers mount under it too
         self.auth = auth
         self.scheduler = scheduler
         self.hooks = hooks  # the webhook receiver (workbench.server.webhooks), when loaded
@@ -105,7 +111,7 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     settings = ws.settings.server
     auth = auth or Authenticator(ws.store, trusted_proxies=settings.trusted_proxies,
                                  anonymous_read=settings.anonymous_read)
-    state = State(ws, auth, scheduler)
+    state = State(ws, auth, scheduler, prefix=prefix)
     app = FastAPI(title="Release Workbench", version="1", openapi_url=f"{prefix}{API}/openapi.json",
                   docs_url=f"{prefix}{API}/docs", redoc_url=None,
                   description="The release service: the same actions as the `workbench` CLI, signed in.")
@@ -289,6 +295,15 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.post(f"{P}/pipelines/{{pipeline}}/unlock", tags=["runs"])
     def unlock(pipeline: str, who: Identity = Depends(acting("unlock"))) -> dict[str, Any]:
         return local(who).unlock(pipeline)
+
+    @app.post(f"{P}/pipelines/{{pipeline}}/pause", tags=["runs"])
+    def pause(pipeline: str, body: PauseBody | None = None, who: Identity = Depends(acting("pause"))) -> dict[str, Any]:
+        """GoCD's pause: no trigger, automatic or manual, until unpaused (409 when already paused)."""
+        return local(who).pause(pipeline, (body or PauseBody()).reason)
+
+    @app.post(f"{P}/pipelines/{{pipeline}}/unpause", tags=["runs"])
+    def unpause(pipeline: str, who: Identity = Depends(acting("unpause"))) -> dict[str, Any]:
+        return local(who).unpause(pipeline)
 
     @app.post(f"{P}/traffic/{{route}}", tags=["traffic"])
     def set_traffic(route: str, body: TrafficBody, who: Identity = Depends(acting("traffic"))) -> dict[str, Any]:

@@ -90,9 +90,13 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
     with serving(ws, "workbench server"):
         with Scheduler(ws) as scheduler:
             app = build_app(ws, scheduler)
+            hooks = app.state.wb.hooks  # the webhook receiver, when that part is present
             stop = threading.Event()
-            loop = threading.Thread(target=scheduler.serve_forever, args=(interval,), kwargs={"stop": stop},
+            loop = threading.Thread(target=scheduler.serve_forever, args=(interval,),
+                                    kwargs={"stop": stop, "on_pass": hooks.on_pass if hooks else None},
                                     name="wb-scheduler", daemon=True)
+            if hooks is not None:
+                hooks.replay_pending()  # deliveries answered 2xx by a server that died before polling them
 
             stopper = Stop("workbench server")
 

@@ -65,9 +65,11 @@ def trigger(ws: Any, pipeline: str, *, actor: Identity | str | None, revisions: 
             driver: Driver | None = None, engine: Any = None) -> dict[str, Any]:
     """A manual trigger with chosen revisions (``{material: sha|branch|tag|COUNTER}``)."""
     from ..materials.controls import check_unlocked
+    from ..pauses import check_not_paused
 
     who = require_act(ws, actor, "trigger", target=pipeline)
     cfg = ws.config.pipeline(pipeline)
+    check_not_paused(ws.store, cfg.name)
     check_unlocked(ws.store, cfg)
     chosen = _revisions(revisions)
     if engine is not None:
@@ -126,6 +128,38 @@ def unlock(ws: Any, pipeline: str, *, actor: Identity | str | None) -> dict[str,
     holder = do_unlock(ws, ws.config.pipeline(pipeline), by=who.user)
     record(ws, who.user, "unlock", pipeline, "ok", detail=f"was locked by {pipeline}/{holder}")
     return {"pipeline": pipeline, "was_locked_by": f"{pipeline}/{holder}"}
+
+
+def pause(ws: Any, pipeline: str, reason: str | None, *, actor: Identity | str | None) -> dict[str, Any]:
+    """GoCD's pause: no trigger of ``pipeline`` (automatic or manual) until unpaused; running runs go on."""
+    from ..approvals import record, refuse
+    from ..errors import InvalidState
+    from ..pauses import pause as do_pause
+
+    who = require_act(ws, actor, "pause", target=pipeline, comment=reason)
+    name = ws.config.pipeline(pipeline).name
+    try:
+        held = do_pause(ws.store, name, by=who.user, reason=reason or None)
+    except InvalidState as e:
+        raise refuse(ws, who.user, "pause", name, str(e), comment=reason) from None
+    record(ws, who.user, "pause", name, "ok", comment=reason, pipeline=name)
+    return {"pipeline": name, **held.as_dict()}
+
+
+def unpause(ws: Any, pipeline: str, *, actor: Identity | str | None) -> dict[str, Any]:
+    """Lift the pause on ``pipeline``: the next scheduling pass may trigger it again."""
+    from ..approvals import record, refuse
+    from ..errors import InvalidState
+    from ..pauses import unpause as do_unpause
+
+    who = require_act(ws, actor, "unpause", target=pipeline)
+    name = ws.config.pipeline(pipeline).name
+    try:
+        held = do_unpause(ws.store, name, by=who.user)
+    except InvalidState as e:
+        raise refuse(ws, who.user, "unpause", name, str(e)) from None
+    record(ws, who.user, "unpause", name, "ok", detail=f"was {held.describe()}", pipeline=name)
+    return {"pipeline": name, "paused": False, "was_paused_by": held.by, "was_pause_reason": held.reason}
 
 
 def set_traffic(ws: Any, route: str, weight: int, *, actor: Identity | str | None,

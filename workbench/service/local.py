@@ -91,6 +91,12 @@ class Local:
     def unlock(self, pipeline: str) -> dict[str, Any]:
         return acts.unlock(self.ws, pipeline, actor=self.actor)
 
+    def pause(self, pipeline: str, reason: str | None = None) -> dict[str, Any]:
+        return acts.pause(self.ws, pipeline, reason, actor=self.actor)
+
+    def unpause(self, pipeline: str) -> dict[str, Any]:
+        return acts.unpause(self.ws, pipeline, actor=self.actor)
+
     def set_traffic(self, route: str, weight: int, reason: str | None = None) -> dict[str, Any]:
         return acts.set_traffic(self.ws, route, weight, actor=self.actor, reason=reason)
 

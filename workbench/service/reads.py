@@ -99,6 +99,7 @@ def traffic(ws: Any, route: str | None = None, *, reconcile: bool = True) -> dic
     """
     from ..errors import TrafficError
     from ..traffic import reconcile as do_reconcile, route_of, route_status
+    from ..traffic.providers import provider_for
 
     if route is not None:
         route_of(ws.config, route, ws.root)  # NotFound naming the known routes
@@ -116,6 +117,11 @@ def traffic(ws: Any, route: str | None = None, *, reconcile: bool = True) -> dic
             if r.get("reapplied"):
                 notes.append(f"route {row['route']}: the provider served {_pct(r['served'])}; "
                              f"re-applied the recorded {_pct(r['recorded'])}")
+            r_cfg = route_of(ws.config, row["route"], ws.root)
+            why = provider_for(r_cfg).unanswered(r_cfg)
+            if why:
+                notes.append(f"route {row['route']}: the provider does not answer: {why}; the weights shown are "
+                             "the recorded ones, re-applied once it answers again (`workbench traffic`)")
     rows = [r for r in route_status(ws) if route is None or r["route"] == route]
     return {"routes": rows, "notes": notes}
 

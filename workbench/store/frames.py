@@ -63,6 +63,25 @@ class Frames:
     def names(self) -> list[str]:
         return ["pipeline_runs", "stage_runs", "job_runs", *sorted(EXTRA_FRAMES)]
 
+    def __dir__(self) -> list[str]:
+        """Tab completion in JupyterLab offers every frame, the features' too (they come through __getattr__)."""
+        return sorted(set(super().__dir__()) | set(self.names()))
+
+    def doc(self, name: str) -> str:
+        """What frame ``name`` holds (its builder's docstring)."""
+        builder = getattr(type(self), name, None) if name in ("pipeline_runs", "stage_runs", "job_runs") else \
+            EXTRA_FRAMES.get(name)
+        if builder is None:
+            raise AttributeError(f"no frame named {name!r}; frames: {', '.join(self.names())}")
+        fn = builder.fget if isinstance(builder, property) else builder
+        return (fn.__doc__ or "").strip()
+
+    def describe(self) -> "pd.DataFrame":
+        """Every frame with a line saying what it holds: ``ws.frames.describe()`` in a notebook."""
+        import pandas as pd
+
+        return pd.DataFrame({"frame": self.names(), "holds": [self.doc(n).split("\n")[0] for n in self.names()]})
+
     def query(self, q: Any) -> "pd.DataFrame":
         """Run a SQLAlchemy select and return it as a DataFrame (for feature frames)."""
         return self._query(q)

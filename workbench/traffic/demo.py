@@ -188,6 +188,7 @@ def start_demo_nginx(root: str | os.PathLike[str], say: Callable[[str], Any] = p
         cfg, nginx, backends = start_nginx_route(base / "nginx" / name, name)  # one nginx per route
         say(f"traffic: a real nginx ({nginx.binary}) on {cfg['url']} in front of two backends "
             f"(blue {cfg['stacks']['blue']}, green {cfg['stacks']['green']})")
+        cfg["start_if_down"] = True  # the demo stops it when it ends: the next approval starts it again
 
         def stop() -> None:
             nginx.stop()

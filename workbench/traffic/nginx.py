@@ -116,7 +116,7 @@ def render(route: Route, weights: Mapping[str, int], serial: str = "") -> str:
 class NginxProvider(Provider):
     name = "nginx"
     OPTIONS = frozenset({"conf", "upstream", "listen", "nginx", "prefix", "main_conf", "error_log", "template",
-                         "reload", "confirm_timeout"})
+                         "reload", "confirm_timeout", "start_if_down"})
 
     @classmethod
     def check(cls, route: Route) -> list[str]:
@@ -142,6 +142,11 @@ class NginxProvider(Provider):
         run_checked([*self._base(route), "-t", "-q"], f"route {route.name}: nginx -t")
 
     def _reload(self, route: Route) -> None:
+        if route.options.get("start_if_down") and self.unanswered(route) is not None:
+            # nginx is not running (a stopped demo, a rebooted laptop): start it on this config instead of
+            # failing the stage; it runs as a daemon, like any nginx started by hand
+            run_checked(self._base(route), f"route {route.name}: starting nginx (start_if_down)")
+            return
         custom = route.options.get("reload")
         argv = [str(a) for a in custom] if custom else [*self._base(route), "-s", "reload"]
         run_checked(argv, f"route {route.name}: nginx reload")
@@ -200,6 +205,18 @@ class NginxProvider(Provider):
             time.sleep(0.02)
         raise TrafficError(f"route {route.name}: nginx did not serve the new weights within "
                            f"{route.options.get('confirm_timeout', 10)}s (last seen: {last})")
+
+    def unanswered(self, route: Route) -> str | None:
+        listen = _listen(route)
+        if listen is None:
+            return None
+        try:
+            with urllib.request.urlopen(_status_url(listen), timeout=2):
+                return None
+        except urllib.error.HTTPError:
+            return None  # it answers, if not with a status page
+        except OSError as exc:
+            return f"nginx does not answer on {listen} ({getattr(exc, 'reason', exc)})"
 
     def current_weights(self, route: Route) -> Weights | None:
         conf = route.path("conf")

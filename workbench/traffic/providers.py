@@ -38,6 +38,13 @@ class Provider:
         """The weights really served, or None when the provider cannot tell."""
         return None
 
+    def unanswered(self, route: Route) -> str | None:
+        """Why the provider does not serve the route right now (e.g. nginx is not running), or None.
+
+        ``current_weights`` may read a file that outlives the server; this asks the server itself,
+        so ``workbench traffic`` can say that the weights it shows are recorded, not served."""
+        return None
+
 
 PROVIDERS: dict[str, type[Provider]] = {}
 
@@ -83,10 +90,12 @@ def _tail(text: str, lines: int = 8) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_checked(argv: list[str], what: str, *, env: Mapping[str, str] | None = None, timeout: float = 60) -> str:
-    """Run a helper program; its failure becomes a TrafficError quoting its output."""
+def run_checked(argv: list[str], what: str, *, env: Mapping[str, str] | None = None, timeout: float = 60,
+                cwd: str | None = None) -> str:
+    """Run a helper program (in ``cwd``: a route's workspace root, so its relative paths mean the same from
+    wherever the workbench was started); its failure becomes a TrafficError quoting its output."""
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                            env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise TrafficError(f"{what}: program not found: {argv[0]}") from None
@@ -140,14 +149,14 @@ class CommandProvider(Provider):
     def set_weights(self, route: Route, weights: Mapping[str, int]) -> None:
         argv = [*self._argv(route.options["argv"]), route.name, *(f"{s}={w}" for s, w in weights.items())]
         run_checked(argv, f"route {route.name}: traffic command", env=self._env(route, weights),
-                    timeout=float(route.options.get("timeout", 120)))
+                    timeout=float(route.options.get("timeout", 120)), cwd=str(route.root))
 
     def current_weights(self, route: Route) -> Weights | None:
         read = route.options.get("read")
         if not read:
             return None
         out = run_checked([*self._argv(read), route.name], f"route {route.name}: read command", env=self._env(route),
-                          timeout=float(route.options.get("timeout", 120)))
+                          timeout=float(route.options.get("timeout", 120)), cwd=str(route.root))
         try:
             data = json.loads(out)
             return {str(k): int(v) for k, v in data.items()}

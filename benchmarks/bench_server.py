@@ -1,0 +1,557 @@
+"""The release service (issue 14, "Performance"): `workbench server` against today's paths, one run.
+
+    python benchmarks/bench_server.py [--only webhook,reads,notebook] [--pushes 20] [--notifies 10]
+                                      [--pipelines 1000] [--clients 50] [--repeat 3]
+
+1. **webhook**: a signed GitHub-style push (``POST /api/v1/webhooks/github``,
+   ``X-Hub-Signature-256``) after a real ``git commit`` to a real temp repo →
+   the first job of its pipeline started (``job_runs.started_at`` in the
+   store), median of ``--pushes`` (target ≤ 100 ms). Baseline, same run:
+   ``workbench notify REPO`` (the CLI) against a running ``workbench serve``,
+   today's path; the server's own ``POST /api/v1/notify`` beside it; GoCD's
+   60 s default material poll as the documented anchor (a constant, not
+   measured). A build without the webhook endpoint (404) prints "webhooks not
+   available in this build" for ours and still measures the rest.
+2. **reads** at ``--pipelines`` (1,000) pipelines with 3 runs of history each
+   (bulk-inserted through the store's tables, as bench_metrics.py does) and a
+   few dozen runs waiting at a manual approval: the board (``GET status``),
+   ``approvals`` and ``history`` under ``--clients`` (50) concurrent clients
+   (httpx AsyncClient, a bounded number of requests each), p95 (target ≤ 50 ms);
+   the approve round trip (``POST approve`` → 2xx), median (target ≤ 50 ms).
+   Baselines, same run: the same reads as one CLI process each (``workbench
+   status|approvals|history --format json``, what a user without the server
+   pays) and the in-process Python call (``workbench.service.reads``).
+3. **notebook**: ``POST /api/v1/pipelines/one/trigger`` of a one-job pipeline
+   running a trivial notebook → the job finished (store), the server's kernel
+   pool warm (target ≤ 0.3 s), beside the ``papermill`` CLI on the same
+   notebook. Also printed: the first run after the server started, and a run
+   after the pool's idle window (shortened to a few seconds for the
+   benchmark: ``WORKBENCH_KERNEL_IDLE_SECONDS``).
+
+Every server is a real ``python -m workbench server --bind 127.0.0.1:0`` process
+(its own process group, killed at the end); tokens come from the real
+``workbench token create``. The bench process only sends requests and reads
+the store's SQLite file with ``sqlite3`` (so it works against any build's
+schema). All traffic goes to 127.0.0.1; every loop is bounded in count and time.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import selectors
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import REPO, Report, Row, fmt_s, med, target  # noqa: E402
+
+ALL = ("webhook", "reads", "notebook")
+SECRET = "bench-webhook-secret"
+GOCD_POLL_S = 60.0  # GoCD's default material update interval (cruise-config: materialUpdateInterval 60000 ms)
+UNAVAILABLE = "webhooks not available in this build"
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    # the children run this checkout's workbench, as the in-process parts do (harness.py puts it first on
+    # sys.path), unless PYTHONPATH names another build (e.g. a branch exported with `git archive`)
+    env = {**os.environ, "WORKBENCH_WORKSPACE": str(root), "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO),
+           **extra}
+    env.pop("WORKBENCH_SERVER", None)
+    env.pop("WORKBENCH_TOKEN", None)
+    return env
+
+
+def _reset_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+class Proc:
+    """A `workbench server` or `workbench serve` in its own process group (stderr to a file)."""
+
+    def __init__(self, root: Path, *args: str, wait_for: str | None = r"serving (http://\S+)",
+                 env: dict[str, str] | None = None, timeout: float = 90) -> None:
+        self.log = root.parent / f"{args[0]}-{time.monotonic_ns()}.log"
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=root,
+                                         env=_env(root, **(env or {})), stdout=subprocess.PIPE, stderr=err,
+                                         text=True, start_new_session=True, preexec_fn=_reset_signals)
+        self.url = ""
+        if wait_for is None:
+            return
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline, seen = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.2):
+                if self.proc.poll() is not None:
+                    break
+                continue
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+            m = re.search(wait_for, line)
+            if m:
+                self.url = m.group(1) if m.groups() else ""
+                return
+        self.stop()
+        raise RuntimeError(f"workbench {args[0]} did not start: {seen}\n{self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def __enter__(self) -> "Proc":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wb(root: Path, *args: str, timeout: float = 300) -> str:
+    p = subprocess.run([sys.executable, "-m", "workbench", *args], cwd=root, env=_env(root), capture_output=True,
+                       text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"workbench {' '.join(args)} failed: {p.stderr.strip()[-1500:]}")
+    return p.stdout
+
+
+def token(root: Path, user: str) -> str:
+    return wb(root, "token", "create", "--user", user, "--scope", "act", "--expires", "1d").strip().splitlines()[-1]
+
+
+def cli_seconds(root: Path, *args: str, repeat: int) -> float:
+    """Median wall time of `workbench ARGS` as a fresh process (what a user without the server pays)."""
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        wb(root, *args)
+        out.append(time.perf_counter() - t)
+    return med(out)
+
+
+# -- the store, read from the side ------------------------------------------------------------
+
+
+class StoreFile:
+    """The workspace's SQLite store read with sqlite3 (WAL: readers never block the server)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".workbench" / "store.db"
+        self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, isolation_level=None)
+
+    def one(self, sql: str, *args: Any) -> Any:
+        row = self.conn.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+    def wait(self, sql: str, *args: Any, timeout: float = 30, poll: float = 0.002) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = self.one(sql, *args)
+            if v is not None:
+                return v
+            time.sleep(poll)
+        raise TimeoutError(f"nothing after {timeout:.0f} s: {sql} {args}")
+
+    def first_job_started_after(self, t0: float, timeout: float = 30) -> float:
+        return self.wait("SELECT min(started_at) FROM job_runs WHERE started_at > ?", t0, timeout=timeout) - t0
+
+    def idle(self, timeout: float = 30) -> None:
+        """Until no pipeline run is unfinished (the next push must not meet a run in progress)."""
+        self.wait("SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pipeline_runs WHERE status IN "
+                  "('scheduled', 'running'))", timeout=timeout, poll=0.01)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def p95(values: list[float]) -> float:
+    vals = sorted(values)
+    if not vals:
+        return float("nan")
+    return vals[min(len(vals) - 1, math.ceil(0.95 * len(vals)) - 1)]
+
+
+# -- 1. webhook → first job started ----------------------------------------------------------------
+
+
+def _push_body(repo: Path, sha: str) -> bytes:
+    url = str(repo)
+    return json.dumps({"ref": "refs/heads/master", "after": sha, "before": "0" * 40,
+                       "repository": {"name": repo.name, "full_name": f"bench/{repo.name}", "clone_url": url},
+                       "head_commit": {"id": sha, "message": "bench"}, "pusher": {"name": "bench"}}).encode()
+
+
+def _signed(body: bytes) -> dict[str, str]:
+    sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-Hub-Signature-256": f"sha256={sig}", "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()), "Content-Type": "application/json"}
+
+
+def bench_webhook(report: Report, tmp: Path, pushes: int, notifies: int) -> None:
+    import httpx
+
+    from bench_triggering import bump, git, make_repos, write_workspace
+
+    repo = make_repos(tmp / "hook-repos", 1)[0]
+    root = write_workspace(tmp / "hook-ws", [repo])
+    (root / "workbench.yaml").write_text(f'server:\n  webhooks:\n    github: {{secret: "{SECRET}"}}\n')
+    wb(root, "validate")
+    tok = token(root, "alice")
+    hook: list[float] = []
+    answers: list[float] = []
+    api_notify: list[float] = []
+    note = ""
+    with Proc(root, "server", "--bind", "127.0.0.1:0", "--interval", "600") as server:
+        store = StoreFile(root)
+        store.wait("SELECT 1 FROM pipeline_runs", timeout=60)  # the first full pass triggers the first run
+        store.idle()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            for i in range(pushes):
+                bump(repo, f"hook {i}")
+                body = _push_body(repo, git(repo, "rev-parse", "HEAD").strip())
+                headers = _signed(body)
+                t0 = time.time()
+                r = http.post("/api/v1/webhooks/github", content=body, headers=headers)
+                answers.append(time.time() - t0)
+                if r.status_code == 404:
+                    note = UNAVAILABLE + " (POST /api/v1/webhooks/github answered 404)"
+                    break
+                if r.status_code >= 300:
+                    note = f"webhook refused: HTTP {r.status_code} {r.text[:300]}"
+                    break
+                hook.append(store.first_job_started_after(t0))
+                store.idle()
+            auth = {"Authorization": f"Bearer {tok}"}
+            for i in range(notifies):  # the server's own notify endpoint, same server
+                bump(repo, f"api notify {i}")
+                t0 = time.time()
+                r = http.post("/api/v1/notify", json={"what": str(repo)}, headers=auth)
+                r.raise_for_status()
+                api_notify.append(store.first_job_started_after(t0))
+                store.idle()
+        store.close()
+    # today's path: `workbench serve` + the `workbench notify URL` CLI (a post-receive hook)
+    cli_notify: list[float] = []
+    with Proc(root, "serve", "--interval", "600", wait_for=r"serving"):
+        store = StoreFile(root)
+        time.sleep(1.0)  # its first full pass
+        store.idle()
+        for i in range(notifies):
+            bump(repo, f"cli notify {i}")
+            t0 = time.time()
+            subprocess.run([sys.executable, "-m", "workbench", "notify", str(repo)], cwd=root, env=_env(root),
+                           check=True, capture_output=True, timeout=60)
+            cli_notify.append(store.first_job_started_after(t0))
+            store.idle()
+        store.close()
+    ours = med(hook) if hook else float("nan")
+    extra: dict[str, Any] = {}
+    if hook:
+        extra["push → job started med/max"] = f"{ours * 1000:.1f}/{max(hook) * 1000:.1f} ms"
+        extra["webhook HTTP answer (median)"] = fmt_s(med(answers))
+    else:
+        extra["ours"] = note or UNAVAILABLE
+    extra[f"POST /api/v1/notify, same server (median of {notifies})"] = fmt_s(med(api_notify))
+    tg = [target("signed push → first job started (median)", ours * 1000, 100)] if hook else [
+        f"signed push → first job started (median) <= 100 ms: not measured ({note or UNAVAILABLE})"]
+    report.add(Row("(s1) signed GitHub push webhook → first job started (`true` job, server --interval 600)",
+                   f"{len(hook)} pushes" if hook else "—", ours,
+                   {f"`workbench notify` CLI + `workbench serve` (median of {notifies})": med(cli_notify),
+                    "GoCD default material poll: 60 s (documented anchor, not measured)": GOCD_POLL_S},
+                   {}, extra, tg))
+    if note:
+        report.note(note)
+
+
+# -- 2. 1,000 pipelines: reads under 50 clients, approve ---------------------------------------------
+
+
+def write_many(root: Path, n: int, runs: int, waiting: int) -> list[str]:
+    """n pipelines (build, then deploy behind a manual approval), `runs` passed runs each, and the last
+    run of `waiting` of them waiting at deploy: bulk-inserted rows. Returns the waiting locators."""
+    from workbench.store import schema as S
+    from workbench.workspace import Workspace
+
+    (root / "pipelines").mkdir(parents=True)
+    lines = ["format_version: 10", "pipelines:"]
+    for i in range(n):
+        lines += [f"  p{i:04d}:", f"    group: g{i % 20:02d}", "    stages:",
+                  "      - build:", "          jobs: {unit: {tasks: [{exec: {command: 'true'}}]},"
+                  " lint: {tasks: [{exec: {command: 'true'}}]}}",
+                  "      - deploy:", "          approval: manual",
+                  "          jobs: {ship: {tasks: [{exec: {command: 'true'}}]}}"]
+    (root / "pipelines" / "many.gocd.yaml").write_text("\n".join(lines) + "\n")
+    ws = Workspace.open(root)
+    _ = ws.config
+    now = time.time() - 86400
+    pr, sr, jr, counters, locators = [], [], [], [], []
+    rid = sid = jid = 0
+    every = max(1, n // max(1, waiting))
+    for i in range(n):
+        name = f"p{i:04d}"
+        total = runs + (1 if i % every == 0 and len(locators) < waiting else 0)
+        for c in range(1, total + 1):
+            rid += 1
+            wait = c > runs
+            t = now + i + c * 600
+            pr.append({"id": rid, "pipeline": name, "counter": c, "label": str(c), "group_name": f"g{i % 20:02d}",
+                       "trigger": "manual", "triggered_by": "bench", "status": "waiting" if wait else "passed",
+                       "revisions": {}, "created_at": t, "started_at": t, "finished_at": None if wait else t + 30})
+            for pos, (stage, jobs) in enumerate((("build", ("unit", "lint")), ("deploy", ("ship",)))):
+                sid += 1
+                status = "waiting" if wait and stage == "deploy" else "passed"
+                ts = t + pos * 15
+                sr.append({"id": sid, "pipeline_run_id": rid, "name": stage, "position": pos, "counter": 1,
+                           "status": status, "approval_type": "manual" if stage == "deploy" else "success",
+                           "approved_by": None if status == "waiting" or stage == "build" else "bench",
+                           "created_at": ts, "started_at": None if status == "waiting" else ts,
+                           "finished_at": None if status == "waiting" else ts + 10})
+                if status == "waiting":
+                    locators.append(f"{name}/{c}/deploy")
+                    continue
+                for job in jobs:
+                    jid += 1
+                    jr.append({"id": jid, "stage_run_id": sid, "name": job, "run_index": 1, "run_count": 1,
+                               "status": "passed", "exit_code": 0, "created_at": ts, "started_at": ts,
+                               "finished_at": ts + 5})
+        counters.append({"pipeline": name, "counter": total})
+    with ws.store.write() as conn:
+        conn.execute(S.pipeline_runs.insert(), pr)
+        conn.execute(S.stage_runs.insert(), sr)
+        conn.execute(S.job_runs.insert(), jr)
+        conn.execute(S.pipeline_counters.insert(), counters)
+    ws.close()
+    return locators
+
+
+async def _load(url: str, tok: str, path: str, clients: int, per_client: int, budget: float) -> tuple[list[float], int]:
+    """`clients` concurrent clients, each sending `per_client` GETs back to back (stopping at `budget` s)."""
+    import httpx
+
+    lat: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + budget
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}"}, limits=limits,
+                                 timeout=120) as http:
+        async def one_client() -> None:
+            nonlocal errors
+            for _ in range(per_client):
+                if time.monotonic() > deadline:
+                    return
+                t = time.perf_counter()
+                r = await http.get(path)
+                lat.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors += 1
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+    return lat, errors
+
+
+def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int) -> None:
+    import httpx
+
+    from workbench.service import reads
+    from workbench.workspace import Workspace
+
+    root = tmp / "many-ws"
+    t = time.perf_counter()
+    waiting = write_many(root, n, runs=3, waiting=36)
+    built = time.perf_counter() - t
+    tok = token(root, "alice")
+    reads_ = {"board": ("/api/v1/status", ("status", "--format", "json"), lambda ws: reads.board(ws)),
+              "approvals": ("/api/v1/approvals", ("approvals", "--format", "json"),
+                            lambda ws: reads.pending_approvals(ws)),
+              "history": ("/api/v1/history", ("history", "--format", "json"), lambda ws: reads.history(ws))}
+    # baselines first (no server running): one CLI process per read, and the in-process call
+    cli = {k: cli_seconds(root, *v[1], repeat=repeat) for k, v in reads_.items()}
+    ws = Workspace.open(root)
+    inproc = {}
+    for k, v in reads_.items():
+        v[2](ws)  # warm: config parsed, statements prepared
+        samples = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            v[2](ws)
+            samples.append(time.perf_counter() - t)
+        inproc[k] = med(samples)
+    ws.close()
+    with Proc(root, "server", "--bind", "127.0.0.1:0", "--interval", "600") as server:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok}"}, timeout=120) as http:
+            single = {}
+            for k, v in reads_.items():
+                http.get(v[0]).raise_for_status()  # warm
+                samples = []
+                for _ in range(5):
+                    t = time.perf_counter()
+                    http.get(v[0]).raise_for_status()
+                    samples.append(time.perf_counter() - t)
+                single[k] = med(samples)
+            loaded = {}
+            for k, v in reads_.items():
+                per_client = 4 if single[k] < 0.05 else 1  # bounded: ~200 requests, fewer when a read is slow
+                lat, errs = asyncio.run(_load(server.url, tok, v[0], clients, per_client, budget=25))
+                loaded[k] = (lat, errs)
+            # approve round trip: a person approving one stage at a time (the run continues in the server)
+            approve: list[float] = []
+            for loc in waiting[: min(24, len(waiting) - 4)]:
+                p, c, s = loc.split("/")
+                t = time.perf_counter()
+                r = http.post(f"/api/v1/approvals/{p}/{c}/{s}/approve", json={"comment": "bench"})
+                approve.append(time.perf_counter() - t)
+                r.raise_for_status()
+                time.sleep(0.25)  # the approved stage's job runs in the server meanwhile
+    for k, v in reads_.items():
+        lat, errs = loaded[k]
+        extra = {"median under load": fmt_s(med(lat)), "requests": f"{len(lat)} ({clients} clients)",
+                 "one client alone (median of 5)": fmt_s(single[k])}
+        if errs:
+            extra["non-200 answers"] = str(errs)
+        report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
+                       f"{clients} concurrent clients", f"GET {v[0].removeprefix('/api/v1')}", p95(lat),
+                       {f"`workbench {' '.join(v[1])}` (one process each)": cli[k],
+                        "in-process Python call (workbench.service.reads)": inproc[k]},
+                       {}, extra, [target(f"{k} p95 under {clients} clients", p95(lat) * 1000, 50)]))
+    report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
+                   f"{clients} concurrent clients", "POST approve (round trip)", med(approve),
+                   {"`workbench approve --detach` CLI (one process each)": _cli_approve(root, waiting[-3:])}, {},
+                   {"max": fmt_s(max(approve)), "approvals": str(len(approve))},
+                   [target("approve round trip (median)", med(approve) * 1000, 50)]))
+    report.note(f"(s2) history of {n:,} pipelines built in {built:.1f} s (bulk insert through the store's tables)")
+
+
+def _cli_approve(root: Path, locators: list[str]) -> float:
+    """`workbench approve P/C/S --detach` as a fresh process, the server stopped (the approval only, as the POST)."""
+    out = []
+    for loc in locators:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "workbench", "approve", loc, "--comment", "bench", "--detach", "-q"], cwd=root,
+                       env=_env(root), check=True, capture_output=True, timeout=120)
+        out.append(time.perf_counter() - t)
+    return med(out)
+
+
+# -- 3. a trivial notebook job through the server ----------------------------------------------------
+
+
+def bench_notebook(report: Report, tmp: Path, repeat: int) -> None:
+    import httpx
+
+    from bench_notebooks import papermill_cli, write_workspace
+
+    root = tmp / "nb-ws"
+    nb = write_workspace(root)
+    out = tmp / "nb-out"
+    out.mkdir()
+    tok = token(root, "alice")
+    idle_window = 3
+    cli = []
+    warm, first, after_idle = [], float("nan"), float("nan")
+    with Proc(root, "server", "--bind", "127.0.0.1:0", "--interval", "600",
+              env={"WORKBENCH_KERNEL_IDLE_SECONDS": str(idle_window)}) as server:
+        store = StoreFile(root)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok}"}, timeout=60) as http:
+
+            def one() -> float:
+                t0 = time.time()
+                r = http.post("/api/v1/pipelines/one/trigger", json={})
+                r.raise_for_status()
+                counter = r.json()["counter"]
+                done = store.wait("SELECT max(j.finished_at) FROM job_runs j JOIN stage_runs s ON j.stage_run_id = "
+                                  "s.id JOIN pipeline_runs p ON s.pipeline_run_id = p.id WHERE p.pipeline = 'one' AND "
+                                  "p.counter = ? AND p.status = 'passed'", counter, timeout=60, poll=0.005)
+                return done - t0
+
+            time.sleep(2.0)  # the server's start: whatever it warms has time to boot, as between real jobs
+            first = one()
+            for i in range(repeat + 2):
+                time.sleep(1.5)  # the replacement kernel boots, as it does between real jobs
+                warm.append(one())
+            time.sleep(idle_window + 5.5)  # past the pool's idle window (and the reaper's next look)
+            after_idle = one()
+        store.close()
+    for i in range(repeat):
+        t = time.perf_counter()
+        papermill_cli(nb, out / f"cli-{i}.ipynb")
+        cli.append(time.perf_counter() - t)
+    ours = med(warm)
+    report.add(Row("(s3) trivial notebook job: POST trigger → job finished (store), server's kernels warm",
+                   "1 notebook", ours, {"papermill CLI": med(cli)}, {},
+                   {f"median of {len(warm)}, min/max": f"{min(warm) * 1000:.0f}/{max(warm) * 1000:.0f} ms",
+                    "first run, 2 s after the server started": fmt_s(first),
+                    f"after {idle_window + 5.5:g} s idle (pool idle window {idle_window} s for the benchmark)":
+                        fmt_s(after_idle)},
+                   [target("trigger → notebook job finished (median, warm)", ours * 1000, 300),
+                    target("same, after the pool's idle window", after_idle * 1000, 300)]))
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def run(report: Report, only: set[str], args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="wb-bench-server-") as tmp:
+        if "webhook" in only:
+            bench_webhook(report, Path(tmp), args.pushes, args.notifies)
+        if "reads" in only:
+            bench_reads(report, Path(tmp), args.pipelines, args.clients, args.repeat)
+        if "notebook" in only:
+            bench_notebook(report, Path(tmp), args.repeat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(ALL))
+    ap.add_argument("--pushes", type=int, default=20)
+    ap.add_argument("--notifies", type=int, default=10)
+    ap.add_argument("--pipelines", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None, help="save the rows here (run_all.py reads them)")
+    args = ap.parse_args(argv)
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    if only - set(ALL):
+        ap.error(f"unknown parts {', '.join(sorted(only - set(ALL)))} (known: {', '.join(ALL)})")
+    report = Report()
+    m = report.machine
+    print(f"bench_server.py {m['date']}: {m['cpu']}, {m['nproc']} CPUs, load average {m['load_before'][0]:.1f}")
+    run(report, only, args)
+    path = report.save(args.json) if args.json else None
+    took = time.time() - report.started
+    print(f"\n{len(report.rows)} rows in {took:.0f} s; load average now {os.getloadavg()[0]:.1f}"
+          + (f"; saved {path}" if path else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
