@@ -27,6 +27,7 @@ deaf to the signals that are meant to stop it, or kill it without cleaning up.
 """
 from __future__ import annotations
 
+import queue
 import signal
 import sys
 import threading
@@ -68,9 +69,15 @@ class Stop:
     ``kill_now(why)`` (immediate): an :class:`~workbench.engine.Engine` or a
     :class:`~workbench.triggering.Scheduler`. Before anything is attached a
     signal raises :class:`Stopped` (nothing runs yet, so there is nothing to
-    record). The handlers only set flags and send signals: they never block,
-    and they never raise in the middle of the engine's bookkeeping once a
-    target is attached, so the outcome is always written.
+    record).
+
+    The handler itself only decides and hands over: a Python signal handler
+    runs in the main thread between two of its bytecodes, possibly while that
+    thread holds the engine's lock or is writing to stderr, so calling
+    ``engine.cancel`` (which takes that lock) or printing from the handler
+    could deadlock. The handler puts the request on a ``queue.SimpleQueue``
+    (whose ``put`` is reentrant, made for this) and a small thread of its own
+    cancels the targets and says so.
     """
 
     def __init__(self, command: str, *, say: Callable[[str], Any] | None = None) -> None:
@@ -80,12 +87,16 @@ class Stop:
         self._first_at = 0.0
         self._targets: list[Any] = []
         self._previous: dict[int, Any] = {}
+        self._requests: "queue.SimpleQueue[tuple[str, str] | None]" = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
         self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
 
     # -- installation ------------------------------------------------------------
     def __enter__(self) -> "Stop":
+        self._worker = threading.Thread(target=self._work, name="wb-stop", daemon=True)
+        self._worker.start()
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            for sig in STOP_SIGNALS:
+            for sig in STOP_SIGNALS:  # explicitly, whatever was inherited (nohup, `&`: ignored)
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -93,11 +104,15 @@ class Stop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+        if self._worker is not None:
+            self._requests.put(None)
+            self._worker.join()
+            self._worker = None
 
     def attach(self, target: Any) -> Any:
         """Stop ``target`` on the next signal (and at once if one already came); returns it."""
         self._targets.append(target)
-        if self.received is not None:
+        if self.received is not None:  # cancel and kill_now are idempotent: a race with the worker is harmless
             target.cancel(self.reason)
             if self.escalated:
                 target.kill_now(self._again())
@@ -121,24 +136,39 @@ class Stop:
     def _again(self) -> str:
         return "a second signal stopped it at once (SIGKILL)"
 
-    # -- the handler ---------------------------------------------------------------
+    # -- the handler (main thread, between bytecodes: no locks, no I/O) ---------------
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = int(signum)
             self._first_at = time.monotonic()
             if not self._targets:
                 raise Stopped(signum)
-            self._say(f"{self.command}: {self.name} received: stopping the jobs "
-                      "(on_cancel tasks run; a second signal kills them at once)")
-            for t in list(self._targets):
-                t.cancel(self.reason)
+            self._requests.put(("cancel", signal.Signals(signum).name))
             return
         if self.escalated:
             return
         if signum == self.received and time.monotonic() - self._first_at < REPEAT_IS_SAME:
             return  # the same request delivered twice (coreutils `timeout` signals the child, then its group)
         self.escalated = True
-        self._say(f"{self.command}: {signal.Signals(signum).name} received again: killing the jobs' "
-                  "process groups now")
-        for t in list(self._targets):
-            t.kill_now(self._again())
+        self._requests.put(("kill", signal.Signals(signum).name))
+
+    # -- the worker ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            what, name = request
+            if what == "cancel":
+                self._say(f"{self.command}: {name} received: stopping the jobs "
+                          "(on_cancel tasks run; a second signal kills them at once)")
+            else:
+                self._say(f"{self.command}: {name} received again: killing the jobs' process groups now")
+            for t in list(self._targets):
+                try:
+                    if what == "cancel":
+                        t.cancel(self.reason)
+                    else:
+                        t.kill_now(self._again())
+                except Exception as exc:  # one target that cannot be stopped must not keep the others running
+                    self._say(f"{self.command}: could not stop {t!r}: {exc}")

@@ -57,19 +57,35 @@ def build_app(ws: Any, scheduler: Any) -> Any:
 
 
 class _StopBoth:
-    """What a stop signal does to the server: the HTTP side winds down and the scheduler cancels its runs,
-    both at once (the jobs are not kept running while the HTTP connections drain)."""
+    """What a stop signal does to the server: the scheduler cancels its runs and the HTTP side winds
+    down, both at once (the jobs are not kept running while the HTTP connections drain).
 
-    def __init__(self, server: Any, scheduler: Any) -> None:
-        self.server, self.scheduler = server, scheduler
+    Attached as soon as the scheduler exists; the uvicorn server joins it once
+    it runs (``server``), and learns then of a signal that came before.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.server: Any = None
+        self.stopping = self.now = False
+
+    def serving(self, server: Any) -> None:
+        self.server = server
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = self.server.should_exit or self.stopping
+            self.server.force_exit = self.server.force_exit or self.now
 
     def cancel(self, reason: str | None = None) -> None:
-        self.server.should_exit = True
+        self.stopping = True
         self.scheduler.cancel(reason)
+        self._tell()
 
     def kill_now(self, why: str | None = None) -> list[int]:
-        self.server.should_exit = True
-        self.server.force_exit = True
+        self.stopping = self.now = True
+        self._tell()
         return self.scheduler.kill_now(why)
 
 
@@ -87,8 +103,10 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
 
     host, port = parse_bind(bind)
     _ = ws.config  # config errors before anything listens
-    with serving(ws, "workbench server"):
+    stopper = Stop("workbench server")  # installed before anything runs: no window with inherited dispositions
+    with stopper, serving(ws, "workbench server"):
         with Scheduler(ws) as scheduler:
+            target = stopper.attach(_StopBoth(scheduler))
             app = build_app(ws, scheduler)
             hooks = app.state.wb.hooks  # the webhook receiver, when that part is present
             stop = threading.Event()
@@ -98,18 +116,16 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
             if hooks is not None:
                 hooks.replay_pending()  # deliveries answered 2xx by a server that died before polling them
 
-            stopper = Stop("workbench server")
-
             class Server(uvicorn.Server):
                 @contextlib.contextmanager
                 def capture_signals(self) -> Iterator[None]:
-                    """SIGINT, SIGTERM and SIGHUP stop the server gracefully and cancel the runs it drives
-                    (a second one kills their jobs at once), as for every command that drives runs
-                    (``workbench.signals``); unlike uvicorn's own, the signal is not raised again
+                    """Not uvicorn's handlers: SIGINT, SIGTERM and SIGHUP are the ``Stop``'s (installed
+                    before the scheduler started), which cancel the runs the server drives and stop the
+                    HTTP side (a second signal kills their jobs at once), as for every command that
+                    drives runs (``workbench.signals``); unlike uvicorn's, the signal is not raised again
                     afterwards, so the outcome is recorded whatever dispositions the process inherited."""
-                    stopper.attach(_StopBoth(self, scheduler))
-                    with stopper:
-                        yield
+                    target.serving(self)
+                    yield
 
                 def handle_exit(self, sig: int, frame: Any) -> None:  # uvicorn's entry point, same behaviour
                     stopper._handle(sig, frame)
