@@ -113,7 +113,7 @@ class Engine:
     def cancel(self, reason: str | None = None) -> None:
         """Cancel everything this engine runs (Ctrl-C, SIGTERM, SIGHUP): jobs are killed, on_cancel runs.
 
-        ``reason`` (e.g. "cancelled: workbench run received SIGTERM") becomes
+        ``reason`` (e.g. "workbench run stopped by SIGTERM") becomes
         the cancelled stages' and runs' reason, so `workbench status` says why
         a run stopped; the first reason given stands.
         """
@@ -137,7 +137,7 @@ class Engine:
 
         with self._lock:
             if why:
-                self.cancel_reason = f"{self.cancel_reason}; {why}" if self.cancel_reason else f"cancelled: {why}"
+                self.cancel_reason = f"{self.cancel_reason}; {why}" if self.cancel_reason else why
         self.cancel()
         return kill_all_now()
 

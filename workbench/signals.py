@@ -10,8 +10,7 @@ same way, whichever of the three signals arrives:
 
 * the first signal is a graceful stop: the jobs' process groups get SIGTERM
   (SIGKILL after their grace period), on_cancel tasks run, and the run is
-  recorded ``cancelled`` with the reason ("cancelled: workbench run received
-  SIGTERM");
+  recorded ``cancelled`` with the reason ("workbench run stopped by SIGTERM");
 * a second signal while that happens (another signal, or the same one more
   than a second later: ``timeout`` delivers its one SIGTERM twice) is an immediate stop: every job process
   group of this process gets SIGKILL, on_cancel tasks are skipped, and the
@@ -126,7 +125,7 @@ class Stop:
     @property
     def reason(self) -> str:
         """What the cancelled runs are recorded with."""
-        return f"cancelled: {self.command} received {self.name}"
+        return f"{self.command} stopped by {self.name}"
 
     @property
     def exit_code(self) -> int | None:
@@ -134,7 +133,7 @@ class Stop:
         return None if self.received is None else exit_status(self.received)
 
     def _again(self) -> str:
-        return "a second signal stopped it at once (SIGKILL)"
+        return "a second signal killed the jobs at once (SIGKILL; on_cancel tasks cut short)"
 
     # -- the handler (main thread, between bytecodes: no locks, no I/O) ---------------
     def _handle(self, signum: int, frame: FrameType | None) -> None:

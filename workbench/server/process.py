@@ -90,11 +90,13 @@ class _StopBoth:
 
 
 def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
-               say: Callable[[str], Any] = print, log_level: str = "warning") -> int | None:
+               say: Callable[[str], Any] = print, log_level: str = "warning") -> str | None:
     """Serve until SIGTERM, SIGHUP or Ctrl-C; prints ``serving http://HOST:PORT`` once requests are accepted.
 
-    Returns the exit status the signal that stopped it asks for (128 + N,
-    ``workbench.signals``), or None when it stopped otherwise.
+    Returns the name of the signal that stopped it (None: it stopped otherwise).
+    The runs it drove are cancelled with that signal in their reason
+    (``workbench.signals``); the process itself exits 0, as a service stopped
+    the usual way.
     """
     import uvicorn
 
@@ -151,4 +153,4 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
             if not server.started and stopper.received is None:
                 raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this machine)")
     logging.getLogger("workbench.server").info("stopped (pid %s)", os.getpid())
-    return stopper.exit_code
+    return stopper.name
