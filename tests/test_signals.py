@@ -24,11 +24,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
-
 from reliability_fixtures import invariant_violations
 
 pytestmark = pytest.mark.timeout(240)
@@ -424,3 +424,39 @@ def test_cancel_never_signals_a_process_that_reused_the_recorded_pid(bench: Any)
             os.killpg(real, signal.SIGKILL)  # the real job group, which the test hid from cancel
         except ProcessLookupError:
             pass
+
+
+# -- a signal the kernel hands to another thread --------------------------------------------
+def test_a_signal_delivered_to_another_thread_cancels_at_once_while_the_main_thread_waits(tmp_path: Path) -> None:
+    """The kernel may give a process's signal to any of its threads, and CPython runs a Python handler
+    only when the main thread next runs bytecode; ``workbench run``'s main thread waits for its jobs with
+    no timeout. The stop must still act at once (the C handler's wakeup byte wakes Stop's own thread):
+    handling it in the Python handler alone waited here until the watchdog (and in ``workbench run``
+    until the jobs ended by themselves)."""
+    import threading
+
+    from workbench import Workspace
+    from workbench.signals import Stop
+
+    (tmp_path / "pipelines").mkdir()
+    ws = Workspace.open(tmp_path)
+    lines: list[str] = []
+    other_ready, other_done = threading.Event(), threading.Event()
+    other = threading.Thread(target=lambda: (other_ready.set(), other_done.wait()), daemon=True)
+    try:
+        with ws.engine() as engine, Stop("workbench test", say=lines.append) as stop:
+            stop.attach(engine)
+            other.start()
+            other_ready.wait()
+            sender = threading.Timer(0.2, signal.pthread_kill, args=(other.ident, signal.SIGTERM))  # to `other`
+            watchdog = threading.Timer(60, engine.cancel_event.set)
+            sender.start()
+            watchdog.start()
+            engine.cancel_event.wait()  # no timeout: the main thread is not woken by a signal another thread got
+            watchdog.cancel()
+            assert engine.cancel_reason == "workbench test stopped by SIGTERM", "only the watchdog woke it"
+            assert stop.exit_code == 143
+        assert lines and "SIGTERM received" in lines[0]
+    finally:
+        other_done.set()
+        ws.close()

@@ -26,8 +26,8 @@ deaf to the signals that are meant to stop it, or kill it without cleaning up.
 """
 from __future__ import annotations
 
-import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -67,16 +67,25 @@ class Stop:
     ``attach`` takes anything with ``cancel(reason)`` (graceful) and
     ``kill_now(why)`` (immediate): an :class:`~workbench.engine.Engine` or a
     :class:`~workbench.triggering.Scheduler`. Before anything is attached a
-    signal raises :class:`Stopped` (nothing runs yet, so there is nothing to
-    record).
+    signal raises :class:`Stopped` in the main thread (nothing runs yet, so
+    there is nothing to record).
 
-    The handler itself only decides and hands over: a Python signal handler
-    runs in the main thread between two of its bytecodes, possibly while that
-    thread holds the engine's lock or is writing to stderr, so calling
-    ``engine.cancel`` (which takes that lock) or printing from the handler
-    could deadlock. The handler puts the request on a ``queue.SimpleQueue``
-    (whose ``put`` is reentrant, made for this) and a small thread of its own
-    cancels the targets and says so.
+    Why a thread of its own reads the signals from a wakeup socket
+    (``signal.set_wakeup_fd``) instead of acting in the Python handler:
+
+    * the kernel may deliver a signal sent to the process to any of its
+      threads, and CPython runs the Python-level handler only when the *main*
+      thread next executes bytecode: a ``workbench run`` whose main thread
+      waits for its jobs (``as_completed`` with no timeout) would never run it
+      while the jobs run on (seen: about one stop in a hundred hung). The C
+      handler writes the signal's number to the wakeup socket at once,
+      whichever thread it interrupted, and the thread here wakes on it;
+    * a handler that runs between two bytecodes of the main thread may find it
+      holding the engine's lock or writing to stderr: cancelling or printing
+      from there could deadlock;
+    * the time read here is when the signal came, not when the main thread got
+      round to it, so two deliveries of one request (``timeout``) are told
+      from a second request reliably.
     """
 
     def __init__(self, command: str, *, say: Callable[[str], Any] | None = None) -> None:
@@ -85,37 +94,53 @@ class Stop:
         self.escalated = False
         self._first_at = 0.0
         self._targets: list[Any] = []
+        self._lock = threading.Lock()  # never taken by the Python-level handler
         self._previous: dict[int, Any] = {}
-        self._requests: "queue.SimpleQueue[tuple[str, str] | None]" = queue.SimpleQueue()
+        self._previous_fd: int | None = None
+        self._socks: tuple[socket.socket, socket.socket] | None = None
         self._worker: threading.Thread | None = None
         self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
 
     # -- installation ------------------------------------------------------------
     def __enter__(self) -> "Stop":
-        self._worker = threading.Thread(target=self._work, name="wb-stop", daemon=True)
+        if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+            return self
+        self._socks = socket.socketpair()
+        for sock in self._socks:
+            sock.setblocking(False)
+        self._worker = threading.Thread(target=self._work, args=(self._socks[0],), name="wb-stop", daemon=True)
         self._worker.start()
-        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            for sig in STOP_SIGNALS:  # explicitly, whatever was inherited (nohup, `&`: ignored)
-                self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous_fd = signal.set_wakeup_fd(self._socks[1].fileno(), warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:  # explicitly, whatever was inherited (nohup, `&`: ignored)
+            self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
-        if self._worker is not None:
-            self._requests.put(None)
-            self._worker.join()
-            self._worker = None
+        if self._socks is not None:
+            signal.set_wakeup_fd(self._previous_fd if self._previous_fd is not None else -1)
+            self._socks[1].close()  # the worker reads end-of-file and returns
+            if self._worker is not None:
+                self._worker.join()
+            self._socks[0].close()
+            self._socks = self._worker = None
 
     def attach(self, target: Any) -> Any:
         """Stop ``target`` on the next signal (and at once if one already came); returns it."""
-        self._targets.append(target)
-        if self.received is not None:  # cancel and kill_now are idempotent: a race with the worker is harmless
+        with self._lock:
+            self._targets.append(target)
+            received, escalated = self.received, self.escalated
+        if received is not None:  # cancel and kill_now are idempotent: a race with the worker is harmless
             target.cancel(self.reason)
-            if self.escalated:
+            if escalated:
                 target.kill_now(self._again())
         return target
+
+    def deliver(self, signum: int) -> None:
+        """Act as if ``signum`` had arrived (uvicorn's ``handle_exit`` hook calls this)."""
+        self._arrived(int(signum))
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -135,39 +160,57 @@ class Stop:
     def _again(self) -> str:
         return "a second signal killed the jobs at once (SIGKILL; on_cancel tasks cut short)"
 
-    # -- the handler (main thread, between bytecodes: no locks, no I/O) ---------------
+    # -- the Python-level handler (main thread, whenever it gets there: no locks, no I/O) ----
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = int(signum)
-            self._first_at = time.monotonic()
-            if not self._targets:
-                raise Stopped(signum)
-            self._requests.put(("cancel", signal.Signals(signum).name))
-            return
-        if self.escalated:
-            return
-        if signum == self.received and time.monotonic() - self._first_at < REPEAT_IS_SAME:
-            return  # the same request delivered twice (coreutils `timeout` signals the child, then its group)
-        self.escalated = True
-        self._requests.put(("kill", signal.Signals(signum).name))
+        if not self._targets:  # start-up: nothing to cancel yet, unwind like Ctrl-C
+            if self.received is None:
+                self.received, self._first_at = int(signum), time.monotonic()
+            raise Stopped(self.received)
+        # otherwise the worker has acted (or is about to) on the byte the C handler wrote
 
     # -- the worker ---------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, sock: socket.socket) -> None:
+        import select
+
         while True:
-            request = self._requests.get()
-            if request is None:
+            select.select([sock], [], [])
+            try:
+                data = sock.recv(64)
+            except BlockingIOError:
+                continue
+            except OSError:
                 return
-            what, name = request
-            if what == "cancel":
-                self._say(f"{self.command}: {name} received: stopping the jobs "
-                          "(on_cancel tasks run; a second signal kills them at once)")
+            if not data:  # __exit__ closed the other end
+                return
+            for signum in data:
+                if signum in STOP_SIGNALS:
+                    self._arrived(signum)
+
+    def _arrived(self, signum: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            targets = list(self._targets)
+            if self.received is None:
+                self.received, self._first_at = signum, now
+                action = "cancel"
+            elif self.escalated or (signum == self.received and now - self._first_at < REPEAT_IS_SAME):
+                return  # the same request delivered twice (coreutils `timeout` signals the child, then its group)
             else:
-                self._say(f"{self.command}: {name} received again: killing the jobs' process groups now")
-            for t in list(self._targets):
-                try:
-                    if what == "cancel":
-                        t.cancel(self.reason)
-                    else:
-                        t.kill_now(self._again())
-                except Exception as exc:  # one target that cannot be stopped must not keep the others running
-                    self._say(f"{self.command}: could not stop {t!r}: {exc}")
+                self.escalated = True
+                action = "kill"
+        if not targets:
+            return  # start-up: the main thread's handler raises Stopped
+        name = signal.Signals(signum).name
+        if action == "cancel":
+            self._say(f"{self.command}: {name} received: stopping the jobs "
+                      "(on_cancel tasks run; a second signal kills them at once)")
+        else:
+            self._say(f"{self.command}: {name} received again: killing the jobs' process groups now")
+        for t in targets:
+            try:
+                if action == "cancel":
+                    t.cancel(self.reason)
+                else:
+                    t.kill_now(self._again())
+            except Exception as exc:  # one target that cannot be stopped must not keep the others running
+                self._say(f"{self.command}: could not stop {t!r}: {exc}")

@@ -215,10 +215,6 @@ class Scheduler:
         self._wake.set()
         return killed
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     def force(self, keys: Iterable[str] | None) -> None:
         """Poll these materials (fingerprints, URLs or names; None = all) on the next pass, auto_update or not."""
         with self._mutex:

@@ -130,7 +130,7 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                     yield
 
                 def handle_exit(self, sig: int, frame: Any) -> None:  # uvicorn's entry point, same behaviour
-                    stopper._handle(sig, frame)
+                    stopper.deliver(sig)
 
                 async def startup(self, sockets: Any = None) -> None:
                     await super().startup(sockets=sockets)
@@ -139,7 +139,8 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                         say(f"serving http://{shown}:{bound[1]}")
 
-            config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+            # loop="asyncio": uvloop, when installed, takes the signal wakeup fd that Stop reads
+            config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, loop="asyncio",
                                     lifespan="off", timeout_graceful_shutdown=5,
                                     proxy_headers=False, server_header=False)
             server = Server(config)

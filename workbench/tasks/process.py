@@ -34,7 +34,9 @@ def kill_all_now() -> list[int]:
     on_cancel tasks, while an immediate stop must leave nothing running. From
     now on this process starts no task process and waits no grace period
     (``immediate_stop``), so the jobs that are stopping record their outcome
-    at once.
+    at once. There is no way back: only a command that is about to exit calls
+    it. Jobs on Dask agents are not in this registry: they get the graceful
+    cancel on their agent (groups stopped after the grace period, on_cancel run there).
     """
     _immediate.set()
     with _live_lock:
