@@ -111,6 +111,9 @@ class Client:
     def board(self) -> list[dict[str, Any]]:
         return self._call("GET", "/status")
 
+    def config_repos(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/config-repos")
+
     def history(self, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return self._call("GET", "/history", params={"pipeline": pipeline, "limit": limit})
 
@@ -151,6 +154,12 @@ class Client:
 
     def validate(self) -> dict[str, Any]:
         return self._call("GET", "/validate")
+
+    def notifications(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call("GET", "/notifications", params={"state": state, "limit": limit})
+
+    def retry_notifications(self, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        return self._call("POST", "/notifications/retry", json={"ids": list(ids)})
 
     def frame(self, name: str) -> Any:
         """A frame as a DataFrame with the server's dtypes (datetimes tz-aware UTC, categoricals, ...)."""

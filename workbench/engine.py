@@ -54,6 +54,17 @@ def register_trigger_planner(planner: TriggerPlanner) -> None:
         TRIGGER_PLANNERS.append(planner)
 
 
+RunOrigin = Callable[["Engine", Pipeline], "tuple[str, dict[str, Any], Callable[[Any, int], None]] | None"]
+RUN_ORIGINS: list[RunOrigin] = []
+
+
+def register_run_origin(origin: RunOrigin) -> None:
+    """``origin(engine, pipeline_cfg)`` → (name, revision, record) where the pipeline's definition came from
+    (a config repository's revision), kept on each run like a material; or None."""
+    if origin not in RUN_ORIGINS:
+        RUN_ORIGINS.append(origin)
+
+
 def register_cancel_source(source: CancelSource) -> None:
     """``source(store, run_ids)`` → the ids among them that someone asked to cancel."""
     if source not in CANCEL_SOURCES:
@@ -182,6 +193,12 @@ class Engine:
         extra = None
         if plan is not None:
             revisions, extra = plan.revisions, plan.record
+        for origin_of in RUN_ORIGINS:
+            found = origin_of(self, cfg)
+            if found is not None:
+                name, rev, record = found
+                revisions = {**(revisions or {}), name: rev}
+                extra = _both(extra, record)
         run = self.store.create_pipeline_run(
             pipeline,
             label_for=lambda n: render_label(cfg.label_template, n,
@@ -568,7 +585,7 @@ class Engine:
             "WORKBENCH_STAGE_RUN_ID": str(stage_run.id),
             "WORKBENCH_JOB_RUN_ID": str(jr.id),
         }
-        if jr.run_count > 1 or jr.name != jr.name.split("-runInstance-")[0]:
+        if jr.run_count > 1 or "-runInstance-" in jr.name or "-runOnAll-" in jr.name:
             env["GO_JOB_RUN_INDEX"] = str(jr.run_index)
             env["GO_JOB_RUN_COUNT"] = str(jr.run_count)
         if env_name:
@@ -628,6 +645,17 @@ class Engine:
                 if not ev.is_set():
                     ev.set()
                     self.listener("run_cancel_requested", run_id=run_id)
+
+
+def _both(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+
+    def record(conn: Any, run_id: int) -> None:
+        first(conn, run_id)
+        second(conn, run_id)
+
+    return record
 
 
 def _env_key(name: str) -> str:

@@ -15,6 +15,8 @@ FEATURES = (
     "workbench.approvals",  # manual approvals, roles, audit
     "workbench.traffic",  # routes, traffic providers, rollback
     "workbench.metrics_store",  # incidents and deployment marks
+    "workbench.notifications",  # the notification outbox (exactly-once delivery)
+    "workbench.configrepos",  # GoCD config repositories: pipelines from other git repositories
     "workbench.pauses",  # pause / unpause a pipeline (GoCD), its history
     "workbench.server.tokens",  # the release service's API tokens (no web framework imported)
     "workbench.server.deliveries",  # webhook deliveries received by the release service (no web framework)

@@ -38,12 +38,14 @@ def _stage_list(detail: Any) -> list[dict[str, Any]]:
 def status_rows(ws: Any) -> list[dict[str, Any]]:
     """One row per configured pipeline: its latest run and that run's stages."""
     pipelines = ws.config.pipelines  # config errors first: they must not touch the store
+    origins = ws.config.extensions.get("config_repo_origins") or {}
     latest = ws.store.latest_runs()
     rows = []
     for name, p in pipelines.items():
         run = latest.get(name)
         row: dict[str, Any] = {"pipeline": name, "group": p.group, "counter": None, "label": None,
-                               "status": "never run", "stages": [], "reason": None}
+                               "status": "never run", "stages": [], "reason": None,
+                               "config_repo": origins.get(name)}  # where a config repository's pipeline comes from
         if run is not None:
             detail = ws.store.run_detail(run)
             done = {s["name"]: s for s in _stage_list(detail)}
@@ -98,10 +100,19 @@ def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, An
             "trigger": r.trigger, "triggered_by": r.triggered_by, "reason": r.reason,
             "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _secs(r.started_at, r.finished_at), "revisions": dict(r.revisions),
+            "config_repo": _config_repo(r.revisions),
             "stages": _stage_list(detail),
             "notebooks": _executed_notebooks(ws, detail),
         })
     return out
+
+
+def _config_repo(revisions: Any) -> str | None:
+    """``ID@REV12`` of the config repository revision a run's pipeline was defined by (None: the workspace's)."""
+    for rev in (revisions or {}).values():
+        if isinstance(rev, dict) and rev.get("kind") == "configrepo":
+            return f"{rev.get('repo')}@{str(rev.get('revision'))[:12]}"
+    return None
 
 
 def _executed_notebooks(ws: Any, detail: Any) -> list[dict[str, Any]]:
@@ -161,7 +172,21 @@ def _term_width() -> int:
         return 120
 
 
-def print_status(rows: list[dict[str, Any]]) -> None:
+def config_repo_lines(repos: list[dict[str, Any]]) -> list[str]:
+    """One warning line per config repository whose latest revision did not load (its problems follow)."""
+    out = []
+    for r in repos:
+        if not r.get("errors"):
+            continue
+        good = (r.get("good_revision") or "")[:12]
+        keeps = f"pipelines run from last good {good}" if good else "no good revision yet: it defines no pipelines"
+        out.append(f"config repository {r['id']} ({r['url']}): revision {(r.get('latest_revision') or '?')[:12]} "
+                   f"refused, {keeps}")
+        out += [f"  {e}" for e in r["errors"]]
+    return out
+
+
+def print_status(rows: list[dict[str, Any]], repos: list[dict[str, Any]] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -191,6 +216,8 @@ def print_status(rows: list[dict[str, Any]]) -> None:
         for e in r.get("material_errors") or ():
             console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
                           markup=False, style="red")
+    for line in config_repo_lines(repos or []):
+        console.print(line, markup=False, style="yellow", soft_wrap=True)
 
 
 def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:

@@ -292,6 +292,10 @@ class Dashboard(W.VBox):
 
             paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
             board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
+            from ..configrepos.compose import describe
+            from ..reporting import config_repo_lines
+
+            board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
             before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
             self.board.value = board
             self._refresh_approvals()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..approvals import record
-from ..errors import ConfigError, NotSignedIn, WorkbenchError
+from ..errors import ConfigError, NotSignedIn, Unauthorized, WorkbenchError
 from ..identity import Identity
 from ..service.local import Local
 from .auth import Authenticator
@@ -39,6 +39,10 @@ class Body(BaseModel):
 
 class Decision(Body):
     comment: str | None = Field(default=None, max_length=10_000)
+
+
+class RetryBody(Body):
+    ids: list[int] = Field(default_factory=list, max_length=10_000)
 
 
 class PauseBody(Body):
@@ -159,12 +163,12 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
                 who = _identify(request)
                 if who is None:
                     raise NotSignedIn("anonymous calls may not act: sign in or send Authorization: Bearer TOKEN")
-            except NotSignedIn as exc:
+            except (NotSignedIn, Unauthorized) as exc:  # Unauthorized: a hub token refused the service
                 claimed = {h: request.headers[h] for h in ("x-forwarded-user", "x-remote-user", "x-jupyterhub-user")
                            if h in request.headers}
                 detail = f"{exc}" + (f"; claimed {claimed}" if claimed else "")
-                record(ws, "(not signed in)", action, request.url.path.removeprefix(P)[:500], "unauthorized",
-                       detail=detail)
+                user = getattr(exc, "user", None) or "(not signed in)"
+                record(ws, user, action, request.url.path.removeprefix(P)[:500], "unauthorized", detail=detail)
                 raise
             return who
         return dependency
@@ -186,6 +190,11 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     def status(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
         """The board: the latest run of every pipeline, stage by stage (`workbench status`)."""
         return local(who).board()
+
+    @app.get(f"{P}/config-repos", tags=["runs"])
+    def config_repos(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """Config repositories: the revision each runs from, the latest, and why that one was refused."""
+        return local(who).config_repos()
 
     @app.get(f"{P}/history", tags=["runs"])
     def history(pipeline: str | None = None, limit: int = 50,
@@ -247,6 +256,18 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.get(f"{P}/audit", tags=["approvals"])
     def audit(limit: int = 50, who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
         return local(who).audit(limit)
+
+    @app.get(f"{P}/notifications", tags=["notifications"])
+    def notifications(state: str | None = None, limit: int = 50,
+                      who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """The notification outbox, newest first (`workbench notifications list`)."""
+        return local(who).notifications(state, limit)
+
+    @app.post(f"{P}/notifications/retry", tags=["notifications"])
+    def retry_notifications(body: RetryBody | None = None,
+                            who: Identity = Depends(acting("notification"))) -> dict[str, Any]:
+        """Failed and given-up notifications (all, or `ids`) go out again with the next sender pass."""
+        return local(who).retry_notifications(tuple((body or RetryBody()).ids))
 
     @app.get(f"{P}/validate", tags=["service"])
     def validate(who: Identity | None = Depends(reader)) -> dict[str, Any]:

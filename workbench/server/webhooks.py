@@ -289,6 +289,7 @@ class Receiver:
         root = self.ws.root
         materials = [(m.url, normalize_url(m.url, root)) for p in self.ws.config.pipelines.values()
                      for m in p.materials if isinstance(m, GitMaterial)]
+        materials += [(r.url, f"configrepo:{rid}") for rid, r in self.ws.settings.config_repos.items()]
         return F.matching_keys(materials, urls, root)
 
 

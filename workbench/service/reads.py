@@ -25,6 +25,13 @@ def board(ws: Any) -> list[dict[str, Any]]:
     return status_rows(ws)
 
 
+def config_repos(ws: Any) -> list[dict[str, Any]]:
+    """Each config repository: URL, the revision its pipelines run from, the latest one and its problems."""
+    from ..configrepos.compose import describe
+
+    return describe(ws)
+
+
 def history(ws: Any, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Past runs, newest first (``workbench history``)."""
     from ..reporting import history_rows
@@ -238,3 +245,15 @@ def validate(ws: Any) -> dict[str, Any]:
     for check in VALIDATE_CHECKS:
         warnings.extend(str(w) for w in check(cfg, ws.root))
     return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+
+
+def notifications(ws: Any, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The notification outbox, newest first: event, run, recipient, channel, state, attempts, last error."""
+    from ..notifications.outbox import STATES, rows
+
+    if limit < 1:
+        raise UsageError(f"limit must be at least 1 (got {limit})")
+    if state is not None and state not in STATES:
+        raise UsageError(f"unknown notification state {state!r}: one of {', '.join(STATES)}")
+    return [{**r, "created_at": _iso(r["created_at"]), "sent_at": _iso(r["sent_at"]) if r["sent_at"] else None,
+             "next_attempt_at": _iso(r["next_attempt_at"])} for r in rows(ws.store, state=state, limit=limit)]
