@@ -101,6 +101,7 @@ class Engine:
         self.listener = listener or (lambda *a, **k: None)
         self.one_shot = one_shot
         self.cancel_event = threading.Event()
+        self.cancel_reason: str | None = None  # why cancel() was called (a signal), for the records
         self._run_cancel: dict[int, threading.Event] = {}  # per run: `workbench cancel P/C` stops one run only
         self._driving: dict[int, int] = {}  # run id -> drivers in this engine (cancel requests are polled for these)
         self._running_jobs: set[int] = set()
@@ -120,17 +121,44 @@ class Engine:
         if self._owns_executor:
             self.executor.close()
 
-    def cancel(self) -> None:
-        """Cancel everything this engine runs (Ctrl-C): jobs are killed, on_cancel runs."""
-        self.cancel_event.set()
+    def cancel(self, reason: str | None = None) -> None:
+        """Cancel everything this engine runs (Ctrl-C, SIGTERM, SIGHUP): jobs are killed, on_cancel runs.
+
+        ``reason`` (e.g. "workbench run stopped by SIGTERM") becomes
+        the cancelled stages' and runs' reason, so `workbench status` says why
+        a run stopped; the first reason given stands.
+        """
         with self._lock:
+            if reason and self.cancel_reason is None:
+                self.cancel_reason = reason
+            self.cancel_event.set()
             events = list(self._run_cancel.values())
         for ev in events:
             ev.set()
 
+    def kill_now(self, why: str | None = None) -> list[int]:
+        """The immediate stop (a second signal): SIGKILL every job process group of this process at once.
+
+        The graceful stop is under way (the cancel event is set); this only
+        removes its waits: task groups die now, on_cancel tasks are skipped or
+        killed, and the drivers still record each job, stage and run as
+        cancelled. ``why`` is added to the cancel reason. Returns the groups killed.
+        """
+        from .tasks.process import kill_all_now
+
+        with self._lock:
+            if why:
+                self.cancel_reason = f"{self.cancel_reason}; {why}" if self.cancel_reason else why
+        self.cancel()
+        return kill_all_now()
+
     def cancel_run(self, run_id: int) -> None:
         """Cancel one run this engine drives; the others go on."""
         self._cancel_for(run_id).set()
+
+    def _cancelled_why(self, default: str) -> str:
+        """The reason a cancelled stage or run is recorded with: the engine's cancel reason when it has one."""
+        return self.cancel_reason if self.cancel_event.is_set() and self.cancel_reason else default
 
     def _cancel_for(self, run_id: int) -> threading.Event:
         with self._lock:
@@ -291,6 +319,8 @@ class Engine:
                 ended = latest.get(decision.stage) if decision.stage else None
                 if ended is not None and ended.reason and decision.status == Status.FAILED:
                     reason = f"{reason}: {ended.reason}"  # e.g. the traffic provider's own message
+                if decision.status == Status.CANCELLED and self.cancel_event.is_set() and self.cancel_reason:
+                    reason = f"{self.cancel_reason} ({reason})"
                 self.store.set_pipeline_status(run_id, decision.status, reason)
                 run = self.store.get_pipeline_run_by_id(run_id)
                 self.listener("run_finished", run=run)
@@ -405,7 +435,7 @@ class Engine:
                 name, why = first_failure
                 reason = f"job {name} failed" + (f": {why}" if why else "")
         elif cancelled or cancel.is_set():
-            status, reason = Status.CANCELLED, "cancelled"
+            status, reason = Status.CANCELLED, self._cancelled_why("cancelled")
         else:
             status, reason = Status.PASSED, None
         if status == Status.PASSED:

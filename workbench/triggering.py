@@ -142,6 +142,7 @@ class Scheduler:
         self._mine: set[int] = set()  # runs this scheduler created: driven at once
         self._was_waiting: set[int] = set()  # runs already waiting for approval: not news
         self._wake = threading.Event()
+        self._stopping = threading.Event()  # cancel(): a stop signal; no further passes
         self._progress = False
         self._forced: set[str] = set()
         self._forced_all = False
@@ -199,6 +200,22 @@ class Scheduler:
     def cancel_run(self, run_id: int) -> None:
         """Stop a run this scheduler's engine drives (its jobs are killed, on_cancel runs)."""
         self.engine.cancel_run(run_id)
+
+    def cancel(self, reason: str | None = None) -> None:
+        """The graceful stop of a tick, serve or server (a stop signal): no more passes, every run driven
+        here is cancelled with ``reason`` (jobs' groups stopped, on_cancel run), and the loop returns once
+        the drivers have recorded it."""
+        self._stopping.set()
+        self.engine.cancel(reason)
+        self._wake.set()
+
+    def kill_now(self, why: str | None = None) -> list[int]:
+        """The immediate stop (a second signal): the jobs' process groups are killed at once; the drivers
+        still record the runs as cancelled."""
+        self._stopping.set()
+        killed = self.engine.kill_now(why)
+        self._wake.set()
+        return killed
 
     def force(self, keys: Iterable[str] | None) -> None:
         """Poll these materials (fingerprints, URLs or names; None = all) on the next pass, auto_update or not."""
@@ -462,6 +479,8 @@ class Scheduler:
     def _pass(self, poll_all: bool) -> None:
         """One pass of a loop, then driving: the runs it created at once, and after a full pass every
         active run nobody drives (a pass answering this process's events has nothing else to drive)."""
+        if self._stopping.is_set():  # a stop signal came: trigger nothing more
+            return
         for run in self.decide(poll_all=poll_all):
             if run.id not in self._drives or self._drives[run.id].done():
                 self._drives[run.id] = self._pool.submit(self._drive, run.id)
@@ -499,6 +518,13 @@ class Scheduler:
         try:
             self._progress = True
             while True:
+                if self._stopping.is_set():  # a stop signal: let the drivers record the cancel, decide nothing
+                    self._progress = False
+                    if not self.busy():
+                        break
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                    continue
                 if self._progress and self.report.passes >= max_passes:
                     self._progress = False
                     if not self.report.errors or not self.report.errors[-1].startswith("stopped deciding"):
@@ -520,8 +546,14 @@ class Scheduler:
         return self.report
 
     def serve_forever(self, interval: float, *, on_pass: Callable[[TickReport], None] | None = None,
-                      stop: threading.Event | None = None) -> None:
-        """Loop until Ctrl-C (or ``stop``): a full pass every ``interval`` s, sooner when woken."""
+                      stop: threading.Event | None = None,
+                      on_exit: Callable[[TickReport], None] | None = None) -> None:
+        """Loop until Ctrl-C (or ``stop``, or :meth:`cancel`): a full pass every ``interval`` s, sooner when woken.
+
+        ``on_pass`` gets what each pass did; ``on_exit`` what happened on the way
+        out (the runs cancelled then). Not one more ``on_pass``: that would count
+        as a pass for the webhook confirmations, which must see real polls only.
+        """
         from .hooks import SERVICE_LOOPS
 
         stop = stop or threading.Event()
@@ -533,7 +565,7 @@ class Scheduler:
             t.start()
         next_full = 0.0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._stopping.is_set():
                 full = time.monotonic() >= next_full
                 forced = bool(self._forced or self._forced_all)
                 if full or forced or self._progress:
@@ -554,10 +586,14 @@ class Scheduler:
             pass
         finally:
             stop.set()
+            mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
+                    len(self.report.material_errors), len(self.report.errors), len(self.report.config_repos))
             self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
             self._pool.shutdown(wait=True)
             for t in loops:
                 t.join(timeout=30)  # a message being sent is finished, not cut off
+            if on_exit is not None:  # the runs cancelled on the way out are news too
+                on_exit(_since(self.report, mark))
 
     def _watch_notifications(self, stop: threading.Event) -> None:
         folder = _notify_dir(self.ws)
@@ -632,16 +668,20 @@ def _is_forced(source: Any, m: GitMaterial, forced: set[str]) -> bool:
 
 
 def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[..., None] | None = None,
-         force: Iterable[str] | None = (), executor: Any = None, max_parallel: int | None = None) -> TickReport:
+         force: Iterable[str] | None = (), executor: Any = None, max_parallel: int | None = None,
+         started: Callable[[Scheduler], Any] | None = None) -> TickReport:
     """One scheduling pass, and the runs it starts driven until they finish or wait (meant for cron).
 
     ``now`` (epoch seconds or a datetime) replaces the clock for timers and
     heartbeat ages; ``force`` names materials to poll even with auto_update off
-    (None: all of them).
+    (None: all of them). ``started(scheduler)`` is called before the first pass
+    (the CLI attaches its stop-signal handlers: ``workbench.signals.Stop``).
     """
     from .hooks import TICK_TASKS
 
     with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel) as s:
+        if started is not None:
+            started(s)
         if force is None or force:
             s.force(None if force is None else list(force))
         report = s.run_until_idle()
@@ -697,13 +737,19 @@ def serving(ws: Any, what: str = "workbench serve") -> Iterator[None]:
 
 def serve(ws: Any, interval: float = 10.0, *, on_pass: Callable[[TickReport], None] | None = None,
           listener: Callable[..., None] | None = None, executor: Any = None, max_parallel: int | None = None,
-          stop: threading.Event | None = None) -> None:
-    """Scheduling passes in a loop until Ctrl-C; one serve per workspace."""
+          stop: threading.Event | None = None, started: Callable[[Scheduler], Any] | None = None,
+          on_exit: Callable[[TickReport], None] | None = None) -> None:
+    """Scheduling passes in a loop until Ctrl-C (or ``stop``, or ``Scheduler.cancel``); one serve per workspace.
+
+    ``started(scheduler)`` is called before the loop (the CLI's stop-signal handlers attach to it).
+    """
     if interval <= 0:
         raise UsageError("--interval must be more than 0 seconds")
     with serving(ws):
         with Scheduler(ws, listener=listener, executor=executor, max_parallel=max_parallel) as s:
-            s.serve_forever(interval, on_pass=on_pass, stop=stop)
+            if started is not None:
+                started(s)
+            s.serve_forever(interval, on_pass=on_pass, stop=stop, on_exit=on_exit)
 
 
 def material_keys(ws: Any, what: str | None) -> list[str] | None:

@@ -2,20 +2,21 @@
 
 Exit statuses (documented in the README): 0 success (or a run waiting for
 approval), 1 a run or job failed, 2 bad config or usage, 3 not authorized,
-4 store problem, 130 interrupted. They are mapped from the exception classes
+4 store problem, 130 interrupted or cancelled; 128 + N when stop signal N
+(SIGINT 130, SIGHUP 129, SIGTERM 143) stopped the command (workbench.signals). They are mapped from the exception classes
 here and nowhere else.
 """
 from __future__ import annotations
 
 import gc
 import json
-import signal
 import sys
 from typing import Any, Callable
 
 import click
 
 from ..errors import ConfigError, WorkbenchError
+from ..signals import Stop, Stopped, exit_status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAUTHORIZED, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -48,6 +49,9 @@ class WorkbenchGroup(click.Group):
         except WorkbenchError as exc:
             _err(f"workbench: {exc}")
             sys.exit(exc.exit_code)
+        except Stopped as exc:  # a stop signal during start-up, before anything ran (workbench.signals)
+            _err(f"stopped by {exc}")
+            sys.exit(exit_status(exc.signum))
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
@@ -162,26 +166,28 @@ def run(ctx: click.Context, pipeline: str, executor: str | None, parallel: int |
     from ..progress import Progress
 
     gc.disable()  # see _started
-    ws = _ws(ctx)
-    from ..kernels import prestart_for_run
+    with Stop("workbench run") as stop:  # SIGINT, SIGTERM and SIGHUP all cancel the run (workbench.signals)
+        ws = _ws(ctx)
+        from ..kernels import prestart_for_run
 
-    notebooks = prestart_for_run(ws, pipeline, executor, parallel)
-    ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
-    progress = Progress(quiet=quiet)
-    with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
-        if notebooks:
-            from ..notebooks import runner  # noqa: F401  (now, while the kernel boots, not when the job starts)
-        _started()
-        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
-        try:
+        notebooks = prestart_for_run(ws, pipeline, executor, parallel)
+        ws.config.pipeline(pipeline)  # config errors and unknown names before anything starts
+        progress = Progress(quiet=quiet)
+        with ws.engine(executor=executor, max_parallel=parallel, listener=progress, one_shot=True) as engine:
+            if notebooks:
+                from ..notebooks import runner  # noqa: F401  (now, while the kernel boots, not when the job starts)
+            _started()
+            stop.attach(engine)
             with progress:
                 result = engine.run(pipeline)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result, downstream=None if no_downstream else _downstream(ws, result, quiet, executor, parallel))
+        downstream = None
+        if not no_downstream and stop.received is None:
+            downstream = _downstream(ws, result, quiet, executor, parallel, stop)
+        finish_run(ws, result, downstream=downstream, stop=stop)
 
 
-def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: int | None) -> list[Any]:
+def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: int | None,
+                stop: Stop) -> list[Any]:
     """Drive what ``run``'s passed stages trigger (dependency materials), and their downstreams in turn.
 
     A scheduler answering those events alone (``run_until_idle(events=...)``):
@@ -213,12 +219,9 @@ def _downstream(ws: Any, run: Any, quiet: bool, executor: str | None, parallel: 
         progress(event, **data)
 
     with Scheduler(ws, listener=listen, executor=executor, max_parallel=parallel) as s:
-        previous = signal.signal(signal.SIGINT, lambda *_: s.engine.cancel())
-        try:
-            with progress:
-                s.run_until_idle(events=(passed, [run.pipeline] if run.status.finished else []))
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        stop.attach(s)  # a stop signal cancels the downstream runs too
+        with progress:
+            s.run_until_idle(events=(passed, [run.pipeline] if run.status.finished else []))
     return [ws.store.get_pipeline_run_by_id(i) for i in created]
 
 
@@ -235,7 +238,7 @@ def _started() -> None:
     gc.enable()
 
 
-def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None) -> None:
+def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None, stop: Stop | None = None) -> None:
     """Print a run's result line and exit with its status: the one run-status → exit-code mapping.
 
     ``run``, ``trigger``, ``rerun`` and ``approve`` end with it, so they agree.
@@ -244,6 +247,9 @@ def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None) -> None:
     going, nothing failed, and the line says where to follow it). 1: failed
     or rejected. 130: cancelled. ``downstream`` (``workbench run``'s
     downstream runs) each get their line, and the worst of all decides.
+    A command a stop signal N reached (``stop``) exits 128 + N whatever the
+    runs' statuses (the lines say how they ended): the supervisor that sent
+    the signal learns the command obeyed it.
     """
     from ..status import Status
 
@@ -256,6 +262,8 @@ def finish_run(ws: Any, run: Any, downstream: list[Any] | None = None) -> None:
             code = code or EXIT_INTERRUPTED
         elif r.status not in (Status.WAITING, Status.PASSED):
             code = EXIT_FAILED
+    if stop is not None and stop.exit_code is not None:
+        code = stop.exit_code
     if code:
         sys.exit(code)
 

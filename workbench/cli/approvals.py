@@ -9,10 +9,10 @@ the identity is the one the service proves (docs/approvals.md).
 from __future__ import annotations
 
 import json
-import signal
 
 import click
 
+from ..signals import Stop
 from . import _remote, _service, _ws, finish_run, main
 
 
@@ -39,14 +39,12 @@ def approve(ctx: click.Context, locator: str, comment: str | None, detach: bool,
 
     ws = _ws(ctx)
     progress = Progress(quiet=quiet)
-    with ws.engine(listener=progress) as engine:
-        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())  # Ctrl-C cancels the jobs, as in `run`
-        try:
+    with Stop("workbench approve") as stop:  # SIGINT, SIGTERM, SIGHUP cancel the jobs, as in `run`
+        with ws.engine(listener=progress) as engine:
+            stop.attach(engine)
             with progress:
                 result = engine.drive(run["id"])
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result)
+        finish_run(ws, result, stop=stop)
 
 
 @main.command()

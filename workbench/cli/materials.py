@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from typing import Any
 
 import click
 
+from ..signals import Stop
 from . import EXIT_FAILED, _remote, _service, _ws, finish_run, main
 
 
@@ -38,10 +38,13 @@ def tick(ctx: click.Context, verbose: bool, fmt: str, no_lock: bool) -> None:
     """
     from ..triggering import tick as do_tick
 
-    ws = _ws(ctx)
-    _ = ws.config  # config errors before anything runs
-    report = do_tick(ws, lock=not no_lock)
+    with Stop("workbench tick") as stop:  # a signal cancels the runs it drives (workbench.signals)
+        ws = _ws(ctx)
+        _ = ws.config  # config errors before anything runs
+        report = do_tick(ws, lock=not no_lock, started=stop.attach)
     _print_report(report, fmt, verbose)
+    if stop.exit_code is not None:
+        sys.exit(stop.exit_code)
     if report.errors:
         sys.exit(EXIT_FAILED)
 
@@ -62,20 +65,13 @@ def serve(ctx: click.Context, interval: float, quiet: bool) -> None:
             if not quiet or line.startswith(("error", "material error")):
                 click.echo(f"{_stamp()} {line}", err=line.startswith(("error", "material error")))
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    if not quiet:
-        click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; "
-                   "`workbench notify` polls now; Ctrl-C stops)")
-    try:
-        do_serve(ws, interval, on_pass=on_pass)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if not quiet:
-        click.echo(f"{_stamp()} stopped")
-
-
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
+    with Stop("workbench serve") as stop:  # SIGINT, SIGTERM, SIGHUP: stop, cancelling its runs (workbench.signals)
+        if not quiet:
+            click.echo(f"{_stamp()} serving {ws.root} (full poll every {interval:g}s; "
+                       "`workbench notify` polls now; Ctrl-C stops)")
+        do_serve(ws, interval, on_pass=on_pass, on_exit=on_pass, started=stop.attach)
+    if not quiet:  # exit 0: a signal is how a serve loop is meant to stop (its runs were cancelled, said above)
+        click.echo(f"{_stamp()} " + (f"{stop.name} received: " if stop.name else "") + "stopped")
 
 
 @main.command()
@@ -106,14 +102,12 @@ def _foreground(ctx: click.Context, start: Any, quiet: bool, executor: str | Non
 
     ws = _ws(ctx)
     progress = Progress(quiet=quiet)
-    with ws.engine(executor=executor, max_parallel=parallel, listener=progress) as engine:
-        previous = signal.signal(signal.SIGINT, lambda *_: engine.cancel())
-        try:
+    with Stop(f"workbench {ctx.info_name}") as stop:  # SIGINT, SIGTERM, SIGHUP cancel it (workbench.signals)
+        with ws.engine(executor=executor, max_parallel=parallel, listener=progress) as engine:
+            stop.attach(engine)  # before the run exists: a signal from here on cancels it, never orphans it
             with progress:
                 result = engine.drive(start(engine))
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    finish_run(ws, result)
+        finish_run(ws, result, stop=stop)
 
 
 def _revision_options(values: tuple[str, ...]) -> dict[str, str]:

@@ -32,8 +32,9 @@ def server(ctx: click.Context, bind: str | None, interval: float) -> None:
         raise UsageError("--interval must be more than 0 seconds")
     ws = _ws(ctx)
     chosen = bind or ws.settings.server.bind or DEFAULT_BIND
-    run_server(ws, chosen, interval=interval, say=lambda line: click.echo(line))
-    click.echo("stopped")
+    by = run_server(ws, chosen, interval=interval, say=lambda line: click.echo(line))
+    # exit 0: a signal is how a service is meant to stop (systemd counts it clean); its runs were cancelled
+    click.echo((f"{by} received: " if by else "") + "stopped")
 
 
 @main.group()

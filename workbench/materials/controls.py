@@ -62,20 +62,52 @@ def request_cancel(ws: Any, run: Any, *, by: str | None = None) -> bool:
 
 
 def cancel_now(ws: Any, detail: Any, by: str) -> None:
-    """Cancel a run that no live process drives: its open stages and jobs, then the run."""
+    """Cancel a run that no live process drives: its open stages and jobs, then the run.
+
+    A driver that died (``kill -9``, a crash, a SIGKILL from a supervisor)
+    leaves its jobs' task processes running: each runs in its own session, so
+    nothing stops them with their engine. Each open job's recorded process
+    group is stopped first (SIGTERM, SIGKILL after the grace period), with the
+    identity checks the orphan recovery uses (:func:`workbench.tasks.pgroups.stop_group`:
+    same host, same boot, the leader's start time), so a pid since reused by
+    an unrelated process is never signalled. on_cancel tasks cannot run: the
+    process that knew them is gone; the job's reason says what was stopped.
+    """
     store = ws.store
     reason = f"cancelled by {by}"
+    open_jobs = [j for s in detail.stages if not s.status.finished for j in detail.jobs.get(s.id, ())
+                 if not j.status.finished]
+    stopped = _stop_job_groups(store, [j.id for j in open_jobs])
     for s in detail.stages:
         if s.status.finished:
             continue
         for j in detail.jobs.get(s.id, ()):
             if not j.status.finished:
-                store.finish_job(j.id, Status.CANCELLED, reason=reason)
+                why = stopped.get(j.id)
+                store.finish_job(j.id, Status.CANCELLED, reason=f"{reason}; {why}" if why else reason)
         try:
             store.set_stage_status(s.id, Status.CANCELLED, reason, expect=[s.status])
         except InvalidState:  # someone approved or finished it meanwhile; the request row still stands
             pass
     store.set_pipeline_status(detail.run.id, Status.CANCELLED, reason)
+
+
+def _stop_job_groups(store: Any, job_ids: list[int]) -> dict[int, str]:
+    """Stop what the jobs ``job_ids`` left running on this machine; job id -> what was done."""
+    if not job_ids:
+        return {}
+    from ..tasks.pgroups import stop_group
+
+    jr = S.job_runs
+    with store.read() as conn:
+        rows = conn.execute(sa.select(jr.c.id, jr.c.pgid, jr.c.pgid_identity)
+                            .where(jr.c.id.in_(job_ids), jr.c.pgid.is_not(None))).all()
+    done: dict[int, str] = {}
+    for job_id, pgid, ident in rows:
+        what = stop_group(int(pgid), ident)
+        if what:
+            done[job_id] = what
+    return done
 
 
 def _unlocked_through(conn: sa.Connection, pipeline: str) -> int:

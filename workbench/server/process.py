@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 from typing import Any, Callable, Iterator
 
@@ -57,17 +56,59 @@ def build_app(ws: Any, scheduler: Any) -> Any:
     return create_app(ws, auth=auth, scheduler=scheduler, prefix=prefix, extra_routers=tuple(routers))
 
 
+class _StopBoth:
+    """What a stop signal does to the server: the scheduler cancels its runs and the HTTP side winds
+    down, both at once (the jobs are not kept running while the HTTP connections drain).
+
+    Attached as soon as the scheduler exists; the uvicorn server joins it once
+    it runs (``server``), and learns then of a signal that came before.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.server: Any = None
+        self.stopping = self.now = False
+
+    def serving(self, server: Any) -> None:
+        self.server = server
+        self._tell()
+
+    def _tell(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = self.server.should_exit or self.stopping
+            self.server.force_exit = self.server.force_exit or self.now
+
+    def cancel(self, reason: str | None = None) -> None:
+        self.stopping = True
+        self.scheduler.cancel(reason)
+        self._tell()
+
+    def kill_now(self, why: str | None = None) -> list[int]:
+        self.stopping = self.now = True
+        self._tell()
+        return self.scheduler.kill_now(why)
+
+
 def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
-               say: Callable[[str], Any] = print, log_level: str = "warning") -> None:
-    """Serve until SIGTERM or Ctrl-C; prints ``serving http://HOST:PORT`` once requests are accepted."""
+               say: Callable[[str], Any] = print, log_level: str = "warning") -> str | None:
+    """Serve until SIGTERM, SIGHUP or Ctrl-C; prints ``serving http://HOST:PORT`` once requests are accepted.
+
+    Returns the name of the signal that stopped it (None: it stopped otherwise).
+    The runs it drove are cancelled with that signal in their reason
+    (``workbench.signals``); the process itself exits 0, as a service stopped
+    the usual way.
+    """
     import uvicorn
 
+    from ..signals import Stop
     from ..triggering import Scheduler, serving
 
     host, port = parse_bind(bind)
     _ = ws.config  # config errors before anything listens
-    with serving(ws, "workbench server"):
+    stopper = Stop("workbench server")  # installed before anything runs: no window with inherited dispositions
+    with stopper, serving(ws, "workbench server"):
         with Scheduler(ws) as scheduler:
+            target = stopper.attach(_StopBoth(scheduler))
             app = build_app(ws, scheduler)
             hooks = app.state.wb.hooks  # the webhook receiver, when that part is present
             stop = threading.Event()
@@ -80,24 +121,16 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
             class Server(uvicorn.Server):
                 @contextlib.contextmanager
                 def capture_signals(self) -> Iterator[None]:
-                    """SIGINT, SIGTERM and SIGHUP stop the server gracefully (a second one at once); unlike
-                    uvicorn's own, the signal is not raised again afterwards, so the scheduler is stopped
-                    (jobs cancelled) and the process exits 0 whatever dispositions it inherited."""
-                    if threading.current_thread() is not threading.main_thread():
-                        yield
-                        return
-                    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-                    previous = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
-                    try:
-                        yield
-                    finally:
-                        for sig, handler in previous.items():
-                            signal.signal(sig, handler)
+                    """Not uvicorn's handlers: SIGINT, SIGTERM and SIGHUP are the ``Stop``'s (installed
+                    before the scheduler started), which cancel the runs the server drives and stop the
+                    HTTP side (a second signal kills their jobs at once), as for every command that
+                    drives runs (``workbench.signals``); unlike uvicorn's, the signal is not raised again
+                    afterwards, so the outcome is recorded whatever dispositions the process inherited."""
+                    target.serving(self)
+                    yield
 
-                def handle_exit(self, sig: int, frame: Any) -> None:
-                    if self.should_exit:
-                        self.force_exit = True
-                    self.should_exit = True
+                def handle_exit(self, sig: int, frame: Any) -> None:  # uvicorn's entry point, same behaviour
+                    stopper.deliver(sig)
 
                 async def startup(self, sockets: Any = None) -> None:
                     await super().startup(sockets=sockets)
@@ -106,7 +139,8 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                         say(f"serving http://{shown}:{bound[1]}")
 
-            config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+            # loop="asyncio": uvloop, when installed, takes the signal wakeup fd that Stop reads
+            config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, loop="asyncio",
                                     lifespan="off", timeout_graceful_shutdown=5,
                                     proxy_headers=False, server_header=False)
             server = Server(config)
@@ -117,6 +151,7 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                 stop.set()
                 scheduler._wake.set()
                 loop.join()
-            if not server.started:
+            if not server.started and stopper.received is None:
                 raise UsageError(f"cannot listen on {host}:{port} (in use, or not an address of this machine)")
     logging.getLogger("workbench.server").info("stopped (pid %s)", os.getpid())
+    return stopper.name

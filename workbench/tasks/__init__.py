@@ -175,6 +175,11 @@ def _on_cancel(task: Task, ctx: JobContext) -> None:
     hook = getattr(task, "on_cancel", None)
     if hook is None:
         return
+    from .process import immediate_stop
+
+    if immediate_stop():  # a second stop signal: clean-up is what the person chose to skip
+        ctx.say(f"on_cancel skipped (immediate stop): {describe(hook)}")
+        return
     ctx.say(f"on_cancel: {describe(hook)}")
     runner = RUNNERS.get(hook.kind)
     if runner is None:
@@ -183,7 +188,10 @@ def _on_cancel(task: Task, ctx: JobContext) -> None:
     deadline, ctx.deadline = ctx.deadline, time.monotonic() + 60  # bounded clean-up
     try:
         result = runner(hook, ctx)
-        ctx.say(f"on_cancel finished with status {result.exit_code}")
+        if immediate_stop():
+            ctx.say("on_cancel cut short: a second stop signal killed it")
+        else:
+            ctx.say(f"on_cancel finished with status {result.exit_code}")
     except TaskError as exc:
         ctx.say(f"on_cancel failed: {exc}")
     finally:

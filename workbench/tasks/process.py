@@ -18,6 +18,41 @@ from typing import IO, Callable, Mapping, Sequence
 
 _HAS_PIDFD = hasattr(os, "pidfd_open")
 
+# Every task process group this process has started and not yet reaped, so an
+# immediate stop (a second SIGTERM/SIGINT/SIGHUP while jobs are being stopped
+# gracefully) can SIGKILL all of them at once, on_cancel tasks included.
+_live: dict[int, "subprocess.Popen[bytes]"] = {}
+_live_lock = threading.Lock()
+_immediate = threading.Event()  # set by kill_all_now(): no grace period, no new processes
+
+
+def kill_all_now() -> list[int]:
+    """SIGKILL every task process group this process started that is still running; returns their ids.
+
+    Why a process-wide registry rather than the engine's job rows: the rows
+    know a group only a quarter second after it starts, and not at all for
+    on_cancel tasks, while an immediate stop must leave nothing running. From
+    now on this process starts no task process and waits no grace period
+    (``immediate_stop``), so the jobs that are stopping record their outcome
+    at once. There is no way back: only a command that is about to exit calls
+    it. Jobs on Dask agents are not in this registry: they get the graceful
+    cancel on their agent (groups stopped after the grace period, on_cancel run there).
+    """
+    _immediate.set()
+    with _live_lock:
+        groups = list(_live)
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return groups
+
+
+def immediate_stop() -> bool:
+    """True once :func:`kill_all_now` was called: on_cancel tasks are skipped, nothing new starts."""
+    return _immediate.is_set()
+
 
 @dataclass(frozen=True)
 class ProcessResult:
@@ -28,6 +63,8 @@ class ProcessResult:
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    if _immediate.is_set():
+        grace = 0
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -86,6 +123,8 @@ def run_process(
     processes behind, leaves a group that recovery does not know about.
     """
     log.flush()
+    if _immediate.is_set():  # an immediate stop: nothing of this job may start any more
+        return ProcessResult(None, cancelled=True)
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -104,6 +143,13 @@ def run_process(
         return ProcessResult(None, error=f"working directory is not a folder: {cwd}")
     except OSError as exc:
         return ProcessResult(None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+    with _live_lock:
+        _live[proc.pid] = proc
+    if _immediate.is_set():  # the immediate stop came while it started: it was not in the registry yet
+        _kill_group(proc, 0)
+        with _live_lock:
+            _live.pop(proc.pid, None)
+        return ProcessResult(proc.returncode, cancelled=True)
     pump = output_filter.start(proc.stdout) if output_filter and proc.stdout else None
     try:
         announce = on_start  # called inside the try: if recording fails, the child does not outlive the error
@@ -115,6 +161,11 @@ def run_process(
                 _kill_group(proc, grace)
                 return ProcessResult(proc.returncode, timed_out=True)
             if _wait(proc, step):
+                if proc.returncode is not None and proc.returncode < 0 and (cancel.is_set() or _immediate.is_set()):
+                    # killed by the stop (an immediate stop's SIGKILL can land before this loop sees the
+                    # cancel): the job was cancelled, it did not fail
+                    _kill_group(proc, 0)
+                    return ProcessResult(proc.returncode, cancelled=True)
                 return ProcessResult(proc.returncode)
             if announce is not None:
                 announce(proc.pid)
@@ -126,6 +177,8 @@ def run_process(
         _kill_group(proc, 0.5)
         raise
     finally:
+        with _live_lock:
+            _live.pop(proc.pid, None)
         if pump is not None:
             pump.join()
 
