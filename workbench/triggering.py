@@ -297,9 +297,13 @@ class Scheduler:
         except WorkbenchError:
             pass  # each pipeline reads its own below, and a failure is reported against it
 
+        from .pauses import current_pauses
+
+        paused = current_pauses(store) if todo else {}  # one read for the pass, not one per pipeline
+
         def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
-                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name)), None)
+                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name), paused.get(p.name)), None)
             except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
                 return [], [], [], f"{p.name}: {exc}"
 
@@ -336,12 +340,11 @@ class Scheduler:
             self._index = (cfg, dependency_index(cfg))
         return self._index[1]
 
-    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
-        """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
+    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None, held: Any
+               ) -> tuple[list[Any], list[str], list[str]]:
+        """What to trigger for ``p`` now: (plans, why it waits, timer notes); ``held``: its pause, if any."""
         from .materials.controls import pipeline_lock
-        from .pauses import current_pause
 
-        held = current_pause(self.ws.store, p.name)
         if held is not None:  # GoCD: a paused pipeline is never triggered automatically
             return [], [f"{p.name}: {held.describe()}"], []
         holder = pipeline_lock(self.ws.store, p)

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -113,6 +114,11 @@ def _git_error(exc: Exception, what: str, secret: str | None = None) -> Material
     else:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return MaterialError(_mask(f"{what}: {detail}", secret))
+
+
+_HISTORY: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (mirror, head sha, depth) -> history
+_HISTORY_MAX = 4096
+_HISTORY_LOCK = threading.Lock()
 
 
 class Mirror:
@@ -266,8 +272,21 @@ class Mirror:
             return False
 
     def first_parent_history(self, head: str, n: int = 20) -> list[str]:
-        out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
-        return [ln for ln in str(out).splitlines() if ln]
+        """The first-parent history from ``head``, newest first; memoised, since a commit's history never changes.
+
+        Every fan-in pipeline sharing a repository with its upstreams asks this of the
+        same head on each pass: twenty pipelines on one repository cost one ``git rev-list``.
+        """
+        key = (str(self.path), head, n)
+        found = _HISTORY.get(key)
+        if found is None:
+            out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
+            found = tuple(ln for ln in str(out).splitlines() if ln)
+            with _HISTORY_LOCK:
+                if len(_HISTORY) >= _HISTORY_MAX:
+                    _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
+                _HISTORY[key] = found
+        return list(found)
 
 
 def checkout(url: str, sha: str, dest: Path, *, mirror: Path | None = None, shallow: bool = False,
