@@ -64,7 +64,7 @@ class Workspace:
         from .config import load_workspace_config
 
         features.load()
-        return load_workspace_config(self.root)
+        return load_workspace_config(self.root, cache_dir=self.state / "cache")
 
     def reload(self) -> Config:
         self.__dict__.pop("config", None)
