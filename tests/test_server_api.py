@@ -313,3 +313,15 @@ def test_reads_validate_frames_and_docs(rig: Rig) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     anonymous = httpx.get(f"{rig.server.url}/api/v1/status")
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "not_signed_in"
+
+
+def test_the_servers_own_page_without_a_hub_says_how_to_sign_in(rig: Rig) -> None:
+    for path in ("/", "/dashboard"):
+        page = httpx.get(f"{rig.server.url}{path}")
+        assert page.status_code == 401 and "You are not signed in" in page.text, page.text
+        assert "workbench token create" in page.text and "location" not in page.headers
+    # a bearer token shows the page (the page itself then calls the API with cookies; none here)
+    signed = httpx.get(f"{rig.server.url}/", headers={"Authorization": f"Bearer {rig.carol.token}"})
+    assert signed.status_code == 200 and 'id="wb-config"' in signed.text
+    assert signed.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in signed.headers[
+        "content-security-policy"]

@@ -24,8 +24,8 @@ def test_server_settings_parse_and_locate_mistakes(tmp_path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(tmp_path)
     text = str(exc.value)
-    assert "workbench.yaml:2:1: unknown server key 'ulr'" in text
-    assert "unknown webhook forge 'gitbucket'" in text
+    assert "workbench.yaml:3:3: unknown server key 'ulr'" in text  # at the key itself, not at server:
+    assert "workbench.yaml:4:14: unknown webhook forge 'gitbucket'" in text
 
 
 def test_webhook_secret_expansion_names_a_missing_variable(monkeypatch) -> None:

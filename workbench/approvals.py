@@ -159,8 +159,19 @@ def authorize(ws: "Workspace", subject: Any, user: "str | Identity | None", acti
     if who.allows(user, identity.groups):
         return user
     message = f"{user} may not {action} {target}: allowed are {who.describe(cfg)}"
-    record(ws, user, action, target, "unauthorized", comment=comment, detail=message, **_target_parts(target))
+    via = signed_in(identity)
+    record(ws, user, action, target, "unauthorized", comment=comment,
+           detail=f"{message} ({via})" if via else message, **_target_parts(target))
     raise Unauthorized(message + "; this attempt was recorded")
+
+
+def signed_in(identity: Identity) -> str | None:
+    """How a proven identity was established, for its audit rows ("signed in via hub, groups qa"); None
+    for an asserted (local) one."""
+    if identity.via == "local":
+        return None
+    groups = f", groups {', '.join(sorted(identity.groups))}" if identity.groups else ""
+    return f"signed in via {identity.via}{groups}"
 
 
 def require_act(ws: "Workspace", user: "str | Identity | None", action: str, *, target: str,
@@ -234,7 +245,8 @@ def _already(run: "PipelineRun", sr: "StageRun") -> str:
 
 def _decide(ws: "Workspace", locator: str, action: str, user: "str | Identity | None", comment: str | None) -> tuple["PipelineRun", "StageRun", str]:
     run, pipeline, stage, target = _locate(ws, locator)
-    user = authorize(ws, stage, user, action, target=target, comment=comment)
+    identity = as_identity(user)
+    user = authorize(ws, stage, identity, action, target=target, comment=comment)
     try:
         sr = _waiting_stage(ws, run, pipeline, stage)
         # The stage, the run and the audit row change in ONE transaction: a process killed (or a
@@ -250,8 +262,8 @@ def _decide(ws: "Workspace", locator: str, action: str, user: "str | Identity | 
                                                 expect=[Status.WAITING], approved_by=user, conn=conn)
                 _set_run_status_if(conn, run.id, [Status.WAITING, Status.SCHEDULED, Status.RUNNING], Status.REJECTED,
                                    f"stage {sr.name} rejected by {user}: {comment}")
-            record_in(conn, user, action, target, "ok", comment=comment, pipeline=run.pipeline, counter=run.counter,
-                      stage=stage.name)
+            record_in(conn, user, action, target, "ok", comment=comment, detail=signed_in(identity),
+                      pipeline=run.pipeline, counter=run.counter, stage=stage.name)
     except InvalidState as exc:
         msg = str(exc)
         again = ws.store.run_detail(run.id).latest_stages().get(stage.name)

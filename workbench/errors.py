@@ -78,11 +78,20 @@ class NotSignedIn(WorkbenchError):
 
 
 class Unauthorized(WorkbenchError):
-    """The acting identity may not do this; the attempt is audited."""
+    """The acting identity may not do this; the attempt is audited.
+
+    ``user``: who was refused, when that is known before any workbench code
+    runs (a JupyterHub token the hub vouches for but that may not use this
+    service), so the HTTP layer can audit the attempt under that name.
+    """
 
     exit_code = 3
     http_status = 403
     kind = "forbidden"
+
+    def __init__(self, message: str = "", *, user: str | None = None) -> None:
+        super().__init__(message)
+        self.user = user
 
 
 class StoreError(WorkbenchError):
@@ -123,6 +132,15 @@ class ArtifactError(WorkbenchError):
     exit_code = 1
     http_status = 502
     kind = "artifact_failed"
+
+
+class ImportRefused(WorkbenchError):
+    """A file given to an importer (``import-gocd``) cannot be converted: unsafe, unreadable or too big;
+    or the output would overwrite files. Nothing was written."""
+
+    exit_code = 2
+    http_status = 400
+    kind = "import_refused"
 
 
 class TrafficError(WorkbenchError):

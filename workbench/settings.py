@@ -21,6 +21,8 @@ PostgreSQL store::
       trusted_proxies: [127.0.0.1]    # only these may set X-Forwarded-* headers
       webhooks:
         github: {secret: "${GITHUB_WEBHOOK_SECRET}"}
+      hub:                            # as a JupyterHub service (docs/server.md "Behind JupyterHub")
+        cache_seconds: 30             # how long the hub's answer about a token is trusted
 
 Short forms: ``executor: dask://tcp://ci-sched:8786``, ``store: URL``, ``artifacts: URL``.
 ``${NAME}`` in a value is replaced by the environment variable NAME (so a
@@ -43,8 +45,25 @@ from .errors import ConfigError, Problem
 FILE_NAME = "workbench.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_KEYS = ("executor", "store", "artifacts", "server")
-_SERVER_KEYS = ("url", "bind", "anonymous_read", "trusted_proxies", "webhooks", "max_body_bytes")
+_SERVER_KEYS = ("url", "bind", "anonymous_read", "trusted_proxies", "webhooks", "max_body_bytes", "hub")
+_HUB_KEYS = ("api_url", "service_name", "api_token", "prefix", "client_id", "oauth_callback_url", "cache_seconds")
 FORGES = ("github", "gitlab", "gitea", "bitbucket")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """``server.hub``: the JupyterHub this server is a service of. Every field left out comes from the
+    ``JUPYTERHUB_*`` environment a hub gives a managed service (workbench.server.hub.from_settings);
+    ``api_token`` stays as written (``${VAR}`` unexpanded) until the server starts."""
+
+    configured: bool = False  # the section is present: the server must find a hub (or says what is missing)
+    api_url: str | None = None
+    service_name: str | None = None
+    api_token: str | None = None
+    prefix: str | None = None
+    client_id: str | None = None
+    oauth_callback_url: str | None = None
+    cache_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class ServerSettings:
     trusted_proxies: tuple[str, ...] = ()
     webhook_secrets: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = 1_000_000
+    hub: HubSettings = field(default_factory=HubSettings)
 
 
 @dataclass(frozen=True)
@@ -109,13 +129,15 @@ def load_settings(root: Path) -> Settings:
         return Settings(path=path)
     if not isinstance(data, dict):
         raise ConfigError([Problem(display, 1, 1, "workbench.yaml must be a mapping with executor: and store:")])
-    marks = {}
-    if isinstance(node, yaml.MappingNode):
-        marks = {k.value: (k.start_mark.line + 1, k.start_mark.column + 1) for k, _ in node.value}
+    marks = _key_marks(node)
     problems: list[Problem] = []
 
-    def problem(key: str, message: str) -> None:
-        line, col = marks.get(key, (1, 1))
+    def problem(key: str | tuple[str, ...], message: str) -> None:
+        """At the deepest key of ``key``'s path that the file has (``("server", "hub", "prefix")``)."""
+        path = (key,) if isinstance(key, str) else tuple(key)
+        while path and path not in marks:
+            path = path[:-1]
+        line, col = marks.get(path, (1, 1))
         problems.append(Problem(display, line, col, message))
 
     for key in data:
@@ -124,11 +146,24 @@ def load_settings(root: Path) -> Settings:
     executor, options = _executor(data.get("executor"), lambda m: problem("executor", m))
     store_url = _url(data.get("store"), "store", root, lambda m: problem("store", m))
     artifacts_url = _url(data.get("artifacts"), "artifacts", root, lambda m: problem("artifacts", m))
-    server = _server(data.get("server"), lambda m: problem("server", m))
+    server = _server(data.get("server"), lambda m, *sub: problem(("server", *sub), m))
     if problems:
         raise ConfigError(problems)
     return Settings(path=path, executor=executor, executor_options=options, store_url=store_url,
                     artifacts_url=artifacts_url, server=server)
+
+
+def _key_marks(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[int, int]]:
+    """``(line, column)`` of every mapping key, by its path from the top: where a problem is reported."""
+    import yaml
+
+    marks: dict[tuple[str, ...], tuple[int, int]] = {}
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            path = (*prefix, str(k.value))
+            marks[path] = (k.start_mark.line + 1, k.start_mark.column + 1)
+            marks.update(_key_marks(v, path))
+    return marks
 
 
 def _server(value: Any, report: Any) -> ServerSettings:
@@ -139,45 +174,96 @@ def _server(value: Any, report: Any) -> ServerSettings:
         return ServerSettings()
     for key in value:
         if key not in _SERVER_KEYS:
-            report(f"unknown server key {key!r} (known: {', '.join(_SERVER_KEYS)})")
+            report(f"unknown server key {key!r} (known: {', '.join(_SERVER_KEYS)})", str(key))
     url = value.get("url")
     if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
-        report("server url must be an http:// or https:// URL")
+        report("server url must be an http:// or https:// URL", "url")
         url = None
     bind = value.get("bind")
     if bind is not None and (not isinstance(bind, str) or ":" not in bind):
-        report("server bind must be HOST:PORT")
+        report("server bind must be HOST:PORT", "bind")
         bind = None
     anonymous = value.get("anonymous_read", False)
     if not isinstance(anonymous, bool):
-        report("server anonymous_read must be true or false")
+        report("server anonymous_read must be true or false", "anonymous_read")
         anonymous = False
     proxies = value.get("trusted_proxies") or []
     if isinstance(proxies, str):
         proxies = [proxies]
     if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
-        report("server trusted_proxies must be a list of addresses")
+        report("server trusted_proxies must be a list of addresses", "trusted_proxies")
         proxies = []
     secrets: dict[str, str] = {}
     hooks = value.get("webhooks") or {}
     if not isinstance(hooks, dict):
-        report("server webhooks must be a mapping of forge to {secret: ...}")
+        report("server webhooks must be a mapping of forge to {secret: ...}", "webhooks")
         hooks = {}
     for forge, spec in hooks.items():
         if forge not in FORGES:
-            report(f"unknown webhook forge {forge!r} (known: {', '.join(FORGES)})")
+            report(f"unknown webhook forge {forge!r} (known: {', '.join(FORGES)})", "webhooks", str(forge))
             continue
         secret = spec.get("secret") if isinstance(spec, dict) else None
         if not isinstance(secret, str) or not secret:
-            report(f"webhooks {forge} needs secret: (e.g. \"${{{forge.upper()}_WEBHOOK_SECRET}}\")")
+            report(f"webhooks {forge} needs secret: (e.g. \"${{{forge.upper()}_WEBHOOK_SECRET}}\")", "webhooks", forge)
             continue
         secrets[forge] = secret
     max_body = value.get("max_body_bytes", 1_000_000)
     if not isinstance(max_body, int) or isinstance(max_body, bool) or max_body < 1024:
-        report("server max_body_bytes must be a whole number of at least 1024")
+        report("server max_body_bytes must be a whole number of at least 1024", "max_body_bytes")
         max_body = 1_000_000
-    return ServerSettings(url=_expand(url, report) if url else None, bind=bind, anonymous_read=anonymous,
-                          trusted_proxies=tuple(proxies), webhook_secrets=secrets, max_body_bytes=max_body)
+    return ServerSettings(url=_expand(url, lambda m: report(m, "url")) if url else None, bind=bind,
+                          anonymous_read=anonymous, trusted_proxies=tuple(proxies), webhook_secrets=secrets,
+                          max_body_bytes=max_body, hub=_hub(value.get("hub"), lambda m, *sub: report(m, "hub", *sub),
+                                                            "hub" in value))
+
+
+def _hub(value: Any, report: Any, present: bool) -> HubSettings:
+    """``server.hub``; ``hub: {}`` (or ``hub:`` alone) says "a hub service, all from the environment"."""
+    if value is None:
+        return HubSettings(configured=present)
+    if not isinstance(value, dict):
+        report("server hub must be a mapping (api_url:, service_name:, api_token:, ...; or {} for the hub's "
+               "environment)")
+        return HubSettings()
+    for key in value:
+        if key not in _HUB_KEYS:
+            report(f"unknown server hub key {key!r} (known: {', '.join(_HUB_KEYS)})", str(key))
+    out: dict[str, Any] = {}
+    for key in ("api_url", "service_name", "api_token", "prefix", "client_id", "oauth_callback_url"):
+        v = value.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str) or not v.strip():
+            report(f"server hub {key} must be a non-empty string", key)
+            continue
+        out[key] = v.strip()
+    for key in ("api_url", "oauth_callback_url"):
+        v = out.get(key)
+        if v is None:
+            continue
+        v = _expand(v, lambda m, k=key: report(m, k))
+        if key == "api_url" and not v.startswith(("http://", "https://")):
+            report("server hub api_url must be the hub's API URL, e.g. http://127.0.0.1:8081/hub/api", key)
+            out.pop(key)
+            continue
+        if key == "oauth_callback_url" and not v.startswith(("http://", "https://", "/")):
+            report("server hub oauth_callback_url must be a URL or a path (…/oauth_callback)", key)
+            out.pop(key)
+            continue
+        out[key] = v
+    if "prefix" in out and not out["prefix"].startswith("/"):
+        report("server hub prefix must be a path such as /services/workbench/", "prefix")
+        out.pop("prefix")
+    if "service_name" in out and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", out["service_name"]):
+        report("server hub service_name must be the service's name in jupyterhub_config.py (letters, digits, "
+               "-, _, .)", "service_name")
+        out.pop("service_name")
+    cache = value.get("cache_seconds", 30)
+    if not isinstance(cache, int) or isinstance(cache, bool) or cache < 0:
+        report("server hub cache_seconds must be a whole number of seconds, 0 or more (0: ask the hub "
+               "every time)", "cache_seconds")
+        cache = 30
+    return HubSettings(configured=True, cache_seconds=cache, **out)
 
 
 def expand_secret(value: str) -> str:

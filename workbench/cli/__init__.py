@@ -393,7 +393,7 @@ def _load_feature_commands() -> None:
     import importlib.util
 
     for name in ("materials", "notebooks", "artifacts", "packages", "approvals", "traffic", "metrics", "dashboard",
-                 "agents", "admin", "server", "webhooks"):
+                 "agents", "admin", "server", "webhooks", "importgocd"):
         mod = f"{__name__}.{name}"
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..approvals import record
-from ..errors import ConfigError, NotSignedIn, WorkbenchError
+from ..errors import ConfigError, NotSignedIn, Unauthorized, WorkbenchError
 from ..identity import Identity
 from ..service.local import Local
 from .auth import Authenticator
@@ -159,12 +159,12 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
                 who = _identify(request)
                 if who is None:
                     raise NotSignedIn("anonymous calls may not act: sign in or send Authorization: Bearer TOKEN")
-            except NotSignedIn as exc:
+            except (NotSignedIn, Unauthorized) as exc:  # Unauthorized: a hub token refused the service
                 claimed = {h: request.headers[h] for h in ("x-forwarded-user", "x-remote-user", "x-jupyterhub-user")
                            if h in request.headers}
                 detail = f"{exc}" + (f"; claimed {claimed}" if claimed else "")
-                record(ws, "(not signed in)", action, request.url.path.removeprefix(P)[:500], "unauthorized",
-                       detail=detail)
+                user = getattr(exc, "user", None) or "(not signed in)"
+                record(ws, user, action, request.url.path.removeprefix(P)[:500], "unauthorized", detail=detail)
                 raise
             return who
         return dependency

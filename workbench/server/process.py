@@ -42,7 +42,7 @@ def build_app(ws: Any, scheduler: Any) -> Any:
     if importlib.util.find_spec(f"{__package__}.hub") is not None:
         from . import hub as hubmod
 
-        hub = hubmod.from_environment()
+        hub = hubmod.from_settings(settings.hub)
         if hub is not None:
             prefix = hub.prefix
     auth = Authenticator(ws.store, hub=hub, trusted_proxies=settings.trusted_proxies,

@@ -1,0 +1,1 @@
+"""Importers: other tools' configurations into workbench files (GoCD XML: ``gocd``)."""
