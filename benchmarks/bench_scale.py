@@ -14,7 +14,10 @@ its baseline measured in the same run:
   pipeline has material revisions) beside a fresh ``python`` that imports
   pandas and reads the store's runs table with one SQL query;
 - a no-change ``workbench tick`` beside ``git ls-remote`` over the same
-  repositories, sequential and 8 at a time.
+  repositories, sequential and 8 at a time, and beside a fresh ``python`` that
+  only imports what any workbench command imports (SQLAlchemy, the features);
+  then, under ``strace -f``, how many repositories it polled and how many git
+  processes it started (the target: one remote look-up per repository).
 
 Then the growth exponent of each figure over the sizes (1.0 = linear). Medians
 of ``--repeat`` (3). Nothing is asserted: the targets are printed met or MISSED.
@@ -24,6 +27,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,6 +67,21 @@ SQL_FLOOR = ("import pandas, sqlalchemy\n"
              "with e.connect() as c:\n"
              "    t = [n for n in sqlalchemy.inspect(e).get_table_names() if 'run' in n][0]\n"
              "    pandas.read_sql(sqlalchemy.text(f'select * from {t}'), c)\n")
+
+
+IMPORT_FLOOR = "import workbench.cli, workbench.engine, workbench.features as f; f.load()\n"
+
+
+def tick_counts(root: Path) -> tuple[int, int]:
+    """(repositories the tick says it polled, git processes it started), from one ``tick -v`` under strace -f."""
+    trace = root / ".workbench" / "tick.strace"
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), *wb("tick", "-v")],
+                          cwd=root, capture_output=True, text=True)
+    found = re.search(r"(\d+) repositories polled", proc.stdout + proc.stderr)
+    gits = sum(1 for line in trace.read_text().splitlines()
+               if re.search(r'execve\("[^"]*/git", ', line) and "ENOENT" not in line)
+    trace.unlink()
+    return (int(found.group(1)) if found else -1), gits
 
 
 def ls_remote(repos: list[Path], workers: int) -> float:
@@ -120,10 +140,16 @@ def main() -> int:
             first = time.perf_counter() - t
             seq, par = ls_remote(est.repos, 1), ls_remote(est.repos, 8)
             ours = timed_run(wb("tick"), root, args.repeat)
+            imports = timed_run([PY, "-c", IMPORT_FLOOR], root, args.repeat)
             rows["tick"].append(ours)
             print(f"   no-change tick  {ours:7.2f} s   | ls-remote x{len(est.repos)} sequential {seq:6.2f} s,"
-                  f" 8 at a time {par:6.2f} s   {verdict('tick', ours, par)} (plus the parallel git floor)"
+                  f" 8 at a time {par:6.2f} s; the workbench's imports alone {imports:5.2f} s"
+                  f"   {verdict('tick', ours, par)} (plus the parallel git floor)"
                   f"   [first tick, which starts every pipeline: {first:.1f} s]")
+            if shutil.which("strace"):
+                polled, gits = tick_counts(root)
+                print(f"                   {polled} repositories polled, {gits} git processes for "
+                      f"{len(est.repos)} repositories ({gits / len(est.repos):.1f} per repository)")
             floor = timed_run([PY, "-c", SQL_FLOOR], root, args.repeat)
             ours = timed_run(wb("status"), root, args.repeat)
             rows["status"].append(ours)

@@ -297,13 +297,16 @@ class Scheduler:
         except WorkbenchError:
             pass  # each pipeline reads its own below, and a failure is reported against it
 
+        from .materials.controls import pipeline_locks
         from .pauses import current_pauses
 
         paused = current_pauses(store) if todo else {}  # one read for the pass, not one per pipeline
+        locks = pipeline_locks(store, todo)  # likewise: the lock holders of every locking pipeline
 
         def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
-                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name), paused.get(p.name)), None)
+                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name), paused.get(p.name),
+                                     locks.get(p.name)), None)
             except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
                 return [], [], [], f"{p.name}: {exc}"
 
@@ -340,14 +343,15 @@ class Scheduler:
             self._index = (cfg, dependency_index(cfg))
         return self._index[1]
 
-    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None, held: Any
+    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None, held: Any, holder: int | None
                ) -> tuple[list[Any], list[str], list[str]]:
-        """What to trigger for ``p`` now: (plans, why it waits, timer notes); ``held``: its pause, if any."""
-        from .materials.controls import pipeline_lock
+        """What to trigger for ``p`` now: (plans, why it waits, timer notes).
 
+        ``held``: its pause, if any; ``holder``: the counter of the run holding its lock, if any
+        (both read once for the whole pass).
+        """
         if held is not None:  # GoCD: a paused pipeline is never triggered automatically
             return [], [f"{p.name}: {held.describe()}"], []
-        holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
             return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []
         decision = source.decide(p, last)

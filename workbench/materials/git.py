@@ -119,6 +119,7 @@ def _git_error(exc: Exception, what: str, secret: str | None = None) -> Material
 _HISTORY: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (mirror, head sha, depth) -> history
 _HISTORY_MAX = 4096
 _HISTORY_LOCK = threading.Lock()
+_HISTORY_GATES: dict[tuple[str, str, int], threading.Lock] = {}  # keys being read by some thread now
 
 
 class Mirror:
@@ -280,12 +281,19 @@ class Mirror:
         key = (str(self.path), head, n)
         found = _HISTORY.get(key)
         if found is None:
-            out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
-            found = tuple(ln for ln in str(out).splitlines() if ln)
+            with _HISTORY_LOCK:  # one flight per key: the deciding threads ask for the same head at once
+                gate = _HISTORY_GATES.setdefault(key, threading.Lock())
+            with gate:
+                found = _HISTORY.get(key)
+                if found is None:
+                    out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
+                    found = tuple(ln for ln in str(out).splitlines() if ln)
+                    with _HISTORY_LOCK:
+                        if len(_HISTORY) >= _HISTORY_MAX:
+                            _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
+                        _HISTORY[key] = found
             with _HISTORY_LOCK:
-                if len(_HISTORY) >= _HISTORY_MAX:
-                    _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
-                _HISTORY[key] = found
+                _HISTORY_GATES.pop(key, None)
         return list(found)
 
 
