@@ -128,10 +128,10 @@ def invariants(root: Path) -> list[str]:
     return invariant_violations(root / ".workbench" / "store.db")
 
 
-def notify_latency(est: Any, repeat: int) -> tuple[float, float]:
+def notify_latency(est: Any, repeat: int) -> tuple[float, float, float]:
     """A commit to the repository of the first 20 pipelines, then ``workbench notify URL`` with a serve running:
     (seconds from the notify command's start until the last of their new runs' first jobs started,
-    the notify command's own duration). Medians of ``repeat``."""
+    the notify command's own duration, the serve's peak RSS in MB). Medians of ``repeat``."""
     root, repo = est.root, est.repos[0]
     users = est.users_of[0]
     serve = subprocess.Popen(wb("serve", "--interval", "3600"), cwd=root, stdout=subprocess.DEVNULL,
@@ -162,11 +162,23 @@ def notify_latency(est: Any, repeat: int) -> tuple[float, float]:
                 time.sleep(0.05)
             lat.append(max(started.values()) - t0 if len(started) == len(users) else float("inf"))
             time.sleep(3)  # let the runs finish before the next commit
+        hwm = _peak_mb(serve.pid)
     finally:
         os.killpg(serve.pid, 15)
         serve.wait(60)
         engine.dispose()
-    return statistics.median(lat), statistics.median(cli)
+    return statistics.median(lat), statistics.median(cli), hwm
+
+
+def _peak_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, notify: bool = True,
@@ -208,9 +220,10 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
             f["status_rss_mb"] = mb = max_rss_mb(wb("status"), root)
             print(f"   status max RSS  {mb:7.0f} MB  <= 300 MB: {'met' if mb <= 300 else 'MISSED'}", flush=True)
         if notify:
-            f["notify"], f["notify_cli"] = lat, cli = notify_latency(est, repeat)
+            f["notify"], f["notify_cli"], f["serve_rss_mb"] = lat, cli, mb = notify_latency(est, repeat)
             print(f"   notify -> the 20 first jobs started {lat:5.2f} s (the notify command itself {cli:.2f} s)"
                   f"   {verdict('notify', lat)}", flush=True)
+            print(f"   serve peak RSS  {mb:7.0f} MB  <= 1 GB: {'met' if mb <= 1024 else 'MISSED'}", flush=True)
         f["invariant_violations"] = bad = invariants(root)
         print(f"   reliability invariants after the scheduling runs: {'all hold' if not bad else bad[:5]}", flush=True)
         if history:
