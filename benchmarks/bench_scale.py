@@ -73,16 +73,18 @@ SQL_FLOOR = ("import pandas, sqlalchemy\n"
 IMPORT_FLOOR = "import workbench.cli, workbench.engine, workbench.features as f; f.load()\n"
 
 
-def tick_counts(root: Path) -> tuple[int, int]:
-    """(repositories the tick says it polled, git processes it started), from one ``tick -v`` under strace -f."""
+def tick_counts(root: Path) -> tuple[int, int, int]:
+    """(repositories the tick says it polled, remote look-ups it made (ls-remote, fetch), git processes it
+    started), from one ``tick -v`` under ``strace -f -z`` (successful execve calls only: a PATH search's
+    failed attempts are not processes)."""
     trace = root / ".workbench" / "tick.strace"
-    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), *wb("tick", "-v")],
+    proc = subprocess.run(["strace", "-f", "-qq", "-z", "-e", "trace=execve", "-o", str(trace), *wb("tick", "-v")],
                           cwd=root, capture_output=True, text=True)
     found = re.search(r"(\d+) repositories polled", proc.stdout + proc.stderr)
-    gits = sum(1 for line in trace.read_text().splitlines()
-               if re.search(r'execve\("[^"]*/git", ', line) and "ENOENT" not in line)
+    calls = [m.group(1) for m in re.finditer(r'execve\("[^"]*/git", \["git", "([\w-]+)"', trace.read_text())]
     trace.unlink()
-    return (int(found.group(1)) if found else -1), gits
+    remote = sum(1 for c in calls if c in ("ls-remote", "fetch", "clone"))
+    return (int(found.group(1)) if found else -1), remote, len(calls)
 
 
 def ls_remote(repos: list[Path], workers: int) -> float:
@@ -209,9 +211,9 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
               f"   {verdict('tick', ours, par)} (plus the parallel git floor)"
               f"   [first tick, which starts every pipeline: {first:.1f} s]", flush=True)
         if shutil.which("strace"):
-            f["polled"], f["git_processes"] = polled, gits = tick_counts(root)
-            print(f"                   {polled} repositories polled, {gits} git processes for "
-                  f"{len(est.repos)} repositories ({gits / len(est.repos):.1f} per repository)", flush=True)
+            f["polled"], f["remote_lookups"], f["git_processes"] = polled, remote, gits = tick_counts(root)
+            print(f"                   {polled} repositories polled: {remote} remote look-ups (ls-remote/fetch) and "
+                  f"{gits} git processes in all for {len(est.repos)} repositories", flush=True)
         f["status_floor"] = floor = timed_run([PY, "-c", SQL_FLOOR], root, repeat)
         f["status"] = ours = timed_run(wb("status"), root, repeat)
         print(f"   status          {ours:7.2f} s   | one SQL read into pandas {floor:6.2f} s ({ours / floor:5.1f}x)"

@@ -255,7 +255,8 @@ def scale_workload(report: Report, repeat: int, quick: bool) -> None:
     report.add(Row(w, "no-change tick", f["tick"],
                    {"git ls-remote x50, 8 at a time": git, "git ls-remote x50 sequential": f["ls_remote_seq"],
                     "python importing the workbench": f["imports"]}, {},
-                   {"repositories polled": f.get("polled", "n/a"), "git processes": f.get("git_processes", "n/a"),
+                   {"repositories polled": f.get("polled", "n/a"), "remote look-ups": f.get("remote_lookups", "n/a"),
+                    "git processes": f.get("git_processes", "n/a"),
                     "reliability invariants": "all hold" if not f["invariant_violations"] else "; ".join(f["invariant_violations"][:3])},
                    [target("tick - parallel git floor", f["tick"] - git, 1.0, "s")]))
     report.add(Row(w, "status", f["status"], {"pandas read of the runs table": f["status_floor"]}, {},
