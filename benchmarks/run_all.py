@@ -240,20 +240,20 @@ def tick_workload(report: Report, repeat: int, quick: bool) -> None:
     report.add_target(growth_target("tick", sizes, [res[n]["ours"] for n in sizes]))
 
 
-def scale_workload(report: Report, repeat: int, quick: bool) -> None:
+def scale_workload(report: Report, repeat: int, quick: bool, size: int = 1000) -> None:
     """(g) issue 17 at its quick size (1,000 pipelines); ``bench_scale.py --size 10000`` runs the full one."""
     import bench_scale as B
 
     with tempfile.TemporaryDirectory(prefix="wb-bench-scale-") as tmp:
-        f = B.measure([1000], repeat, Path(tmp), notify=not quick)[1000]
-    w = "(g) 1,000 generated pipelines (issue 17; full size: bench_scale.py --size 10000)"
+        f = B.measure([size], repeat, Path(tmp), notify=not quick)[size]
+    w = f"(g) {size:,} generated pipelines (issue 17; full size: bench_scale.py --size 10000)"
     report.add(Row(w, "validate, parse cache warm", f["validate"],
                    {"PyYAML C parse of the files": f["validate_floor"]},
                    {}, {"cold (WORKBENCH_CONFIG_CACHE=0)": fmt_s(f["validate_cold"])},
                    [target("validate cold", f["validate_cold"], 2.0, "s"), target("validate cached", f["validate"], 0.3, "s")]))
     git = f["ls_remote_par"]
     report.add(Row(w, "no-change tick", f["tick"],
-                   {"git ls-remote x50, 8 at a time": git, "git ls-remote x50 sequential": f["ls_remote_seq"],
+                   {"git ls-remote each repository, 8 at a time": git, "git ls-remote sequential": f["ls_remote_seq"],
                     "python importing the workbench": f["imports"]}, {},
                    {"repositories polled": f.get("polled", "n/a"), "remote look-ups": f.get("remote_lookups", "n/a"),
                     "git processes": f.get("git_processes", "n/a"),

@@ -101,7 +101,7 @@ def write_estate(root: Path, pipelines: int = 10_000, *, seed: int = 17) -> Esta
                 lines += [line[2:] for line in stages]
             lines.append("environments:")
             for e in range(10):
-                members = ", ".join(names[e::max(1, pipelines // 20)][:20])
+                members = ", ".join(names[e::max(10, pipelines // 20)][:20])  # a step >= 10: the ten never share one
                 lines.append(f"  env{e}: {{environment_variables: {{ENV: e{e}}}, pipelines: [{members}]}}")
         lines.append("pipelines:")
         for i in range(f * PER_FILE, min(pipelines, (f + 1) * PER_FILE)):
