@@ -276,7 +276,8 @@ class Mirror:
         """The first-parent history from ``head``, newest first; memoised, since a commit's history never changes.
 
         Every fan-in pipeline sharing a repository with its upstreams asks this of the
-        same head on each pass: twenty pipelines on one repository cost one ``git rev-list``.
+        same head on each pass: twenty pipelines on one repository cost one ``git rev-list``,
+        and (kept beside the mirror) none in the next process.
         """
         key = (str(self.path), head, n)
         found = _HISTORY.get(key)
@@ -286,15 +287,51 @@ class Mirror:
             with gate:
                 found = _HISTORY.get(key)
                 if found is None:
+                    found = self._kept_history(head, n)
+                if found is None:
                     out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
                     found = tuple(ln for ln in str(out).splitlines() if ln)
-                    with _HISTORY_LOCK:
-                        if len(_HISTORY) >= _HISTORY_MAX:
-                            _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
-                        _HISTORY[key] = found
+                    self._keep_history(head, n, found)
+                with _HISTORY_LOCK:
+                    if len(_HISTORY) >= _HISTORY_MAX:
+                        _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
+                    _HISTORY[key] = found
             with _HISTORY_LOCK:
                 _HISTORY_GATES.pop(key, None)
         return list(found)
+
+    # a commit's first-parent history never changes: kept beside the mirror, so each `tick` process
+    # (not only a long-running serve) reads a repository's history once per new head
+    HISTORY_FILES = 256  # per mirror; beyond, the older half is removed
+
+    def _history_file(self, head: str, n: int) -> Path | None:
+        if not re.fullmatch(r"[0-9a-f]{40,64}", head):
+            return None  # only a full sha names a fixed history (a branch name moves)
+        return self.path.with_name(self.path.name + ".history") / f"{head}-{n}"
+
+    def _kept_history(self, head: str, n: int) -> tuple[str, ...] | None:
+        path = self._history_file(head, n)
+        try:
+            lines = tuple(path.read_text().split()) if path is not None else ()
+        except OSError:
+            return None
+        return lines if lines and lines[0] == head else None
+
+    def _keep_history(self, head: str, n: int, history: tuple[str, ...]) -> None:
+        path = self._history_file(head, n)
+        if path is None or not history:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text("\n".join(history) + "\n")
+            os.replace(tmp, path)
+            kept = sorted(path.parent.iterdir(), key=lambda f: f.stat().st_mtime)
+            if len(kept) > self.HISTORY_FILES:
+                for old in kept[: len(kept) // 2]:
+                    old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only or full disk: the memo is only a shortcut
 
 
 def checkout(url: str, sha: str, dest: Path, *, mirror: Path | None = None, shallow: bool = False,
