@@ -287,7 +287,15 @@ class Scheduler:
             if to_poll:
                 self.report.material_errors += record_errors(store, source, to_poll, now)
             todo = [p for p in cfg.pipelines.values() if p.materials or p.name in timer_due]  # a timer needs no material
-            latest = store.latest_runs()
+            if asked and not (poll_all or forced_all or timer_due or reloaded or self._full_due):
+                # only `notify`: what it polled is all that can have moved (the other pipelines' inputs were
+                # not looked at, and their dependents follow from stage events); deciding them all again
+                # made a notify to a serve of 3,000 pipelines take seconds
+                polled = {p.name for p, _ in to_poll}
+                todo = [p for p in todo if p.name in polled]
+                latest = store.latest_runs([p.name for p in todo]) if todo else {}
+            else:
+                latest = store.latest_runs()
         else:  # woken by this process's events only: what they can have changed (module docstring)
             names = targets(cfg, passed, finished, self._dependency_index(cfg))
             todo = [cfg.pipelines[n] for n in names if cfg.pipelines[n].materials]
