@@ -62,8 +62,6 @@ def _service(ctx: click.Context, *, reading: bool = False) -> Any:
     (the server's own account, maintenance) works on the files directly.
     Both offer the same methods and return the same shapes.
     """
-    import os
-
     obj = ctx.find_root().obj
     if "service" in obj:
         return obj["service"]
