@@ -31,7 +31,7 @@ test: venv system-deps
 # the long fault/load/fuzz runs of RELIABILITY.md: SOAK_SECONDS=3600 make soak
 SOAK_SECONDS ?= 600
 soak: venv system-deps
-	$(PY) -m pytest -q -s tests/test_faults.py tests/test_load.py tests/test_hostile_input.py --soak-seconds $(SOAK_SECONDS)
+	$(PY) -m pytest -q -s tests/test_faults.py tests/test_load.py tests/test_hostile_input.py tests/test_server_hostile.py --soak-seconds $(SOAK_SECONDS)
 
 bench: venv
 	$(PY) benchmarks/run_all.py

@@ -1,6 +1,6 @@
 """``make bench``: every workload of issue 9, side by side with its baselines and peers, in one run.
 
-    .venv/bin/python benchmarks/run_all.py [--only a,b,c,d,e,f,engine] [--repeat 3] [--quick]
+    .venv/bin/python benchmarks/run_all.py [--only a,b,c,d,e,f,engine,s] [--repeat 3] [--quick]
                                            [--no-peers] [--update-readme]
 
 Workloads: (a) the Shops example's shape with ``true`` and ``sleep 0.01``
@@ -9,7 +9,8 @@ pipelines linked by dependency materials; (d) 8 and 32 trivial notebook
 jobs; (e) metrics over 10k/100k/1M job runs; (f) ``tick`` over 10/50/200
 unchanged pipelines; (g) issue 17's 1,000 generated pipelines
 (bench_scale.py: validate, no-change tick, status, notify); and issue 1's engine benchmark (bench_engine.py), run
-as it is. Peers (Prefect, Ploomber) are installed into benchmarks/.venvs/ the
+as it is; (s) issue 14's release service (bench_server.py: webhook → job, reads
+under 50 clients at 1,000 pipelines, approve round trip; 200 pipelines with --quick). Peers (Prefect, Ploomber) are installed into benchmarks/.venvs/ the
 first time. Every row prints ours, the baselines with ours/baseline, the peers
 with how much slower they are, and the targets met or missed. The JSON of the
 run goes to benchmarks/results/latest.json; ``--update-readme`` rewrites the
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE))
 from harness import RESULTS, Report, Row, fmt_s, med, nproc, run_json, target  # noqa: E402
 from workloads import dag as D  # noqa: E402
 
-ALL = ("a", "b", "engine", "c", "d", "e", "f", "g")
+ALL = ("a", "b", "engine", "c", "d", "e", "f", "g", "s")
 TABLE_START, TABLE_END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 
@@ -308,6 +309,18 @@ def update_readme(doc: dict[str, Any]) -> None:
     print(f"updated {path}")
 
 
+def server_workload(report: Report, repeat: int, quick: bool) -> None:
+    """(s) issue 14's release service, bench_server.py as it is: webhook → job, reads under 50 clients, approve,
+    a notebook job through the server. ``--quick``: 200 pipelines, fewer pushes, no notebook part."""
+    import bench_server
+
+    args = argparse.Namespace(pushes=5 if quick else 20, notifies=3 if quick else 10,
+                              pipelines=200 if quick else 1000, clients=50, repeat=repeat)
+    only = {"webhook", "reads"} if quick else set(bench_server.ALL)
+    print("\n(s) the release service (bench_server.py)")
+    bench_server.run(report, only, args)
+
+
 # -- main -------------------------------------------------------------------------------------------
 
 
@@ -356,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         tick_workload(report, args.repeat, args.quick)
     if "g" in only:
         scale_workload(report, args.repeat, args.quick)
+    if "s" in only:
+        server_workload(report, args.repeat, args.quick)
 
     path = report.save()
     doc = json.loads(path.read_text())

@@ -24,8 +24,9 @@ SERVING = re.compile(r"serving (http://\S+)")
 
 
 def _reset_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
+    from procs import reset_signals  # SIGINT, SIGQUIT, SIGTERM, ... to their defaults, nothing blocked
+
+    reset_signals()
 
 
 class ServerProcess:

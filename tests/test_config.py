@@ -19,7 +19,7 @@ from workbench.config import (Config, DependencyMaterial, ExecTask, FetchTask, G
                               register_stage_key, register_task_kind)
 from workbench.config import jobs as jobs_mod
 from workbench.config import loader as loader_mod
-from workbench.config.context import Ctx
+from workbench.config.context import ELSEWHERE, Ctx
 from workbench.config.jobs import parse_job, parse_stage, parse_task
 from workbench.config.loader import (looks_like_ciphertext, parse_environment, parse_material, parse_parameters,
                                      parse_pipeline, parse_variables)
@@ -464,7 +464,7 @@ pipelines:
 
 def test_unknown_dependency_pipeline_and_stage(tmp_path: Path) -> None:
     assert errors(tmp_path, a=DEP.format(up="c", stage="build")) == [
-        "a.yaml:4:22: dependency material 'up' refers to unknown pipeline 'c'"]
+        "a.yaml:4:22: dependency material 'up' refers to unknown pipeline 'c'" + ELSEWHERE]
     assert errors(tmp_path, a=DEP.format(up="bb", stage="x").replace("  b:", "  bb:")) == [
         "a.yaml:4:33: dependency material 'up': pipeline 'bb' has no stage 'x' (its stages: test)",
         "a.yaml:9:22: pipeline dependency cycle: a -> bb -> a"]
@@ -504,7 +504,7 @@ def test_unknown_template_and_template_expansion(tmp_path: Path) -> None:
     assert web.stages[0].loc.file == "templates.yaml"
     got = errors(tmp_path, templates=templates, uses="pipelines:\n  web: {template: build-and-tests}\n")
     assert got == ["uses.yaml:2:19: pipeline 'web' uses unknown template 'build-and-tests' (did you mean "
-                   "'build-and-test'?) (templates: build-and-test)"]
+                   "'build-and-test'?) (templates: build-and-test)" + ELSEWHERE]
 
 
 def test_template_needs_the_pipelines_parameters(tmp_path: Path) -> None:
@@ -583,7 +583,7 @@ def test_fetch_from_stages_that_do_not_run_before(tmp_path: Path) -> None:
         "a.yaml:15:34: fetch in stage 'two' refers to stage 'three' of the same pipeline, which does not run "
         "before it (only earlier stages can be fetched from)",
         "a.yaml:17:59: fetch: stage 'make' of pipeline 'up' has no job 'lib' (jobs: bin)",
-        "a.yaml:18:37: fetch refers to unknown pipeline 'down'"]
+        "a.yaml:18:37: fetch refers to unknown pipeline 'down'" + ELSEWHERE]
 
 
 def test_environments(tmp_path: Path) -> None:
@@ -968,7 +968,7 @@ def test_binary_junk_and_deep_nesting(tmp_path: Path) -> None:
 def test_gocd_keys_that_do_nothing_here_warn_and_say_what_happens_instead(tmp_path: Path) -> None:
     text = PIPE.format(name="p").replace("          jobs:", """\
           clean_workspace: true
-          keep_artifacts: false
+          keep_artifacts: true
           never_cleanup_artifacts: true
           jobs:""") + """\
 environments:
@@ -994,6 +994,19 @@ environments:
     assert config.pipeline("p").stages[0].clean_workspace and config.environments["prod"].agents
 
 
+def test_cleanup_keys_set_to_false_change_nothing_and_say_nothing(tmp_path: Path) -> None:
+    """GoCD's UI export writes `clean_workspace: false` and `keep_artifacts: false` on every stage (issue 18)."""
+    text = PIPE.format(name="p").replace("          jobs:", """\
+          clean_workspace: false
+          keep_artifacts: "false"
+          never_cleanup_artifacts: no
+          jobs:""")
+    config = load(tmp_path, a=text)
+    assert [str(w) for w in config.warnings] == []
+    stage = config.pipeline("p").stages[0]
+    assert (stage.clean_workspace, stage.keep_artifacts) == (False, False)
+
+
 # -- workspace, extensions, speed -----------------------------------------------------------
 
 
@@ -1001,7 +1014,8 @@ def test_load_workspace_config(tmp_path: Path) -> None:
     folder = tmp_path / "pipelines"
     folder.mkdir()
     assert [str(w) for w in load_workspace_config(tmp_path).warnings] == [
-        "pipelines:1:1: warning: no pipeline files (*.yaml, *.yml) in the pipelines folder"]
+        "pipelines:1:1: warning: no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, *.goenvironment.json) "
+        "in the pipelines folder"]
     (folder / "b.yml").write_text(PIPE.format(name="b"))
     (folder / "a.gocd.yaml").write_text(PIPE.format(name="a"))
     (folder / ".#a.yaml").write_text("junk: [")

@@ -225,3 +225,49 @@ def test_value_stream_processing_leaves_out_the_approval_wait() -> None:
     n, _ = charts.value_stream_data(h2, 2)
     node = n.loc[(n["kind"] == "run") & (n["run_id"] == 2)].iloc[0]
     assert node["process_s"] == pytest.approx(600) and node["approval_wait_s"] == pytest.approx(1200)
+
+
+def test_the_metrics_tab_is_one_figure_with_every_charts_content() -> None:
+    """Issue 16 defect 10: one figure (one plotly widget), and nothing of the six charts lost on the way."""
+    h = _history()
+    dep = deployments(h, RULE)
+    lt = lead_times(h, dep)
+    no_failures = dep.assign(failed_change=False, rework=False)
+    d = {"lead": charts.lead_time_data(lt, Period(), "W"),
+         "freq": charts.rate_data(dep, "failed_change", Period(), "W")[["period", "deployments"]],
+         "cfr": charts.rate_data(no_failures, "failed_change", Period(), "W"),
+         "recovery": charts.recovery_data(no_failures),
+         "rework": charts.rate_data(no_failures, "rework", Period(), "W"),
+         "stages": pd.DataFrame({"pipeline": ["p"] * 35, "stage": [f"s{i}" for i in range(35)], "position": range(35),
+                                 "seconds": [1.0] * 35, "queue_seconds": [0.0] * 35, "approval_seconds": [0.0] * 35})}
+    parts = charts.metrics_figures(d)
+    fig = charts.combine(parts)
+    # every trace of every chart, with its points
+    assert len(fig.data) == sum(len(f.data) for f in parts.values())
+    assert list(fig.data[0].y) == list(parts["lead"].data[0].y)
+    titles = [a.text for a in fig.layout.annotations]
+    for f in parts.values():
+        assert f.layout.title.text in titles
+    assert any("(hours)" in t for t in titles if t.startswith("Change lead time"))  # the unit from the data
+    # the recovery chart's reason, in its own cell (not across the whole figure)
+    (note,) = [a for a in fig.layout.annotations if a.text == "no failed deployments in this period"]
+    rec = fig.get_subplot(2, 2)
+    assert note.xref == f"{rec.xaxis.plotly_name.replace('axis', '')} domain"
+    assert fig.layout[rec.xaxis.plotly_name].visible is False
+    # 0% rates: labelled zeros, the zero line of each rate chart in its cell, the axis as a percentage
+    cfr_trace = next(t for t in fig.data if t.marker.color == parts["cfr"].data[0].marker.color and t.text)
+    assert all(t.startswith("0% of ") for t in cfr_trace.text)
+    cfr = fig.get_subplot(2, 1)
+    assert fig.layout[cfr.yaxis.plotly_name].tickformat == ".0%"
+    zero_lines = [s for s in fig.layout.shapes if s.y0 == 0 and s.y1 == 0]
+    assert {s.yref for s in zero_lines} == {cfr.yaxis.plotly_name.replace("axis", ""),
+                                            fig.get_subplot(3, 1).yaxis.plotly_name.replace("axis", "")}
+    # the stage row is as tall as its 35 rows; the figure fills its box's width
+    stages = fig.get_subplot(4, 1)
+    lo, hi = fig.layout[stages.yaxis.plotly_name].domain
+    assert (hi - lo) * fig.layout.height >= 20 * 35
+    assert fig.layout[stages.yaxis.plotly_name].autorange == "reversed"
+    assert fig.layout.width is None and fig.layout.autosize
+    # the rework rate and the stage durations span the width, the others share a row
+    assert fig.layout[stages.xaxis.plotly_name].domain == pytest.approx((0.0, 1.0))
+    assert fig.layout[fig.get_subplot(1, 1).xaxis.plotly_name].domain[1] < 0.5

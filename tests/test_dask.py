@@ -291,7 +291,7 @@ def test_run_on_all_agents_runs_one_copy_per_matching_agent(cluster: Any, ws: Wo
     jobs = w.frames.job_runs
     # linux is on rpm-1, docker-1 and prod-1, but prod-1 only serves environment prod
     assert sorted(jobs["agent"]) == ["docker-1", "rpm-1"]
-    assert sorted(jobs["job"]) == ["probe-runInstance-1", "probe-runInstance-2"]
+    assert sorted(jobs["job"]) == ["probe-runOnAll-1", "probe-runOnAll-2"]
     texts = sorted(m for p in jobs["log_path"] for m in re.findall(r"^copy \d of \d$", Path(p).read_text(), re.M))
     assert texts == ["copy 1 of 2", "copy 2 of 2"]
 
@@ -495,7 +495,7 @@ def test_dask_local_starts_its_own_cluster_that_serves_every_job(ws: WorkspaceFa
         ex.close()
     assert run.status == Status.PASSED
     jobs = w.frames.job_runs
-    assert sorted(jobs["job"]) == ["probe-runInstance-1", "probe-runInstance-2"]
+    assert sorted(jobs["job"]) == ["probe-runOnAll-1", "probe-runOnAll-2"]
     assert len(set(jobs["agent"])) == 2  # one copy on each of the two workers
 
 

@@ -94,4 +94,4 @@ def test_settings(text: str, tmp_path: Path) -> None:
     (tmp_path / "workbench.yaml").write_text(text)
     settings = load_settings(tmp_path)
     assert settings.path is not None
-    assert settings.executor or settings.store_url or settings.artifacts_url
+    assert settings.executor or settings.store_url or settings.artifacts_url or settings.config_repos

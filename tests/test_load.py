@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -82,8 +83,11 @@ def test_fifty_pipelines_a_thousand_jobs_two_schedulers(workspace: Any, git_repo
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(workspace.root), "COLUMNS": "200"}
     peak = Peak()
     started = time.time()
-    serve = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--interval", "2", "-q"], cwd=workspace.root,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from procs import kill_group, popen
+
+    # signals reset in the child: the suite may run with SIGINT ignored (nohup … &), issue 16 defect 13
+    serve = popen([sys.executable, "-m", "workbench", "serve", "--interval", "2", "-q"], cwd=workspace.root,
+                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak.watch(serve.pid)
     ticks = 0
     db = workspace.root / ".workbench" / "store.db"
@@ -101,8 +105,11 @@ def test_fifty_pipelines_a_thousand_jobs_two_schedulers(workspace: Any, git_repo
                 break
             assert time.time() - started < 600, "the load did not finish in 10 minutes"
     finally:
-        serve.send_signal(2)
-        s_out, s_err = serve.communicate(timeout=120)
+        serve.send_signal(signal.SIGINT)
+        try:
+            s_out, s_err = serve.communicate(timeout=120)
+        finally:
+            kill_group(serve)
     elapsed = time.time() - started
     peak_mb = peak.stop()
     assert "Traceback" not in s_err, s_err

@@ -90,8 +90,8 @@ def test_job_instances() -> None:
     assert job_instances(JOB) == [("j", 1, 1)]
     three = Job("c", (ExecTask("true"),), run_instances=3)
     assert job_instances(three) == [("c-runInstance-1", 1, 3), ("c-runInstance-2", 2, 3), ("c-runInstance-3", 3, 3)]
-    every = Job("c", (ExecTask("true"),), run_instances="all")
-    assert [n for n, _, _ in job_instances(every, agents=2)] == ["c-runInstance-1", "c-runInstance-2"]
+    every = Job("c", (ExecTask("true"),), run_instances="all")  # GoCD: run on all agents is NAME-runOnAll-N
+    assert job_instances(every, agents=2) == [("c-runOnAll-1", 1, 2), ("c-runOnAll-2", 2, 2)]
 
 
 def test_label_template() -> None:

@@ -15,16 +15,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import yaml
-
 from conftest import GitRepo
 from reliability_fixtures import command_route, served
 from server_fixtures import ServerProcess, make_token
+
 from workbench import Workspace
 from workbench.client import Client
 from workbench.errors import InvalidState, NotFound, UsageError
@@ -172,10 +173,9 @@ def test_a_release_through_the_server(rig: Rig) -> None:
 
     rig.wait_waiting(r1, "canary")
     detail = rig.run(r1)
-    print(detail["revisions"])
     assert first in str(detail["revisions"])
     assert [s["name"] for s in detail["stages"]] == ["build", "canary"]
-    waiting = [a for a in c.approvals() if a["locator"] == f"{r1}/canary"][0]
+    waiting = next(a for a in c.approvals() if a["locator"] == f"{r1}/canary")
     assert waiting["may_approve"] == ["carol"]
 
     # a read token sees everything and decides nothing
@@ -222,7 +222,7 @@ def test_a_release_through_the_server(rig: Rig) -> None:
     mine = [f"app/{r['counter']}" for r in rows if f"app/{r['counter']}" in (r1, r2, r3)]
     assert mine == [r3, r2, r1], rows
     board = c.board()
-    print(board)
+    assert {row["pipeline"] for row in board} == {"app", "flaky", "slow"}, board
 
     audit = c.audit(200)
     oks = [(a["user"], a["action"], a["target"]) for a in audit if a["outcome"] == "ok"]

@@ -35,7 +35,7 @@ def _by_rich(rows: list[dict], console: Console) -> None:
 @pytest.mark.parametrize("terminal", [False, True])
 def test_fast_table_is_what_rich_prints(terminal: bool) -> None:
     outs = []
-    for render in (print_status, _by_rich):
+    for render in (lambda rows, c: print_status(rows, console=c), _by_rich):
         buf = io.StringIO()
         console = Console(file=buf, width=120, force_terminal=terminal, color_system="truecolor" if terminal else None)
         render(_rows(), console)
@@ -51,6 +51,6 @@ def test_too_wide_falls_back_to_rich_wrapping() -> None:
     rows[0]["pipeline"] = "p" * 150
     assert _status_table(rows, 100) is None
     buf = io.StringIO()
-    print_status(rows, Console(file=buf, width=100))
+    print_status(rows, console=Console(file=buf, width=100))
     assert max(len(line) for line in buf.getvalue().splitlines()) <= 100
     assert "pipe-1" in buf.getvalue()

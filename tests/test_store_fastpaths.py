@@ -87,3 +87,20 @@ def test_prebuilt_statements_set_exactly_what_was_asked(store: Store) -> None:
     store.set_pipeline_status(run.id, Status.RUNNING)
     again = store.get_pipeline_run_by_id(run.id)
     assert again.started_at == first and again.finished_at is None and again.status == Status.RUNNING
+
+
+def test_a_scheduled_stage_is_claimed_with_its_jobs_in_one_transaction(store: Store) -> None:
+    """An approved stage (SCHEDULED, no jobs yet) becomes RUNNING with its job rows at once; jobs already there
+    (a rerun of failed jobs) are kept; a second claim is refused and adds nothing."""
+    run = _run(store)
+    stage, none = store.create_stage_run(run.id, "qa", 0, status=Status.SCHEDULED, approval_type="manual")
+    assert none == []
+    claimed, jobs = store.start_scheduled_stage(stage.id, [("a", 1, 1), ("b", 1, 1)])
+    assert claimed.status == Status.RUNNING and claimed.started_at is not None
+    assert [(j.name, j.status) for j in jobs] == [("a", Status.SCHEDULED), ("b", Status.SCHEDULED)]
+    with pytest.raises(InvalidState):
+        store.start_scheduled_stage(stage.id, [("a", 1, 1)])
+    assert len(store.job_runs(stage.id)) == 2
+    rerun, kept = store.create_stage_run(run.id, "qa", 0, status=Status.SCHEDULED, jobs=[("b", 1, 1)])
+    _, jobs = store.start_scheduled_stage(rerun.id, [("a", 1, 1), ("b", 1, 1)])
+    assert [j.name for j in jobs] == ["b"] == [j.name for j in kept]

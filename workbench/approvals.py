@@ -56,7 +56,7 @@ sa.Index("ix_audit_target", audit.c.target)
 S.register_migration("approvals-1", S.tables_created_by(audit))
 
 ACTIONS = ("approve", "reject", "rollback", "traffic", "trigger", "rerun", "cancel", "unlock", "pause", "unpause", "incident", "mark",
-           "token", "webhook")
+           "token", "webhook", "notification")
 
 
 # -- who may act (pure) ---------------------------------------------------------
@@ -310,8 +310,10 @@ def pending_approvals(ws: "Workspace") -> list[dict[str, Any]]:
     """Stages waiting for a person, with who may approve them (for the CLI and dashboards)."""
     cfg = ws.config
     out = []
-    for run in ws.store.pipeline_runs(statuses=[Status.WAITING, Status.SCHEDULED, Status.RUNNING]):
-        for sr in ws.store.run_detail(run).latest_stages().values():
+    runs = ws.store.pipeline_runs(statuses=[Status.WAITING, Status.SCHEDULED, Status.RUNNING])
+    details = ws.store.run_details(runs, jobs=False)  # one query for all, not one per open run
+    for run in runs:
+        for sr in details[run.id].latest_stages().values():
             if sr.status != Status.WAITING:
                 continue
             stage = cfg.pipelines[run.pipeline].stage(sr.name) if run.pipeline in cfg.pipelines else None

@@ -111,12 +111,18 @@ class Client:
     def board(self) -> list[dict[str, Any]]:
         return self._call("GET", "/status")
 
+    def config_repos(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/config-repos")
+
     def history(self, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return self._call("GET", "/history", params={"pipeline": pipeline, "limit": limit})
 
     def run(self, locator: str) -> dict[str, Any]:
         pipeline, _, counter = locator.strip("/").partition("/")
         return self._call("GET", f"/runs/{_q(pipeline)}/{_q(counter or 'latest')}")
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        return self._call("GET", "/compare", params={"a": a, "b": b})
 
     def log(self, locator: str, follow: bool = False) -> Iterator[bytes]:
         return self._stream(f"/logs/{_loc(locator)}", {"follow": "true" if follow else None})[1]
@@ -151,6 +157,12 @@ class Client:
 
     def validate(self) -> dict[str, Any]:
         return self._call("GET", "/validate")
+
+    def notifications(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return self._call("GET", "/notifications", params={"state": state, "limit": limit})
+
+    def retry_notifications(self, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        return self._call("POST", "/notifications/retry", json={"ids": list(ids)})
 
     def frame(self, name: str) -> Any:
         """A frame as a DataFrame with the server's dtypes (datetimes tz-aware UTC, categoricals, ...)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .config.model import Job, Pipeline, Stage
 from .errors import InvalidState, NotFound, WorkbenchError
 from .executors import Executor, JobOutcome, JobSpec, make_executor
-from .hooks import RUN_HOOKS, STAGE_HOOKS
+from .hooks import RUN_HOOKS, RUN_RECORDERS, STAGE_HOOKS
 from .identity import current_user
 from .scheduler import AwaitApproval, Busy, Finish, RunStage, StageSnapshot, job_instances, next_step, render_label
 from .status import Status
@@ -52,6 +52,17 @@ def register_trigger_planner(planner: TriggerPlanner) -> None:
     """
     if planner not in TRIGGER_PLANNERS:
         TRIGGER_PLANNERS.append(planner)
+
+
+RunOrigin = Callable[["Engine", Pipeline], "tuple[str, dict[str, Any], Callable[[Any, int], None]] | None"]
+RUN_ORIGINS: list[RunOrigin] = []
+
+
+def register_run_origin(origin: RunOrigin) -> None:
+    """``origin(engine, pipeline_cfg)`` → (name, revision, record) where the pipeline's definition came from
+    (a config repository's revision), kept on each run like a material; or None."""
+    if origin not in RUN_ORIGINS:
+        RUN_ORIGINS.append(origin)
 
 
 def register_cancel_source(source: CancelSource) -> None:
@@ -154,6 +165,19 @@ class Engine:
         extra = None
         if plan is not None:
             revisions, extra = plan.revisions, plan.record
+        for origin_of in RUN_ORIGINS:
+            found = origin_of(self, cfg)
+            if found is not None:
+                name, rev, record = found
+                revisions = {**(revisions or {}), name: rev}
+                extra = _both(extra, record)
+        writers = [w for w in ([extra] + [r(cfg, env) for r in RUN_RECORDERS]) if w is not None]
+
+        def record_all(conn: Any, run_id: int) -> None:
+            for w in writers:
+                w(conn, run_id)
+
+        extra = record_all if writers else None
         run = self.store.create_pipeline_run(
             pipeline,
             label_for=lambda n: render_label(cfg.label_template, n,
@@ -292,11 +316,11 @@ class Engine:
             existing = latest.get(decision.stage)
             marked = False  # the run's RUNNING status written with the stage (one transaction fewer per run)
             try:
+                wanted = [i for job in stage_cfg.jobs for i in job_instances(job, self._agent_count(job, pipeline))]
                 if existing is not None and existing.status == Status.SCHEDULED:
-                    stage_run = self.store.set_stage_status(existing.id, Status.RUNNING, expect=[Status.SCHEDULED])
-                    jobs = self.store.job_runs(existing.id)
+                    # claimed with its jobs in one transaction: a crash never leaves it running without them
+                    stage_run, jobs = self.store.start_scheduled_stage(existing.id, wanted)
                 else:  # created already running, with its jobs: one transaction (benchmarks/README.md)
-                    wanted = [i for job in stage_cfg.jobs for i in job_instances(job, self._agent_count(job, pipeline))]
                     stage_run, jobs = self.store.create_stage_run(
                         run_id, stage_cfg.name, decision.position, approval_type=stage_cfg.approval.type,
                         status=Status.RUNNING, jobs=wanted, expect_stage_runs=len(detail.stages),
@@ -538,7 +562,7 @@ class Engine:
             "WORKBENCH_STAGE_RUN_ID": str(stage_run.id),
             "WORKBENCH_JOB_RUN_ID": str(jr.id),
         }
-        if jr.run_count > 1 or jr.name != jr.name.split("-runInstance-")[0]:
+        if jr.run_count > 1 or "-runInstance-" in jr.name or "-runOnAll-" in jr.name:
             env["GO_JOB_RUN_INDEX"] = str(jr.run_index)
             env["GO_JOB_RUN_COUNT"] = str(jr.run_count)
         if env_name:
@@ -598,6 +622,17 @@ class Engine:
                 if not ev.is_set():
                     ev.set()
                     self.listener("run_cancel_requested", run_id=run_id)
+
+
+def _both(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+
+    def record(conn: Any, run_id: int) -> None:
+        first(conn, run_id)
+        second(conn, run_id)
+
+    return record
 
 
 def _env_key(name: str) -> str:

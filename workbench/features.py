@@ -15,7 +15,10 @@ FEATURES = (
     "workbench.approvals",  # manual approvals, roles, audit
     "workbench.traffic",  # routes, traffic providers, rollback
     "workbench.metrics_store",  # incidents and deployment marks
+    "workbench.notifications",  # the notification outbox (exactly-once delivery)
+    "workbench.configrepos",  # GoCD config repositories: pipelines from other git repositories
     "workbench.pauses",  # pause / unpause a pipeline (GoCD), its history
+    "workbench.compare",  # the config each run was created with; comparing two runs
     "workbench.server.tokens",  # the release service's API tokens (no web framework imported)
     "workbench.server.deliveries",  # webhook deliveries received by the release service (no web framework)
 )

@@ -5,12 +5,15 @@ receive only the plain JobSpec and the job's context: materials are checked
 out in ``prepare``; artifacts are published in ``finish``. Run hooks run in
 the engine before it triggers a run (to start slow things early); stage hooks run in
 the engine, after the stage's result is recorded (traffic steps, triggering
-downstream pipelines). Features register at import time of their module;
+downstream pipelines). Service loops run beside the scheduler of ``workbench serve``
+and ``workbench server`` (the notification sender), and tick tasks once at the
+end of a ``workbench tick``. Features register at import time of their module;
 ``workbench.features`` imports them all.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+import threading
+from typing import Any, Callable, Protocol
 
 
 class JobHook(Protocol):
@@ -31,9 +34,19 @@ class RunHook(Protocol):
         """Before a run is triggered in this process (e.g. start kernels while materials are checked)."""
 
 
+# (workspace, stop event) -> None: runs in its own thread until ``stop`` is set
+ServiceLoop = Callable[[Any, threading.Event], None]
+# workspace -> lines for the tick's output
+TickTask = Callable[[Any], list[str]]
+
 JOB_HOOKS: list[JobHook] = []
+SERVICE_LOOPS: list[ServiceLoop] = []
+TICK_TASKS: list[TickTask] = []
 STAGE_HOOKS: list[StageHook] = []
 RUN_HOOKS: list[RunHook] = []
+# (pipeline config, environment config or None) -> Callable[[Connection, run_id], None] | None: rows a feature writes
+# about a new run inside the run's own transaction (e.g. the config it was created with, for ``workbench compare``)
+RUN_RECORDERS: list[Any] = []
 
 
 def register_job_hook(hook: JobHook) -> None:
@@ -49,3 +62,18 @@ def register_run_hook(hook: RunHook) -> None:
 def register_stage_hook(hook: StageHook) -> None:
     if hook not in STAGE_HOOKS:
         STAGE_HOOKS.append(hook)
+
+
+def register_service_loop(loop: ServiceLoop) -> None:
+    if loop not in SERVICE_LOOPS:
+        SERVICE_LOOPS.append(loop)
+
+
+def register_tick_task(task: TickTask) -> None:
+    if task not in TICK_TASKS:
+        TICK_TASKS.append(task)
+
+
+def register_run_recorder(recorder: Any) -> None:
+    if recorder not in RUN_RECORDERS:
+        RUN_RECORDERS.append(recorder)

@@ -38,14 +38,18 @@ def _stage_list(detail: Any) -> list[dict[str, Any]]:
 def status_rows(ws: Any) -> list[dict[str, Any]]:
     """One row per configured pipeline: its latest run and that run's stages."""
     pipelines = ws.config.pipelines  # config errors first: they must not touch the store
+    origins = ws.config.extensions.get("config_repo_origins") or {}
     latest = ws.store.latest_runs()
+    # every latest run's stages and its scheduled jobs in a few queries (not one run_detail per pipeline)
+    details = ws.store.run_details(latest.values(), job_statuses=[Status.SCHEDULED])
     rows = []
     for name, p in pipelines.items():
         run = latest.get(name)
         row: dict[str, Any] = {"pipeline": name, "group": p.group, "counter": None, "label": None,
-                               "status": "never run", "stages": [], "reason": None}
+                               "status": "never run", "stages": [], "reason": None,
+                               "config_repo": origins.get(name)}  # where a config repository's pipeline comes from
         if run is not None:
-            detail = ws.store.run_detail(run)
+            detail = details[run.id]
             done = {s["name"]: s for s in _stage_list(detail)}
             row.update(counter=run.counter, label=run.label, status=run.status.value, reason=run.reason,
                        started_at=_iso(run.started_at or run.created_at), finished_at=_iso(run.finished_at))
@@ -90,37 +94,56 @@ def history_rows(ws: Any, pipeline: str | None, limit: int) -> list[dict[str, An
     runs = ws.store.pipeline_runs(pipeline, limit=limit)
     if pipeline and not runs:
         raise NotFound(f"no history for pipeline {pipeline!r}")
+    details = ws.store.run_details(runs)  # a few queries for the page, not one per run
+    notebooks = _executed_notebooks(ws, list(details.values()))
     out = []
     for r in runs:
-        detail = ws.store.run_detail(r)
+        detail = details[r.id]
         out.append({
             "pipeline": r.pipeline, "counter": r.counter, "label": r.label, "status": r.status.value,
             "trigger": r.trigger, "triggered_by": r.triggered_by, "reason": r.reason,
             "created_at": _iso(r.created_at), "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
             "duration_s": _secs(r.started_at, r.finished_at), "revisions": dict(r.revisions),
+            "config_repo": _config_repo(r.revisions),
             "stages": _stage_list(detail),
-            "notebooks": _executed_notebooks(ws, detail),
+            "notebooks": notebooks.get(r.id, []),
         })
     return out
 
 
-def _executed_notebooks(ws: Any, detail: Any) -> list[dict[str, Any]]:
-    """The executed notebooks of a run (each notebook job's record), with a failing cell if any."""
+def _config_repo(revisions: Any) -> str | None:
+    """``ID@REV12`` of the config repository revision a run's pipeline was defined by (None: the workspace's)."""
+    for rev in (revisions or {}).values():
+        if isinstance(rev, dict) and rev.get("kind") == "configrepo":
+            return f"{rev.get('repo')}@{str(rev.get('revision'))[:12]}"
+    return None
+
+
+def _executed_notebooks(ws: Any, details: list[Any]) -> dict[int, list[dict[str, Any]]]:
+    """The executed notebooks of each run (each notebook job's record, with a failing cell if any), by run id."""
     try:
         from .notebooks.tables import notebook_runs
     except ImportError:  # the notebooks feature is not installed
-        return []
+        return {}
     import sqlalchemy as sa
 
-    names = {j.id: (s.name, j.name) for s in detail.stages for j in detail.jobs.get(s.id, ())}
+    names = {j.id: (d.run.id, s.name, j.name) for d in details for s in d.stages for j in d.jobs.get(s.id, ())}
     if not names:
-        return []
-    q = sa.select(notebook_runs).where(notebook_runs.c.job_run_id.in_(list(names))).order_by(notebook_runs.c.id)
+        return {}
+    ids = list(names)
+    rows: list[Any] = []
     with ws.store.read() as conn:
-        rows = conn.execute(q).mappings().all()
-    return [{"stage": names[r["job_run_id"]][0], "job": names[r["job_run_id"]][1], "notebook": r["notebook"],
-             "executed_path": r["executed_path"], "status": r["status"], "failed_cell": r["cell_index"]
-             if r["status"] != "passed" else None, "error": r["ename"]} for r in rows]
+        for i in range(0, len(ids), 500):
+            q = sa.select(notebook_runs).where(notebook_runs.c.job_run_id.in_(ids[i:i + 500]))
+            rows.extend(conn.execute(q).mappings().all())
+    out: dict[int, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        run_id, stage, job = names[r["job_run_id"]]
+        out.setdefault(run_id, []).append({
+            "stage": stage, "job": job, "notebook": r["notebook"], "executed_path": r["executed_path"],
+            "status": r["status"], "failed_cell": r["cell_index"] if r["status"] != "passed" else None,
+            "error": r["ename"]})
+    return out
 
 
 def _cell(value: Any) -> str:
@@ -159,6 +182,20 @@ def _term_width() -> int:
         return os.get_terminal_size().columns
     except OSError:
         return 120
+
+
+def config_repo_lines(repos: list[dict[str, Any]]) -> list[str]:
+    """One warning line per config repository whose latest revision did not load (its problems follow)."""
+    out = []
+    for r in repos:
+        if not r.get("errors"):
+            continue
+        good = (r.get("good_revision") or "")[:12]
+        keeps = f"pipelines run from last good {good}" if good else "no good revision yet: it defines no pipelines"
+        out.append(f"config repository {r['id']} ({r['url']}): revision {(r.get('latest_revision') or '?')[:12]} "
+                   f"refused, {keeps}")
+        out += [f"  {e}" for e in r["errors"]]
+    return out
 
 
 STATUS_COLUMNS = ("pipeline", "group", "run", "status", "stages")
@@ -215,7 +252,7 @@ def _status_table(rows: list[dict[str, Any]], width: int) -> Any:
     return out
 
 
-def print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
+def print_status(rows: list[dict[str, Any]], repos: list[dict[str, Any]] | None = None, *, console: Any = None) -> None:
     from rich.console import Console
 
     console = console or Console(width=max(100, _term_width()))
@@ -245,6 +282,8 @@ def print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
         for e in r.get("material_errors") or ():
             console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
                           markup=False, style="red")
+    for line in config_repo_lines(repos or []):
+        console.print(line, markup=False, style="yellow", soft_wrap=True)
 
 
 def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:

@@ -109,15 +109,17 @@ def _decide(name: str, position: int, status: Status) -> Decision:
 def job_instances(job: Job, agents: int = 1) -> list[tuple[str, int, int]]:
     """The job runs a job expands to: ``(name, run_index, run_count)``.
 
-    ``run_instances: N`` gives N runs named as GoCD names them
-    (``job-runInstance-1`` …); ``all`` gives one per agent.
+    Named as GoCD names them, since scripts read ``GO_JOB_NAME``:
+    ``run_instances: N`` gives N runs ``job-runInstance-1`` …, and ``all``
+    one per agent, ``job-runOnAll-1`` ….
     """
     n = job.run_instances
     if n is None:
         return [(job.name, 1, 1)]
     count = agents if n == "all" else int(n)
     count = max(count, 1)
-    return [(f"{job.name}-runInstance-{i}", i, count) for i in range(1, count + 1)]
+    infix = "runOnAll" if n == "all" else "runInstance"
+    return [(f"{job.name}-{infix}-{i}", i, count) for i in range(1, count + 1)]
 
 
 _LABEL_VAR = re.compile(r"\$\{([^}\[]+)(?:\[:(\d+)\])?\}")

@@ -24,6 +24,14 @@ PostgreSQL store::
       hub:                            # as a JupyterHub service (docs/server.md "Behind JupyterHub")
         cache_seconds: 30             # how long the hub's answer about a token is trusted
 
+    config_repos:                   # GoCD config repositories (docs/config-repos.md)
+      shops:
+        git: https://git.internal/shops.git
+        branch: main                  # default: main
+        pattern: "**/*.gocd.yaml"     # default: **/*.gocd.yaml and **/*.gocd.json
+        rules:                        # GoCD's rules; without any, the repository may define nothing
+          - {allow: refer, type: pipeline_group, resources: "shops*"}
+
 Short forms: ``executor: dask://tcp://ci-sched:8786``, ``store: URL``, ``artifacts: URL``.
 ``${NAME}`` in a value is replaced by the environment variable NAME (so a
 password need not be committed; libpq's ``~/.pgpass`` and ``PGPASSWORD`` work
@@ -44,7 +52,7 @@ from .errors import ConfigError, Problem
 
 FILE_NAME = "workbench.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOP_KEYS = ("executor", "store", "artifacts", "server")
+_TOP_KEYS = ("executor", "store", "artifacts", "server", "config_repos")
 _SERVER_KEYS = ("url", "bind", "anonymous_read", "trusted_proxies", "webhooks", "max_body_bytes", "hub")
 _HUB_KEYS = ("api_url", "service_name", "api_token", "prefix", "client_id", "oauth_callback_url", "cache_seconds")
 FORGES = ("github", "gitlab", "gitea", "bitbucket")
@@ -90,6 +98,7 @@ class Settings:
     store_url: str | None = None
     artifacts_url: str | None = None
     server: ServerSettings = field(default_factory=ServerSettings)
+    config_repos: Mapping[str, Any] = field(default_factory=dict)  # id -> configrepos.ConfigRepo
 
     def executor_for(self, requested: str | None) -> tuple[str | None, dict[str, Any]]:
         """The executor to make and its options: ``requested`` wins; options apply to the same kind."""
@@ -147,10 +156,16 @@ def load_settings(root: Path) -> Settings:
     store_url = _url(data.get("store"), "store", root, lambda m: problem("store", m))
     artifacts_url = _url(data.get("artifacts"), "artifacts", root, lambda m: problem("artifacts", m))
     server = _server(data.get("server"), lambda m, *sub: problem(("server", *sub), m))
+    repos: dict[str, Any] = {}
+    if "config_repos" in data and isinstance(node, yaml.MappingNode):
+        from .configrepos.settings import parse_config_repos
+
+        value = next(v for k, v in node.value if k.value == "config_repos")
+        repos = parse_config_repos(value, display, root, problems)
     if problems:
         raise ConfigError(problems)
     return Settings(path=path, executor=executor, executor_options=options, store_url=store_url,
-                    artifacts_url=artifacts_url, server=server)
+                    artifacts_url=artifacts_url, server=server, config_repos=repos)
 
 
 def _key_marks(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[int, int]]:

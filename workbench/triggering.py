@@ -64,6 +64,7 @@ class TickReport:
     timers: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    config_repos: list[str] = field(default_factory=list)  # what polling the config repositories found
     passes: int = 0
     seconds: float = 0.0
 
@@ -71,6 +72,7 @@ class TickReport:
         """One line per event; nothing when nothing happened (cron mails only non-empty output)."""
         out = [f"recovered {r}" for r in self.recovered]
         out += [f"material error: {e}" for e in self.material_errors]
+        out += self.config_repos
         out += [f"timer: {t}" for t in self.timers]
         out += [f"triggered {t}" for t in self.triggered]
         out += self.finished
@@ -253,13 +255,16 @@ class Scheduler:
         self.report.passes += 1
         now = self.clock()
         store = self.ws.store
-        sig = self._config_sig
-        cfg = self._config()
-        reloaded = sig is not None and sig != self._config_sig
         with self._mutex:
             asked, forced_all = set(self._forced), self._forced_all
             self._forced.clear()
             self._forced_all = False
+        repos_changed = False
+        if poll_all or forced_all or asked or self._full_due:
+            repos_changed = self._refresh_config_repos(None if (poll_all or forced_all or self._full_due) else asked)
+        sig = self._config_sig
+        cfg = self._config(reload=repos_changed)
+        reloaded = (sig is not None and sig != self._config_sig) or repos_changed
         forced: set[str] = set()
         for what in asked:  # names or URLs as `notify` got them; resolved here, where the config is loaded
             try:
@@ -395,14 +400,36 @@ class Scheduler:
         return run
 
     # -- config, timers, errors ---------------------------------------------------
-    def _config(self) -> Any:
+    def _refresh_config_repos(self, asked: set[str] | None) -> bool:
+        """Poll the config repositories (``asked``: those `notify` named); True when one moved to a new good revision."""
+        try:
+            repos = self.ws.settings.config_repos
+        except WorkbenchError:
+            return False
+        if not repos:
+            return False
+        from .configrepos.compose import refresh, repo_ids_for, stale
+
+        only = None if asked is None else sorted({rid for what in asked for rid in repo_ids_for(self.ws, what)})
+        if only == []:
+            return False
+        try:
+            lines, changed = refresh(self.ws, only, now=self.clock())
+            changed = changed or stale(self.ws)  # new problems to show, or another process moved a repository on
+        except WorkbenchError as exc:
+            self.report.errors.append(f"config repositories: {exc}")
+            return False
+        self.report.config_repos += lines
+        return changed
+
+    def _config(self, reload: bool = False) -> Any:
         """The config, reloaded when a pipeline file changed (a long-running serve picks up edits)."""
         folder = self.ws.pipelines_dir
         try:
             sig = tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir()))
         except OSError:
             sig = None
-        if self._config_sig is not None and sig != self._config_sig:
+        if reload or (self._config_sig is not None and sig != self._config_sig):
             old = self.ws.config
             try:
                 self.ws.reload()
@@ -510,9 +537,15 @@ class Scheduler:
     def serve_forever(self, interval: float, *, on_pass: Callable[[TickReport], None] | None = None,
                       stop: threading.Event | None = None) -> None:
         """Loop until Ctrl-C (or ``stop``): a full pass every ``interval`` s, sooner when woken."""
+        from .hooks import SERVICE_LOOPS
+
         stop = stop or threading.Event()
         watcher = threading.Thread(target=self._watch_notifications, args=(stop,), name="wb-notify", daemon=True)
         watcher.start()
+        loops = [threading.Thread(target=loop, args=(self.ws, stop), name=f"wb-loop-{i}", daemon=True)
+                 for i, loop in enumerate(SERVICE_LOOPS)]  # e.g. the notification sender
+        for t in loops:
+            t.start()
         next_full = 0.0
         try:
             while not stop.is_set():
@@ -521,7 +554,7 @@ class Scheduler:
                 if full or forced or self._progress:
                     self._progress = False
                     mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
-                            len(self.report.material_errors), len(self.report.errors))
+                            len(self.report.material_errors), len(self.report.errors), len(self.report.config_repos))
                     try:
                         self._pass(poll_all=full)
                     except WorkbenchError as exc:  # e.g. the store is busy: try again on the next pass
@@ -538,6 +571,8 @@ class Scheduler:
             stop.set()
             self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
             self._pool.shutdown(wait=True)
+            for t in loops:
+                t.join(timeout=30)  # a message being sent is finished, not cut off
 
     def _watch_notifications(self, stop: threading.Event) -> None:
         folder = _notify_dir(self.ws)
@@ -567,7 +602,7 @@ class Scheduler:
 def _since(report: TickReport, mark: tuple[int, ...]) -> TickReport:
     return TickReport(recovered=report.recovered[mark[2]:], material_errors=report.material_errors[mark[3]:],
                       triggered=report.triggered[mark[0]:], finished=report.finished[mark[1]:],
-                      errors=report.errors[mark[4]:],
+                      errors=report.errors[mark[4]:], config_repos=report.config_repos[mark[5]:],
                       polled=report.polled, passes=report.passes)
 
 
@@ -619,10 +654,15 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
     heartbeat ages; ``force`` names materials to poll even with auto_update off
     (None: all of them).
     """
+    from .hooks import TICK_TASKS
+
     with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel) as s:
         if force is None or force:
             s.force(None if force is None else list(force))
-        return s.run_until_idle()
+        report = s.run_until_idle()
+    for task in TICK_TASKS:  # e.g. send the notifications this tick's runs gave rise to
+        report.finished.extend(task(ws))
+    return report
 
 
 def _notify_dir(ws: Any) -> Path:
@@ -687,6 +727,8 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
 
     if not what:
         return None
+    if what.startswith("configrepo:"):  # a config repository's key, passed on (the server's notify, webhooks)
+        return [what]
     keys = set()
     try:
         wanted_url = normalize_url(what, ws.root)
@@ -700,6 +742,10 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
             same = wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git")
             if what in (m.name, m.url) or same:
                 keys.add(url)
+    if ws.settings.config_repos:  # a config repository's URL (or id): its poll is what is asked
+        from .configrepos.compose import repo_ids_for
+
+        keys.update(f"configrepo:{rid}" for rid in repo_ids_for(ws, what))
     if not keys:
         known = sorted({m.name for p in ws.config.pipelines.values() for m in p.materials
                         if isinstance(m, GitMaterial)})

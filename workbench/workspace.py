@@ -61,9 +61,14 @@ class Workspace:
     def config(self) -> Config:
         """The pipelines as code; raises ConfigError listing every problem."""
         from . import features
-        from .config import load_workspace_config
 
         features.load()
+        if self.settings.config_repos:  # plus each config repository at its last good revision
+            from .configrepos.compose import workspace_config
+
+            return workspace_config(self)
+        from .config import load_workspace_config
+
         return load_workspace_config(self.root, cache_dir=self.state / "cache")
 
     def reload(self) -> Config:

@@ -299,11 +299,13 @@ def status(ctx: click.Context, fmt: str) -> None:
     """Latest run of each pipeline with each stage's result (GoCD's dashboard)."""
     from ..reporting import print_status
 
-    rows = _service(ctx, reading=True).board()
+    service = _service(ctx, reading=True)
+    rows = service.board()
+    repos = service.config_repos()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
-        print_status(rows)
+        print_status(rows, repos)
 
 
 @main.command()
@@ -327,7 +329,9 @@ def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> N
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
     else:
-        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration", "stages"])
+        repo = ["config_repo"] if any(r.get("config_repo") for r in rows) else []  # only where some run has one
+        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration",
+                           "stages", *repo])
 
 
 @main.command()
@@ -404,7 +408,7 @@ def _load_feature_commands() -> None:
     import importlib.util
 
     for name in ("materials", "notebooks", "artifacts", "packages", "approvals", "traffic", "metrics", "dashboard",
-                 "agents", "admin", "server", "webhooks", "importgocd"):
+                 "agents", "admin", "server", "webhooks", "importgocd", "notifications", "compare"):
         mod = f"{__name__}.{name}"
         if importlib.util.find_spec(mod) is not None:
             importlib.import_module(mod)

@@ -1,4 +1,4 @@
-"""Pipelines as code: GoCD YAML files into a checked, immutable :class:`Config`.
+"""Pipelines as code: GoCD YAML (and JSON) files into a checked, immutable :class:`Config`.
 
 ``load_config`` reads every file, then checks references across all of them,
 and raises one :class:`~workbench.errors.ConfigError` listing *every* error
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..errors import ConfigError, Problem
 from .context import Ctx
@@ -21,9 +21,18 @@ from .loader import (FileParts, parse_file, register_pipeline_key, register_sect
 from .model import (Approval, Artifact, Config, DependencyMaterial, Environment, ExecTask, FetchTask, GenericTask,
                     GitMaterial, Job, Loc, Material, NotebookTask, Pipeline, ScriptTask, Stage, Task, Timer, Traffic)
 from .validate import assemble, register_config_check
+from .gocdjson import reshape
+from .jsonnodes import compose_json
 from .yamlnodes import compose, decode
 
-PIPELINE_PATTERNS = ("*.yaml", "*.yml")  # *.gocd.yaml is a *.yaml
+# *.gocd.yaml is a *.yaml; the JSON plugin's files are named by its patterns (other *.json files are not config)
+PIPELINE_PATTERNS = ("*.yaml", "*.yml", "*.gocd.json", "*.gopipeline.json", "*.goenvironment.json")
+JSON_SUFFIXES = (".gocd.json", ".gopipeline.json", ".goenvironment.json")
+
+
+def is_json_config(name: str) -> bool:
+    """Whether a file is read as GoCD's JSON config plugin format (by its name, as GoCD's plugins choose)."""
+    return name.lower().endswith(JSON_SUFFIXES)
 
 
 def _display(path: Path, base: Path | None) -> str:
@@ -57,39 +66,66 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
 
 
 def pipeline_files(workspace_dir: Path) -> list[Path]:
-    """``pipelines/*.yaml`` and ``*.yml`` of a workspace in name order (dot files skipped)."""
+    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped)."""
     folder = Path(workspace_dir) / "pipelines"
     found = {f for pattern in PIPELINE_PATTERNS for f in folder.glob(pattern)} if folder.is_dir() else set()
     return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
 
 
 def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None) -> Config:
-    """The config of a workspace: ``pipelines/*.yaml`` and ``*.yml`` in name order (dot files skipped)."""
+    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache)."""
     files = pipeline_files(workspace_dir)
     if not files:
-        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml) in the pipelines folder", "warning")
+        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
+                                             "*.goenvironment.json) in the pipelines folder", "warning")
         return Config(warnings=(warning,))
     return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
 
 
 def load_texts(texts: dict[str, str]) -> Config:
-    """Load in-memory files (name -> YAML text); for tests and tools that lint unsaved text."""
+    """Load in-memory files (name -> YAML or JSON text, told apart by the name as on disk); for tests and linters."""
     return _load([(name, text.encode("utf-8", "surrogatepass"), None) for name, text in texts.items()])
 
 
-def _load(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
+Source = tuple[str, "bytes | None", "str | None"]  # (display name, content or None, why it could not be read)
+LoadCheck = Callable[[list[FileParts], Config, Ctx], None]
+
+
+def workspace_sources(workspace_dir: Path) -> list[Source]:
+    """The workspace's pipeline files as sources for :func:`load_sources` (names relative to the workspace)."""
+    out: list[Source] = []
+    for path in pipeline_files(workspace_dir):
+        display = _display(path, Path(workspace_dir))
+        try:
+            out.append((display, path.read_bytes(), None))
+        except OSError as exc:
+            out.append((display, None, f"cannot read the file: {exc.strerror or exc}"))
+    return out
+
+
+def load_sources(sources: list[Source], check: LoadCheck | None = None) -> Config:
+    """Load files given as bytes (from anywhere: a git revision, a store) together, like :func:`load_config`.
+
+    Each file goes through the same per-file parse as a workspace file.
+    ``check(parts, config, ctx)`` may report more problems (config-repo rules)
+    before the errors are collected, so they come out sorted with the rest.
+    """
+    return _load(sources, check)
+
+
+def _load(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None) -> Config:
     # Loading allocates many small objects and no lasting cycles: pausing the
     # cyclic GC meanwhile saves ~15% of the time of a 200-pipeline config.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _load_all(sources)
+        return _load_all(sources, check)
     finally:
         if paused:
             gc.enable()
 
 
-def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
+def _load_all(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None) -> Config:
     ctx = Ctx()
     parts: list[FileParts] = []
     for display, data, failure in sources:
@@ -97,7 +133,7 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
             ctx.error(Loc(display, 1, 1), failure or "cannot read the file")
             continue
         try:
-            fp = _read(display, data, ctx)
+            fp = read_source(display, data, ctx)
         except Exception as exc:  # a bug must not hide the user's other problems behind a traceback
             ctx.error(Loc(display, 1, 1), f"internal error while reading this file ({type(exc).__name__}: {exc}); "
                                           "please report it")
@@ -110,6 +146,8 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
         ctx.error(Loc(sources[0][0] if sources else "<config>", 1, 1),
                   f"internal error while checking the config ({type(exc).__name__}: {exc}); please report it")
         config = Config()
+    if check is not None:
+        check(parts, config, ctx)
     problems = sorted(set(ctx.problems), key=lambda p: (p.file, p.line, p.col, p.message))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
@@ -117,18 +155,32 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]]) -> Config:
     return dataclasses.replace(config, warnings=tuple(p for p in problems if p.severity != "error"))
 
 
-def _read(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
+def read_source(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
+    """One config file's pipelines, templates and environments: THE entry point for every folder of files.
+
+    The workspace's ``pipelines/`` and config repositories both read files
+    through here, so a file loads (and fails, at ``FILE:LINE:COL``) the same
+    wherever it lives.  ``display`` is the name used in messages; its ending
+    picks the format (:func:`is_json_config`, else YAML).  Problems go to
+    ``ctx``; None means nothing usable was read.  Pipelines stay as nodes
+    until :func:`~workbench.config.validate.assemble` has every file.
+    """
     text, problems = decode(data, display)
     ctx.problems.extend(problems)
     if text is None:
         return None
-    node, problems = compose(text, display)
+    json_format = is_json_config(display)
+    node, problems = compose_json(text, display) if json_format else compose(text, display)
     ctx.problems.extend(problems)
     if node is None:
         if not problems:
             ctx.warn(Loc(display, 1, 1), "the file is empty")
         return None
     try:
+        if json_format:
+            node = reshape(node, ctx, display)
+            if node is None:
+                return None
         return parse_file(node, ctx, display)
     except RecursionError:
         ctx.error(Loc(display, 1, 1), "the file is nested too deeply to read")
@@ -137,7 +189,8 @@ def _read(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
 
 __all__ = [
     "Approval", "Artifact", "Config", "ConfigError", "DependencyMaterial", "Environment", "ExecTask", "FetchTask",
-    "GenericTask", "GitMaterial", "Job", "Loc", "Material", "NotebookTask", "Pipeline", "Problem", "ScriptTask",
-    "Stage", "Task", "Timer", "Traffic", "load_config", "load_texts", "load_workspace_config", "register_config_check",
-    "register_pipeline_key", "register_section", "register_stage_key", "register_task_kind",
+    "GenericTask", "GitMaterial", "Job", "Loc", "Material", "NotebookTask", "PIPELINE_PATTERNS", "Pipeline", "Problem",
+    "ScriptTask", "Stage", "Task", "Timer", "Traffic", "is_json_config", "load_config", "load_sources", "load_texts",
+    "load_workspace_config", "read_source", "register_config_check", "register_pipeline_key", "register_section",
+    "register_stage_key", "register_task_kind", "workspace_sources",
 ]

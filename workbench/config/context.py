@@ -27,8 +27,16 @@ PARAM_NAME_RE = re.compile(r"[A-Za-z0-9_\-.]+\Z")
 _PARAM_RE = re.compile(r"##|#\{([^}]*)(\}?)")
 _TRUE = {"true", "yes", "on", "y"}
 _FALSE = {"false", "no", "off", "n"}
+FALSE_WORDS = frozenset(_FALSE)  # how GoCD (and YAML 1.1) may write false
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_\-]+={0,2}")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h)")
+
+
+# A name not found here is as often defined elsewhere as misspelt: GoCD merges its server XML and every config
+# repository, so files moved from GoCD name pipelines and templates that live there.
+ELSEWHERE = ("; if it is defined in another repository or on the GoCD server, add that repository under "
+             "`config_repos:` in workbench.yaml, or bring the server's pipelines over with "
+             "`workbench import-gocd cruise-config.xml`")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
@@ -92,6 +100,7 @@ class Ctx:
         self.params: Mapping[str, str] | None = None  # None: not inside a pipeline, no substitution
         self.pipeline: str | None = None
         self.templates: dict[str, tuple[Scalar, Node]] = {}
+        self.refused_materials: dict[str, set[str]] = {}  # pipeline -> names of its materials that were refused
 
     # -- reporting -------------------------------------------------------------
     def error(self, at: Node | Loc | Any, message: str) -> None:
@@ -371,7 +380,29 @@ def _secret_problem(value: str | None, name: str) -> str | None:
     if value is not None and value.startswith("AES:"):
         return (f"secure variable {name} holds GoCD server-side ciphertext (AES:...), which the workbench cannot "
                 "decrypt; re-encrypt the plain value with `workbench encrypt`")
+    if value is not None and looks_like_gocd_des(value):
+        return (f"secure variable {name} holds GoCD server-side ciphertext (GoCD's older DES form, from before AES:), "
+                "which the workbench cannot decrypt; re-encrypt the plain value with `workbench encrypt`")
     return f"secure variable {name} is not ciphertext (run `workbench encrypt`)"
+
+
+_STD_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def looks_like_gocd_des(value: str) -> bool:
+    """True for what GoCD servers before the ``AES:`` form wrote: base64 of DES blocks (whole 8-byte blocks).
+
+    A value that is not base64 of whole blocks cannot be such ciphertext;
+    one that is might in theory be a plain password, but a message that
+    says "GoCD ciphertext, re-encrypt it" is right for it either way.
+    """
+    if len(value) < 12 or len(value) % 4 or not _STD_B64.fullmatch(value):
+        return False
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) >= 8 and len(raw) % 8 == 0
 
 
 def parse_variables(m: Map, what: str, ctx: Ctx) -> tuple[dict[str, str], dict[str, str]]:

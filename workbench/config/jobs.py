@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from .context import Ctx, is_null as _is_null, body as _body, loc_at, named as _named, parse_variables, suggest
+from .context import FALSE_WORDS, Ctx, is_null as _is_null, body as _body, loc_at, named as _named, parse_variables, suggest
 from .model import (RUN_IF, Approval, Artifact, ExecTask, FetchTask, Job, Loc, NotebookTask, ScriptTask, Stage, Task,
                     Traffic)
 from .yamlnodes import Map, Node, Scalar, Seq
@@ -431,11 +431,16 @@ def _warn_unused_stage_keys(m: Map, what: str, ctx: Ctx) -> None:
     """GoCD keys that load (so GoCD files load as they are) but change nothing here: say so, and what happens.
 
     Silence would let a reader believe the key works; an error would refuse
-    GoCD's own files.  Warnings are what ``workbench validate`` prints.
+    GoCD's own files.  Warnings are what ``workbench validate`` prints.  A
+    value of false asks for what happens anyway (GoCD's UI export writes
+    ``clean_workspace: false`` on every stage), so it says nothing.
     """
     for key, instead in _UNUSED_STAGE_KEYS.items():
-        if key in m:
-            ctx.warn(m.key(key), f"{key} of {what} is accepted for GoCD compatibility but does nothing: {instead}")
+        node = m.get(key)
+        if node is None or (isinstance(node, Scalar) and (node.value is None or node.value is False
+                                                        or node.text.strip().lower() in FALSE_WORDS)):
+            continue
+        ctx.warn(m.key(key), f"{key} of {what} is accepted for GoCD compatibility but does nothing: {instead}")
 
 
 def parse_stages(node: Node | None, ctx: Ctx, what: str, at: Node | None = None) -> tuple[Stage, ...]:

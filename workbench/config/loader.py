@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .context import (NAME_RE, PARAM_NAME_RE, Ctx, body as _body, is_null as _is_null, loc_at, looks_like_ciphertext,
+from .context import (ELSEWHERE, NAME_RE, PARAM_NAME_RE, Ctx, body as _body, is_null as _is_null, loc_at, looks_like_ciphertext,
                       named as _named, parse_variables, suggest)
 from .jobs import (_JOB_KEYS, _STAGE_BASE_KEYS, STAGE_KEYS, TASK_KINDS, StageKeyParser, TaskParser, parse_approval,
                    parse_job, parse_stage, parse_stages, parse_task, parse_tasks, template_stages)
@@ -157,8 +157,20 @@ def _filter(m: Map, key: str, legacy: str, what: str, ctx: Ctx) -> tuple[str, ..
 
 
 def parse_materials(node: Node | None, ctx: Ctx, at: Node | None = None) -> tuple[Material, ...]:
+    """The ``materials:`` mapping; a material that is refused is still remembered as declared.
+
+    Its own error says what is wrong with it; remembering its name keeps a
+    ``label_template`` that names it from adding a second, false error
+    ("unknown material").
+    """
     m = ctx.mapping(node, "materials", at, shape="a mapping of material names to materials")
-    out = [mat for k, v in (m or ()) if (mat := parse_material(k, v, ctx)) is not None]
+    out: list[Material] = []
+    for k, v in m or ():
+        mat = parse_material(k, v, ctx)
+        if mat is not None:
+            out.append(mat)
+        elif ctx.pipeline is not None:
+            ctx.refused_materials.setdefault(ctx.pipeline, set()).add(k.text)
     gits = [mat for mat in out if isinstance(mat, GitMaterial)]
     destinations: dict[str, GitMaterial] = {}
     for mat in gits if len(gits) > 1 else ():  # GoCD: several SCM materials need a folder each
@@ -179,6 +191,11 @@ _PIPELINE_KEYS = {"group", "label_template", "lock_behavior", "locking", "parame
                   "secure_variables", "materials", "stages", "template", "timer", "display_order", "tracking_tool",
                   "fan_in", "trigger"}
 _PIPELINE_IGNORED = {"mingle": " (Mingle integration was removed from GoCD)"}
+# Stage keys written one level up: GoCD's plugin drops unknown pipeline keys, so they do nothing there in GoCD
+# either.  Keys that would weaken a gate if ignored (approval) stay errors.
+_STAGE_KEYS_AT_PIPELINE = {"fetch_materials": "each stage that should not fetch materials",
+                           "clean_workspace": "the stages", "keep_artifacts": "the stages",
+                           "never_cleanup_artifacts": "the stages"}
 
 
 def parse_parameters(m: Map, what: str, ctx: Ctx) -> dict[str, str]:
@@ -203,7 +220,11 @@ def parse_pipeline(name: str | Scalar, node: Node | None, ctx: Ctx) -> Pipeline 
     m = _body(node, what, at, ": it needs `stages:` (or `template:`)", ctx)
     if m is None:
         return None
-    ctx.check_keys(m, (*_PIPELINE_KEYS, *PIPELINE_KEYS), what, _PIPELINE_IGNORED)
+    for key, where in _STAGE_KEYS_AT_PIPELINE.items():
+        if key in m:
+            ctx.warn(m.key(key), f"{key} is a stage key, not a pipeline key: GoCD's plugin ignores it here and so "
+                                 f"does the workbench (set it on {where})")
+    ctx.check_keys(m.without(*_STAGE_KEYS_AT_PIPELINE), (*_PIPELINE_KEYS, *PIPELINE_KEYS), what, _PIPELINE_IGNORED)
     saved = ctx.params, ctx.pipeline
     ctx.params, ctx.pipeline = parse_parameters(m, what, ctx), name
     try:
@@ -240,7 +261,7 @@ def _pipeline(name: str, at: Node | Loc, m: Map, what: str, ctx: Ctx) -> Pipelin
         elif hit is None:
             known = ", ".join(sorted(ctx.templates)) or "none"
             ctx.error(m.get("template"), f"{what} uses unknown template {template!r}"
-                                         f"{suggest(template, ctx.templates)} (templates: {known})")
+                                         f"{suggest(template, ctx.templates)} (templates: {known}){ELSEWHERE}")
         else:
             stages = template_stages(hit[1], ctx, f"stages of template {template!r}", hit[0])
     else:

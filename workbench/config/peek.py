@@ -29,6 +29,8 @@ from . import pipeline_files
 def first_stage_notebooks(workspace_dir: Path, pipeline: str) -> tuple[int, str] | None:
     """How many jobs of ``pipeline``'s first stage run a notebook, and the first one's kernel."""
     for path in pipeline_files(workspace_dir):
+        if path.suffix == ".json":  # GoCD JSON plugin files: the real loader reads them; the look is for YAML
+            continue
         try:
             doc = yaml.load(path.read_bytes(), Loader=_Loader)  # noqa: S506  (a safe loader)
         except Exception:  # noqa: BLE001  (the real loader reports it with its line and column)

@@ -28,7 +28,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
-from .context import Ctx, suggest
+from .context import ELSEWHERE, Ctx, suggest
 from .jobs import template_stages
 from .loader import SECTIONS, FileParts, parse_pipeline
 from .model import Config, DependencyMaterial, Environment, FetchTask, Pipeline, Stage, Task
@@ -145,7 +145,8 @@ def check_pipelines(pipelines: dict[str, Pipeline], ctx: Ctx, roles: set[str] | 
             upstream = pipelines.get(mat.pipeline)
             if upstream is None:
                 ctx.error(ctx.where.get(mat, "pipeline"), f"dependency material {mat.name!r} refers to unknown "
-                                                          f"pipeline {mat.pipeline!r}{suggest(mat.pipeline, pipelines)}")
+                                                          f"pipeline {mat.pipeline!r}{suggest(mat.pipeline, pipelines)}"
+                                                          f"{ELSEWHERE}")
             elif upstream.stage(mat.stage) is None:
                 names = [s.name for s in upstream.stages]
                 ctx.error(ctx.where.get(mat, "stage"), f"dependency material {mat.name!r}: pipeline {mat.pipeline!r} "
@@ -182,13 +183,14 @@ def _check_label(p: Pipeline, ctx: Ctx) -> None:
     if p.label_template.count("${") != len(found):
         ctx.error(at, f"label_template {p.label_template!r} has an unterminated ${{")
     materials = [m.name for m in p.materials]
+    refused = ctx.refused_materials.get(p.name, set())  # declared, and already reported as unsupported
     for inner in found:
         m = _LABEL_NAME.match(inner)
         if inner.startswith("env:"):
             ctx.error(at, f"label_template: ${{{inner}}} (environment variables in labels) is not supported by the workbench")
         elif m is None:
             ctx.error(at, f"label_template: malformed ${{{inner}}} (use ${{COUNT}}, ${{material}} or ${{material[:7]}})")
-        elif m.group(1).upper() != "COUNT" and m.group(1) not in materials:
+        elif m.group(1).upper() != "COUNT" and m.group(1) not in materials and m.group(1) not in refused:
             ctx.error(at, f"label_template of pipeline {p.name!r} refers to unknown material {m.group(1)!r}"
                           f"{suggest(m.group(1), materials)} (materials: {', '.join(materials) or 'none'}; "
                           "${COUNT} is always available)")
@@ -213,7 +215,7 @@ def _check_fetch(p: Pipeline, index: int, stage: Stage, task: FetchTask, pipelin
         for name in (up, down):
             if name not in pipelines:
                 ctx.error(ctx.where.get(task, "pipeline"), f"fetch refers to unknown pipeline {name!r}"
-                                                           f"{suggest(name, pipelines)}")
+                                                           f"{suggest(name, pipelines)}{ELSEWHERE}")
                 return
         if not any(isinstance(m, DependencyMaterial) and m.pipeline == up for m in pipelines[down].materials):
             ctx.error(ctx.where.get(task, "pipeline"),

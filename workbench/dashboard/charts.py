@@ -374,3 +374,86 @@ def _short(seconds: float) -> str:
     if s < 172800:
         return f"{s / 3600:.1f}h"
     return f"{s / 86400:.1f}d"
+
+
+# -- the Metrics tab as one figure ------------------------------------------------------------------------
+
+# (key, row, col): two charts a row, the rework rate and the stage durations across the whole width
+METRICS_GRID = (("lead", 1, 1), ("freq", 1, 2), ("cfr", 2, 1), ("recovery", 2, 2), ("rework", 3, 1),
+                ("stages", 4, 1))
+_TITLE_GAP = 70  # px between rows: the next row's title and this row's axis labels
+
+
+def _ref(axis_name: str) -> str:
+    """``xaxis3`` → ``x3`` (the name a trace, shape or annotation refers to the axis by)."""
+    return axis_name.replace("axis", "")
+
+
+def combine(figs: dict[str, Any], grid: tuple[tuple[str, int, int], ...] = METRICS_GRID) -> Any:
+    """The charts of ``figs`` as ONE figure (``make_subplots``), each in its cell with all of its content.
+
+    One figure is one plotly widget in the browser, and each widget instance pays plotly.js's start-up
+    (parsing and initialising its ~5 MB bundle): six widgets made the Metrics tab take ~11 s in Chromium
+    (issue 16 defect 10). Everything each chart had is carried over: its traces, its axes' settings (the
+    unit chosen from the data, category axes, the rate's 0-110 % range and tick format, the reversed
+    stage axis), its title as the cell's title, its zero line (shapes) and its "no ... in this period"
+    note (annotations), re-anchored to the cell; rows are as tall as each chart asked (the stage
+    durations' row grows with its stages) and the figure has no width, so it fills the screen's.
+    """
+    from plotly.subplots import make_subplots
+
+    rows = max(r for _, r, _ in grid)
+    cols = max(c for _, _, c in grid)
+    row_h = [max((figs[k].layout.height or 300) - 80 for k, r, _ in grid if r == i) for i in range(1, rows + 1)]
+    specs: list[list[Any]] = [[None] * cols for _ in range(rows)]
+    for k, r, c in grid:  # a chart alone in its row spans the whole width
+        specs[r - 1][c - 1] = {"colspan": cols} if sum(1 for _, r2, _ in grid if r2 == r) == 1 else {}
+    total = sum(row_h) + _TITLE_GAP * (rows - 1) + 80
+    order = sorted(grid, key=lambda t: (t[1], t[2]))
+    titles = [figs[k].layout.title.text or "" for k, _, _ in order]
+    fig = make_subplots(rows=rows, cols=cols, specs=specs, subplot_titles=titles, row_heights=row_h,
+                        vertical_spacing=_TITLE_GAP / total, horizontal_spacing=0.07)
+    notes = list(fig.layout.annotations)  # the cells' titles
+    shapes = []
+    for k, r, c in order:
+        src = figs[k]
+        sub = fig.get_subplot(r, c)
+        xname, yname = sub.xaxis.plotly_name, sub.yaxis.plotly_name
+        x, y = _ref(xname), _ref(yname)
+        for tr in src.data:
+            fig.add_trace(tr, row=r, col=c)
+        for axis, name in (("xaxis", xname), ("yaxis", yname)):
+            props = src.layout[axis].to_plotly_json()
+            for drop in ("domain", "anchor", "overlaying", "position"):
+                props.pop(drop, None)
+            fig.layout[name].update(props)
+        for a in src.layout.annotations:
+            a = a.to_plotly_json()
+            a["xref"] = f"{x} domain" if a.get("xref", "paper") in ("paper", "x domain") else x
+            a["yref"] = f"{y} domain" if a.get("yref", "paper") in ("paper", "y domain") else y
+            notes.append(a)
+        for s in src.layout.shapes:
+            s = s.to_plotly_json()
+            s["xref"] = f"{x} domain" if s.get("xref") in ("paper", "x domain") else x
+            s["yref"] = f"{y} domain" if s.get("yref") in ("paper", "y domain") else y
+            shapes.append(s)
+    fig.update_layout(annotations=notes, shapes=shapes, height=total, showlegend=False, autosize=True,
+                      plot_bgcolor="white", margin=dict(l=50, r=20, t=40, b=40), barmode="group")
+    return fig
+
+
+def metrics_figure(d: dict[str, Any]) -> Any:
+    """The Metrics tab's six charts from ``ChartSource.all()``'s data, as one figure (see :func:`combine`)."""
+    return combine(metrics_figures(d))
+
+
+def metrics_figures(d: dict[str, Any]) -> dict[str, Any]:
+    """The six charts as separate figures (a notebook may want one alone)."""
+    return {
+        "lead": lead_time_figure(d["lead"]),
+        "freq": frequency_figure(d["freq"]),
+        "cfr": rate_figure(d["cfr"], "Change fail rate", STYLES["failed"][0]),
+        "recovery": recovery_figure(d["recovery"]),
+        "rework": rate_figure(d["rework"], "Deployment rework rate", STYLES["running"][0]),
+        "stages": stage_duration_figure(d["stages"]),
+    }

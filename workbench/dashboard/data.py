@@ -163,6 +163,12 @@ def board_html(rows: Iterable[BoardRow], paused: Mapping[str, str] | None = None
     return "".join(parts)
 
 
+def warnings_html(lines: Iterable[str]) -> str:
+    """Warning lines above the board (a config repository's refused revision and its problems)."""
+    return "".join(f'<div class="wb-warning" style="color:#8a6d00;white-space:pre-wrap">&#9888; {html.escape(line)}'
+                   "</div>" for line in lines)
+
+
 def _cell_html(c: Cell) -> str:
     fill, fg, sym, _words = style(c.status)
     return (f'<span class="wb-cell {c.css}" data-stage="{html.escape(c.stage)}" data-status="{c.status}" '

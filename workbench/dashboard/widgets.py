@@ -10,6 +10,7 @@ swallowed, and changes nothing.
 from __future__ import annotations
 
 import html
+import json
 import threading
 import time
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from ..errors import WorkbenchError
 from . import actions, charts, data, source
 from .chartdata import ChartSource
 
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 OK = "#2e7d32"
 BAD = "#c62828"
 
@@ -65,35 +67,33 @@ class ApprovalRow(W.HBox):
         return f"rejected {self.pending.locator} as {self.dash.user}"
 
 
-_warm: list[threading.Thread] = []
+def warm_charts(build: Callable[[], None] | None = None) -> threading.Thread:
+    """Import plotly in the background while the board shows, then ``build`` the Metrics figure.
 
-
-def warm_charts() -> None:
-    """Import plotly's figure widget and chart classes in the background while the board shows.
-
-    The first ``FigureWidget`` costs 1.5-2 s of imports (plotly's renderers pull in nbformat and
-    jsonschema; each trace type loads its validators): paid when the Metrics tab was first opened,
-    it made the tab take seconds (issue 16). The import lock makes a tab opened meanwhile wait for
-    the same work instead of doing it twice; nothing is built here, so no widget or comm exists yet.
+    Paid on the first click on Metrics, plotly's imports (1.5-2 s; each trace type loads its validators)
+    and six ``FigureWidget``s (each shipping and starting plotly.js, ~5 MB, through the kernel's
+    websocket) made the tab take 11-19 s in Chromium (issue 16 defect 10). Now the charts are one
+    figure shown as plotly's mime bundle (the page's plotly renderer, a static script, draws it), built
+    here in the hidden tab, so the tab is drawn when a person opens it. A tab opened meanwhile waits on
+    the dashboard's lock for the same work.
     """
-    if _warm:
-        return
 
     def work() -> None:
         try:
             import plotly.graph_objects as go
-            from plotly.graph_objs import _figurewidget  # noqa: F401  (nbformat, jsonschema, anywidget)
 
             fig = go.Figure()
             fig.add_trace(go.Scatter(x=[0], y=[0]))
             fig.add_trace(go.Bar(x=[0], y=[0]))
             fig.update_layout(title="warm", xaxis={"title": "x"}, yaxis={"title": "y"}, legend={"orientation": "h"})
+            if build is not None:
+                build()
         except Exception:  # a warm-up only: the tab reports real errors when it builds its charts
             pass
 
     t = threading.Thread(target=work, name="wb-warm-charts", daemon=True)
-    _warm.append(t)
     t.start()
+    return t
 
 
 class RouteRow(W.VBox):
@@ -191,6 +191,8 @@ class Dashboard(W.VBox):
         self.drive = drive
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._closed = False
+        self._warming: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._routes: dict[str, RouteRow] = {}
         self._approval_rows: dict[str, ApprovalRow] = {}
@@ -213,10 +215,23 @@ class Dashboard(W.VBox):
         self.refresh_charts_button = W.Button(description="Refresh charts")
         self.refresh_charts_button.on_click(lambda _b: self.refresh_charts())
         self.figures: dict[str, Any] = {}
+        self.metrics_figure: Any = None  # the one figure holding every chart (charts.combine)
+        # shown as plotly's mime bundle: JupyterLab's / Voila's plotly renderer (a static, cacheable script)
+        # draws it, not a FigureWidget shipping plotly.js through the kernel's websocket (issue 16 defect 10)
+        self.metrics_output = W.Output(layout=W.Layout(width="100%"))
+        self.fit_width = W.HTML(layout=W.Layout(display="none"))  # see _fit_width
+        self._fits = 0
         self.chart_source = ChartSource(ws)  # the charts' data, computed once per store version
         self.runs = W.Dropdown(options=[], description="run", layout=W.Layout(width="520px"))
         self.runs.observe(lambda ch: self.show_run(ch["new"]), names="value")
         self.gantt: Any = None
+        self.run_output = W.Output(layout=W.Layout(width="100%"))
+        # compare the run shown with another (what changed since: commits, config, results, artifacts)
+        self.compare_with = W.Dropdown(options=[("—", None)], value=None, description="compare with",
+                                       layout=W.Layout(width="620px"), style={"description_width": "initial"})
+        self.compare_with.observe(lambda _ch: self.show_compare(), names="value")
+        self.compare_html = W.HTML()
+        self.compare_html.add_class("wb-compare-html")
         self.stream: Any = None
         header = W.HBox([W.HTML("<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
                          W.HTML(f"signed in as <b>{html.escape(self.user)}</b>&nbsp;&nbsp;"), self.live, self.status])
@@ -225,7 +240,8 @@ class Dashboard(W.VBox):
         tabs = W.Tab(children=[
             W.VBox([self.board, W.HTML("<h4>Waiting for approval</h4>"), self.approvals]),
             self.routes,
-            W.VBox([W.HBox([self.period, self.freq, self.refresh_charts_button]), self.metrics_html, self.chart_box]),
+            W.VBox([W.HBox([self.period, self.freq, self.refresh_charts_button]), self.metrics_html, self.chart_box,
+                    self.fit_width]),
             self.run_box,
         ])
         for i, t in enumerate(("Pipelines", "Traffic", "Metrics", "Run")):
@@ -240,7 +256,7 @@ class Dashboard(W.VBox):
             self.refresh_charts()
             self._fill_runs()
         else:
-            warm_charts()
+            self._warming = warm_charts(self._ensure_charts_quietly)
         if autostart:
             self.start()
 
@@ -292,6 +308,10 @@ class Dashboard(W.VBox):
 
             paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
             board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
+            from ..configrepos.compose import describe
+            from ..reporting import config_repo_lines
+
+            board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
             before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
             self.board.value = board
             self._refresh_approvals()
@@ -358,6 +378,7 @@ class Dashboard(W.VBox):
                 _say(self.status, f"refresh failed: {exc}", BAD)
 
     def close(self) -> None:
+        self._closed = True
         self.stop()
         self.chart_source.close()
         super().close()
@@ -366,64 +387,99 @@ class Dashboard(W.VBox):
     def _metrics(self) -> Any:
         return self.chart_source.metrics(self.period.value)
 
-    def refresh_charts(self) -> None:
-        import plotly.graph_objects as go
+    def _ensure_charts_quietly(self) -> None:
+        """The warm-up's build: a failure is shown (and the tab tries again when opened), never lost."""
+        try:
+            self.ensure_charts()
+        except Exception as exc:  # noqa: BLE001  (a thread's exception would vanish)
+            _say(self.message, f"the charts could not be built yet: {exc}", BAD)
 
-        days, freq = self.period.value, self.freq.value
-        m = self._metrics()
-        d = self.chart_source.all(days, freq)
-        figs = {
-            "lead": charts.lead_time_figure(d["lead"]),
-            "freq": charts.frequency_figure(d["freq"]),
-            "cfr": charts.rate_figure(d["cfr"], "Change fail rate", data.STYLES["failed"][0]),
-            "recovery": charts.recovery_figure(d["recovery"]),
-            "rework": charts.rate_figure(d["rework"], "Deployment rework rate", data.STYLES["running"][0]),
-            "stages": charts.stage_duration_figure(d["stages"]),
-        }
+    def ensure_charts(self) -> None:
+        """The Metrics figure, built once (by the warm-up thread or the first look at the tab, whichever is first)."""
         with self._lock:
-            for key, fig in figs.items():
-                fw = self.figures.get(key)
-                if fw is None:
-                    self.figures[key] = go.FigureWidget(fig)
-                else:
-                    with fw.batch_update():
-                        fw.data = []
-                        fw.add_traces(list(fig.data))
-                        fw.layout = fig.layout
+            if self.metrics_figure is None and not self._closed:
+                self.refresh_charts()
+
+    def _fit_width(self) -> None:
+        """Have plotly.js size the figure to its box once the tab shows: drawn while the tab was hidden its box
+        measured 0, and a figure kept at plotly's default 700 px left a 1920 px screen two-thirds empty. A
+        browser ``resize`` event 50 ms after the tab shows makes plotly measure its box again (an inline
+        ``onerror`` runs where a ``<script>`` in an HTML widget would not); the counter makes each show new.
+        """
+        self._fits += 1
+        self.fit_width.value = (f'<img alt="" src="data:," style="display:none" data-fit="{self._fits}" '
+                                "onerror=\"setTimeout(function(){window.dispatchEvent(new Event('resize'))},50)\">")
+
+    def refresh_charts(self) -> None:
+        """The six charts as ONE figure (``charts.combine``) in one Output: six FigureWidgets each paid
+        plotly.js's shipping and start-up, ~11 s in Chromium (issue 16 defect 10)."""
+        with self._lock:
+            days, freq = self.period.value, self.freq.value
+            m = self._metrics()
+            parts = charts.metrics_figures(self.chart_source.all(days, freq))
+            fig = charts.combine(parts)
+            self.figures = parts  # the separate figures, for a notebook that wants one of them alone
+            self.metrics_figure = fig
+            # set as the Output's state, not printed inside ``with output:``: a print routes by the message being
+            # handled, and the warm-up thread handles none (its output was lost)
+            self.metrics_output.outputs = (_plotly_output(fig, "the Metrics tab's charts"),)
             self.metrics_html.value = summary_html(m)
-            f = self.figures
-
-            def cell(key: str) -> W.Box:  # each chart takes half the row, whatever the screen's width
-                return W.Box([f[key]], layout=W.Layout(flex="1 1 0", min_width="360px"))
-
-            self.chart_box.children = [W.HBox([cell("lead"), cell("freq")]), W.HBox([cell("cfr"), cell("recovery")]),
-                                       W.HBox([cell("rework"), cell("stages")])]
+            if not self.chart_box.children:
+                self.chart_box.children = [self.metrics_output]
 
     def _on_tab(self, change: dict[str, Any]) -> None:
         try:
-            if change["new"] == 2 and not self.figures:
-                self.refresh_charts()
+            if change["new"] == 2:
+                self.ensure_charts()
+                self._fit_width()
             elif change["new"] == 3 and not self.runs.options:
                 self._fill_runs()
         except WorkbenchError as exc:
             _say(self.message, str(exc), BAD)
 
+    def show_compare(self) -> None:
+        """The run shown (B) against the one chosen in "compare with" (A), as ``workbench compare A B``."""
+        a, b = self.compare_with.value, self.runs.value
+        if a is None or b is None:
+            self.compare_html.value = ""
+            return
+        from ..compare import as_html
+        from ..service import reads
+
+        loc = {rid: self.ws.store.get_pipeline_run_by_id(rid) for rid in (a, b)}
+        try:
+            result = reads.compare(self.ws, *(f"{loc[r].pipeline}/{loc[r].counter}" for r in (a, b)))
+        except WorkbenchError as exc:
+            _say(self.compare_html, str(exc), BAD)
+            return
+        self.compare_html.value = as_html(result)
+
     def _fill_runs(self) -> None:
         options = source.recent_runs(self.ws.store)
+        self.compare_with.options = [("—", None), *options]
         self.runs.options = options
         if options and self.runs.value is None:
             self.runs.value = options[0][1]
 
     def show_run(self, run_id: int | None) -> None:
+        """One run's Gantt and value stream, as plotly mime bundles in one Output (no FigureWidget: each
+        shipped plotly.js through the kernel and, drawn in a tab not yet shown, sometimes stayed empty)."""
         if run_id is None:
             return
-        import plotly.graph_objects as go
-
         g = charts.gantt_figure(self.chart_source.gantt(int(run_id)), "Stages and jobs")
         n, e = self.chart_source.value_stream(int(run_id))
         vs = charts.value_stream_figure(n, e, "Value stream: commits → runs → deployments")
-        self.gantt, self.stream = go.FigureWidget(g), go.FigureWidget(vs)
-        self.run_box.children = [self.runs, self.gantt, self.stream]
+        self.gantt, self.stream = g, vs
+        self.run_output.outputs = tuple(_plotly_output(f, t) for f, t in ((g, "the run's stages and jobs"),
+                                                                           (vs, "the run's value stream")))
+        self.run_box.children = [self.runs, self.run_output, self.compare_with, self.compare_html]
+        self.show_compare()
+
+
+def _plotly_output(fig: Any, text: str) -> dict[str, Any]:
+    """An Output widget's display_data of a figure: drawn by the page's plotly renderer (JupyterLab, Voila)."""
+    return {"output_type": "display_data", "data": {PLOTLY_MIME: json.loads(fig.to_json()), "text/plain": text},
+            "metadata": {}}
 
 
 def summary_html(m: Any) -> str:

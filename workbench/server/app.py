@@ -14,20 +14,25 @@ runs. JupyterHub's sign-in is its ``HubOAuth`` class used as a library
 """
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from typing import Any, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..approvals import record
 from ..errors import ConfigError, NotSignedIn, Unauthorized, WorkbenchError
 from ..identity import Identity
 from ..service.local import Local
-from .auth import Authenticator
+from . import tokens
+from .auth import Authenticator, bearer
+from .limits import BodyLimit
 
 log = logging.getLogger("workbench.server")
 API = "/api/v1"
@@ -39,6 +44,10 @@ class Body(BaseModel):
 
 class Decision(Body):
     comment: str | None = Field(default=None, max_length=10_000)
+
+
+class RetryBody(Body):
+    ids: list[int] = Field(default_factory=list, max_length=10_000)
 
 
 class PauseBody(Body):
@@ -102,6 +111,8 @@ class State:
         self.auth = auth
         self.scheduler = scheduler
         self.hooks = hooks  # the webhook receiver (workbench.server.webhooks), when loaded
+        self.encoded: dict[int, tuple[Any, bytes]] = {}  # id(cached read) -> (it, its JSON): see encoded()
+        self.lock = threading.Lock()
 
 
 def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = None, prefix: str = "",
@@ -115,8 +126,14 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     app = FastAPI(title="Release Workbench", version="1", openapi_url=f"{prefix}{API}/openapi.json",
                   docs_url=f"{prefix}{API}/docs", redoc_url=None,
                   description="The release service: the same actions as the `workbench` CLI, signed in.")
+    app.router.redirect_slashes = False  # a wrong path is a 404, not a redirect to another endpoint
     app.state.wb = state
     P = prefix + API
+    hook_paths = (f"{P}/webhooks/", f"{prefix}/go/api/webhooks/")
+    # every body within server.max_body_bytes (413 otherwise); the webhook receiver applies the same limit
+    # itself, recording the refusal as a delivery
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       self_limited=lambda path: state.hooks is not None and path.startswith(hook_paths))
 
     @app.exception_handler(WorkbenchError)
     async def _workbench_error(request: Request, exc: WorkbenchError) -> JSONResponse:
@@ -153,6 +170,14 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
                               "(`workbench token create`)")
         return who
 
+    async def fast_reader(request: Request) -> Identity | None:
+        """``reader`` from the event loop for one of our API tokens (verified ones are cached: microseconds, one
+        SQLite read otherwise); anything else (hub cookies and tokens ask the hub over HTTP) in a worker thread."""
+        token = bearer(request.headers)
+        if token is not None and tokens.looks_like_ours(token):
+            return reader(request)
+        return await run_in_threadpool(reader, request)
+
     def acting(action: str) -> Callable[[Request], Identity]:
         def dependency(request: Request) -> Identity:
             try:
@@ -164,10 +189,37 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
                            if h in request.headers}
                 detail = f"{exc}" + (f"; claimed {claimed}" if claimed else "")
                 user = getattr(exc, "user", None) or "(not signed in)"
-                record(ws, user, action, request.url.path.removeprefix(P)[:500], "unauthorized", detail=detail)
+                target, parts = _target(request)
+                record(ws, user, action, target, "unauthorized", detail=detail, **parts)
                 raise
             return who
         return dependency
+
+    def _target(request: Request) -> tuple[str, dict[str, Any]]:
+        """What an action named, as the audit of a signed-in attempt would (``P/C/S``, ``P/C``, ``P``, ``route:R``)."""
+        params = {k: str(v)[:255] for k, v in request.path_params.items()}
+        if "route" in params:
+            return f"route:{params['route']}"[:500], {}
+        if "pipeline" in params:
+            counter = params.get("counter")
+            parts = {"pipeline": params["pipeline"], "stage": params.get("stage"),
+                     "counter": int(counter) if counter and counter.isdigit() and len(counter) < 10 else None}
+            target = "/".join(p for p in (params["pipeline"], counter, params.get("stage")) if p)
+            return target[:500], parts
+        return request.url.path.removeprefix(P)[:500], {}
+
+    def encoded(value: Any) -> Response:
+        """JSON of a read; the board, history and approvals are cached objects (workbench.service.cache), so
+        their encoding is kept with them: a thousand rows are encoded once per store change, not per request."""
+        key = id(value)
+        hit = state.encoded.get(key)
+        if hit is None or hit[0] is not value:
+            hit = (value, json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+            with state.lock:
+                state.encoded[key] = hit
+                while len(state.encoded) > 16:
+                    state.encoded.pop(next(iter(state.encoded)))
+        return Response(hit[1], media_type="application/json")
 
     def local(who: Identity | None) -> Local:
         return Local(ws, who or Identity("(anonymous)", via="anonymous", scope="read"), driver=scheduler)
@@ -182,19 +234,45 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     def whoami(who: Identity | None = Depends(reader)) -> dict[str, Any]:
         return local(who).whoami()
 
-    @app.get(f"{P}/status", tags=["runs"])
-    def status(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
-        """The board: the latest run of every pipeline, stage by stage (`workbench status`)."""
-        return local(who).board()
+    rows = list[dict[str, Any]]
 
-    @app.get(f"{P}/history", tags=["runs"])
-    def history(pipeline: str | None = None, limit: int = 50,
-                who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
-        return local(who).history(pipeline, limit)
+    @app.get(f"{P}/config-repos", tags=["runs"])
+    def config_repos(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """Config repositories: the revision each runs from, the latest, and why that one was refused."""
+        return local(who).config_repos()
+
+    # The three reads a team polls are answered from the event loop when a fresh answer is kept (microseconds,
+    # workbench.service.cache) and go to a worker thread only to compute: fifty clients polling the board
+    # otherwise queue twice per request for the thread pool (benchmarks/README.md, issue 14).
+    async def polled(who: Identity | None, name: str, compute: Callable[[], Any], *args: Any) -> Response:
+        from ..service.reads import cached_read
+
+        value = cached_read(ws, name, *args)
+        if value is None:
+            value = await run_in_threadpool(compute)
+        return encoded(value)
+
+    @app.get(f"{P}/status", tags=["runs"], response_model=rows)
+    async def status(who: Identity | None = Depends(fast_reader)) -> Response:
+        """The board: the latest run of every pipeline, stage by stage (`workbench status`)."""
+        return await polled(who, "board", lambda: local(who).board())
+
+    @app.get(f"{P}/history", tags=["runs"], response_model=rows)
+    async def history(pipeline: str | None = None, limit: int = 50,
+                      who: Identity | None = Depends(fast_reader)) -> Response:
+        if limit < 1:
+            return await run_in_threadpool(lambda: local(who).history(pipeline, limit))  # its UsageError
+        return await polled(who, "history", lambda: local(who).history(pipeline, limit), pipeline, limit)
 
     @app.get(f"{P}/runs/{{pipeline}}/{{counter}}", tags=["runs"])
     def run_detail(pipeline: str, counter: str, who: Identity | None = Depends(reader)) -> dict[str, Any]:
         return local(who).run(f"{pipeline}/{counter}")
+
+    @app.get(f"{P}/compare", tags=["runs"])
+    def compare(a: str, b: str, who: Identity | None = Depends(reader)) -> dict[str, Any]:
+        """Two runs side by side (`?a=P/C1&b=P/C2`, a counter, label or `latest`): commits, config, stages,
+        jobs, artifacts and packages that differ (`workbench compare`)."""
+        return local(who).compare(a, b)
 
     @app.get(f"{P}/logs/{{locator:path}}", tags=["runs"])
     def logs(locator: str, follow: bool = False, who: Identity | None = Depends(reader)) -> StreamingResponse:
@@ -208,9 +286,9 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
 
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
-    @app.get(f"{P}/approvals", tags=["approvals"])
-    def approvals(who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
-        return local(who).approvals()
+    @app.get(f"{P}/approvals", tags=["approvals"], response_model=rows)
+    async def approvals(who: Identity | None = Depends(fast_reader)) -> Response:
+        return await polled(who, "approvals", lambda: local(who).approvals())
 
     @app.get(f"{P}/traffic", tags=["traffic"])
     def traffic(route: str | None = None, who: Identity | None = Depends(reader)) -> dict[str, Any]:
@@ -247,6 +325,18 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     @app.get(f"{P}/audit", tags=["approvals"])
     def audit(limit: int = 50, who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
         return local(who).audit(limit)
+
+    @app.get(f"{P}/notifications", tags=["notifications"])
+    def notifications(state: str | None = None, limit: int = 50,
+                      who: Identity | None = Depends(reader)) -> list[dict[str, Any]]:
+        """The notification outbox, newest first (`workbench notifications list`)."""
+        return local(who).notifications(state, limit)
+
+    @app.post(f"{P}/notifications/retry", tags=["notifications"])
+    def retry_notifications(body: RetryBody | None = None,
+                            who: Identity = Depends(acting("notification"))) -> dict[str, Any]:
+        """Failed and given-up notifications (all, or `ids`) go out again with the next sender pass."""
+        return local(who).retry_notifications(tuple((body or RetryBody()).ids))
 
     @app.get(f"{P}/validate", tags=["service"])
     def validate(who: Identity | None = Depends(reader)) -> dict[str, Any]:

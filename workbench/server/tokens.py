@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,17 +137,48 @@ def looks_like_ours(token: str) -> bool:
     return token.startswith(PREFIX)
 
 
+# Verified tokens by store, kept until the store changes (Store.change_marker: any commit by any process, a
+# `workbench token revoke` included), so fifty clients polling the board do not read api_tokens per request.
+# Expiry is checked on every use (TokenInfo.state); unknown tokens are never kept.
+_VERIFIED: "weakref.WeakKeyDictionary[Any, dict[tuple[int, str], tuple[Any, TokenInfo]]]" = weakref.WeakKeyDictionary()
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _known(store: Any, tid: int, digest: str) -> TokenInfo | None:
+    marker = store.change_marker()
+    if marker is None:
+        return None
+    with _VERIFIED_LOCK:
+        hit = _VERIFIED.get(store, {}).get((tid, digest))
+    return hit[1] if hit is not None and hit[0] == marker else None
+
+
+def _remember(store: Any, tid: int, digest: str, marker: Any, info: TokenInfo) -> None:
+    if marker is None:
+        return
+    with _VERIFIED_LOCK:
+        known = _VERIFIED.setdefault(store, {})
+        if len(known) > 1000:
+            known.clear()
+        known[(tid, digest)] = (marker, info)
+
+
 def verify(store: Any, token: str) -> Identity:
     """The identity a token stands for, or NotSignedIn saying why not (unknown, revoked, expired)."""
     m = _TOKEN.match(token)
     if not m:
         raise NotSignedIn("the token is malformed")
     tid, secret = int(m.group(1)), m.group(2)
-    with store.read() as conn:
-        row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == tid)).first()
-    if row is None or not hmac.compare_digest(row._mapping["digest"], _digest(secret)):
-        raise NotSignedIn("the token is not known")
-    info = _info(row)
+    digest = _digest(secret)
+    info = _known(store, tid, digest)
+    if info is None:
+        marker = store.change_marker()  # before the read: a revocation committed after it is seen next time
+        with store.read() as conn:
+            row = conn.execute(sa.select(api_tokens).where(api_tokens.c.id == tid)).first()
+        if row is None or not hmac.compare_digest(row._mapping["digest"], digest):
+            raise NotSignedIn("the token is not known")
+        info = _info(row)
+        _remember(store, tid, digest, marker, info)
     if info.state != "active":
         raise NotSignedIn(f"the token was {info.state}")
     now = time.time()

@@ -8,10 +8,10 @@ own ``POST {prefix}/go/api/webhooks/{github,gitlab,bitbucket,hosted_bitbucket}/n
 so a forge configured for GoCD needs only a new host name. docs/webhooks.md
 is the user's guide.
 
-Order of checks, and why: the forge must have a secret here (else 403, we
-never accept unsigned pushes); the body is read in chunks and dropped past
-``server.max_body_bytes`` (413, nothing beyond the limit is kept); the
-signature is checked over the raw bytes (401) before any JSON parser sees
+Order of checks, and why: the body is read in chunks and dropped past
+``server.max_body_bytes`` (413, nothing beyond the limit is read, as on every
+other path: ``workbench.server.limits``); the forge must have a secret here
+(else 403, we never accept unsigned pushes); the signature is checked over the raw bytes (401) before any JSON parser sees
 them; then the JSON (400), the event, and the repository. Every request
 leaves one row in ``webhook_deliveries``, committed before the answer, and
 the matched material keys are in that row before a 2xx is sent: a server
@@ -182,16 +182,16 @@ class Receiver:
         base = D.Delivery(forge=forge, delivery_id=F.delivery_id(forge, headers, None), event=event,
                           outcome=D.REFUSED, status=500, remote=remote, received_at=received)
         try:
-            secret = self.secrets.get(forge)
-            if secret is None:
-                why = self.problems.get(forge) or (f"no secret is configured for {forge} webhooks "
-                                                   f"(workbench.yaml server: webhooks: {forge}: secret:)")
-                return await self._refuse(base, Unauthorized, why)
             try:
                 body = await self._read(request, headers)
             except TooLarge:
                 return await self._refuse(base, _TooLargeError, f"the body is larger than {self.max_body} bytes "
                                           "(server.max_body_bytes); the rest was not read")
+            secret = self.secrets.get(forge)
+            if secret is None:
+                why = self.problems.get(forge) or (f"no secret is configured for {forge} webhooks "
+                                                   f"(workbench.yaml server: webhooks: {forge}: secret:)")
+                return await self._refuse(base, Unauthorized, why)
             base = _with(base, delivery_id=F.delivery_id(forge, headers, body))
             bad = F.check_signature(forge, headers, body, secret)
             if bad is not None:
@@ -289,6 +289,7 @@ class Receiver:
         root = self.ws.root
         materials = [(m.url, normalize_url(m.url, root)) for p in self.ws.config.pipelines.values()
                      for m in p.materials if isinstance(m, GitMaterial)]
+        materials += [(r.url, f"configrepo:{rid}") for rid, r in self.ws.settings.config_repos.items()]
         return F.matching_keys(materials, urls, root)
 
 

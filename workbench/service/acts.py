@@ -206,3 +206,15 @@ def mark(ws: Any, locator: str, kind: str, *, actor: Identity | str | None, inci
 
     who = require_act(ws, actor, "mark", target=locator)
     return mark_deployment(ws, locator, kind, incident=incident, user=who.user, note=note)
+
+
+def retry_notifications(ws: Any, ids: tuple[int, ...] = (), *, actor: Identity | str | None) -> dict[str, Any]:
+    """Failed and given-up notifications (all, or ``ids``) are sent again by the next sender pass."""
+    from ..approvals import record
+    from ..notifications.outbox import retry
+
+    who = require_act(ws, actor, "notification", target="notifications")
+    n = retry(ws.store, ids)
+    record(ws, who.user, "notification", "notifications", "ok",
+           detail=f"retry {n} notification(s)" + (f": ids {', '.join(map(str, ids))}" if ids else ""))
+    return {"retried": n}

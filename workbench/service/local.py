@@ -32,8 +32,15 @@ class Local:
     def history(self, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         return reads.history(self.ws, pipeline, limit)
 
+    def config_repos(self) -> list[dict[str, Any]]:
+        return reads.config_repos(self.ws)
+
     def run(self, locator: str) -> dict[str, Any]:
         return reads.run_detail(self.ws, locator)
+
+    def compare(self, a: str, b: str) -> dict[str, Any]:
+        """Two runs side by side (``workbench compare``); ``workbench.compare.as_frame`` makes it a DataFrame."""
+        return reads.compare(self.ws, a, b)
 
     def log(self, locator: str, follow: bool = False) -> Iterator[bytes]:
         return reads.job_log_chunks(self.ws, locator, follow=follow)
@@ -65,6 +72,9 @@ class Local:
 
     def validate(self) -> dict[str, Any]:
         return reads.validate(self.ws)
+
+    def notifications(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        return reads.notifications(self.ws, state, limit)
 
     def frame(self, name: str) -> Any:
         """One of ``ws.frames`` (``pipeline_runs``, ``stage_runs``, ``audit``, ...) as a DataFrame."""
@@ -127,6 +137,9 @@ class Local:
         if not isinstance(result, str):
             out["report"] = result.as_dict()
         return out
+
+    def retry_notifications(self, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        return acts.retry_notifications(self.ws, tuple(ids), actor=self.actor)
 
     def mark(self, locator: str, kind: str, incident: int | None = None, note: str | None = None) -> dict[str, Any]:
         return acts.mark(self.ws, locator, kind, actor=self.actor, incident=incident, note=note)

@@ -18,20 +18,37 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
+def cached_read(ws: Any, name: str, *args: Any) -> Any | None:
+    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None."""
+    from .cache import peek
+
+    key = {"board": "board", "approvals": "approvals"}.get(name) or ("history", *args)
+    return peek(ws, key)
+
+
 def board(ws: Any) -> list[dict[str, Any]]:
     """GoCD's dashboard: the latest run of every pipeline, stage by stage (``workbench status``)."""
     from ..reporting import status_rows
+    from .cache import cached
 
-    return status_rows(ws)
+    return cached(ws, "board", lambda: status_rows(ws))
+
+
+def config_repos(ws: Any) -> list[dict[str, Any]]:
+    """Each config repository: URL, the revision its pipelines run from, the latest one and its problems."""
+    from ..configrepos.compose import describe
+
+    return describe(ws)
 
 
 def history(ws: Any, pipeline: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Past runs, newest first (``workbench history``)."""
     from ..reporting import history_rows
+    from .cache import cached
 
     if limit < 1:
         raise UsageError(f"limit must be at least 1 (got {limit})")
-    return history_rows(ws, pipeline, limit)
+    return cached(ws, ("history", pipeline, limit), lambda: history_rows(ws, pipeline, limit))
 
 
 def run_detail(ws: Any, locator: str) -> dict[str, Any]:
@@ -84,12 +101,24 @@ def job_log_chunks(ws: Any, locator: str, *, follow: bool = False, poll: float =
             time.sleep(poll)
 
 
+def compare(ws: Any, a: str, b: str) -> dict[str, Any]:
+    """Two runs (``P/COUNTER``, ``P/LABEL`` or ``P/latest``) side by side (``workbench compare``): commits per
+    repository through upstream provenance, config changed, stages and jobs, artifacts and packages by SHA-256."""
+    from ..compare.gather import compare_runs
+
+    return compare_runs(ws, a, b)
+
+
 def pending_approvals(ws: Any) -> list[dict[str, Any]]:
     """Stages waiting for a person, with who may approve each."""
     from ..approvals import pending_approvals as pending
 
-    rows = pending(ws)
-    return [{**r, "waiting_since": _iso(r["waiting_since"])} for r in rows]
+    from .cache import cached
+
+    def compute() -> list[dict[str, Any]]:
+        return [{**r, "waiting_since": _iso(r["waiting_since"])} for r in pending(ws)]
+
+    return cached(ws, "approvals", compute)
 
 
 def traffic(ws: Any, route: str | None = None, *, reconcile: bool = True) -> dict[str, Any]:
@@ -238,3 +267,15 @@ def validate(ws: Any) -> dict[str, Any]:
     for check in VALIDATE_CHECKS:
         warnings.extend(str(w) for w in check(cfg, ws.root))
     return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+
+
+def notifications(ws: Any, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The notification outbox, newest first: event, run, recipient, channel, state, attempts, last error."""
+    from ..notifications.outbox import STATES, rows
+
+    if limit < 1:
+        raise UsageError(f"limit must be at least 1 (got {limit})")
+    if state is not None and state not in STATES:
+        raise UsageError(f"unknown notification state {state!r}: one of {', '.join(STATES)}")
+    return [{**r, "created_at": _iso(r["created_at"]), "sent_at": _iso(r["sent_at"]) if r["sent_at"] else None,
+             "next_attempt_at": _iso(r["next_attempt_at"])} for r in rows(ws.store, state=state, limit=limit)]

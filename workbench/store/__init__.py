@@ -63,6 +63,9 @@ class Store:
         # Writers of one process queue on this lock instead of on SQLite's
         # busy handler, whose back-off sleeps cost milliseconds per job.
         self._write_lock = threading.Lock()
+        self._writes = 0  # this process's committed writes (change_marker)
+        self._marker_lock = threading.Lock()
+        self._marker_conn: Any = None
         # A store nobody closed still hands its pooled connections back to the
         # server when it is collected (PostgreSQL keeps a backend per connection).
         self._finalizer = weakref.finalize(self, engine.dispose)
@@ -91,6 +94,7 @@ class Store:
         return store
 
     def close(self) -> None:
+        self._close_marker()
         self._finalizer()
 
     def __enter__(self) -> "Store":
@@ -105,10 +109,50 @@ class Store:
         try:
             with self._write_lock, self._writer.begin() as conn:
                 yield conn
+            self._writes += 1
         except IntegrityError:
             raise
         except OperationalError as exc:
             raise StoreError(f"store write failed: {_short(exc)}") from None
+
+    def change_marker(self) -> Any:
+        """A value that differs after any write committed to the store since the last call; None when unknown.
+
+        What the read caches (``workbench.service.cache``) are keyed on. On
+        SQLite: this process's write count and ``PRAGMA data_version`` of a
+        connection kept for this alone, which changes whenever any other
+        connection, of this process or another (a CLI, ``workbench tick``),
+        commits. Microseconds. PostgreSQL has no such counter: None, and the
+        callers compute again every time.
+        """
+        if not self.is_sqlite:
+            return None
+        with self._marker_lock:
+            try:
+                if self._marker_conn is None:
+                    self._marker_conn = self.engine.raw_connection()
+                cur = self._marker_conn.cursor()
+                try:
+                    cur.execute("PRAGMA data_version")
+                    version = cur.fetchone()[0]
+                finally:
+                    cur.close()
+            except Exception:  # noqa: BLE001  (a closed or broken store: unknown, so nothing is cached)
+                self._close_marker_locked()
+                return None
+            return (self._writes, version)
+
+    def _close_marker(self) -> None:
+        with self._marker_lock:
+            self._close_marker_locked()
+
+    def _close_marker_locked(self) -> None:
+        if self._marker_conn is not None:
+            try:
+                self._marker_conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._marker_conn = None
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
@@ -289,6 +333,42 @@ class Store:
                     by_stage[r["stage_run_id"]].append(_job_run(r))
         return RunDetail(run, tuple(stages), {k: tuple(v) for k, v in by_stage.items()})
 
+    def run_details(self, runs: Iterable[PipelineRun], *, jobs: bool = True,
+                    job_statuses: Iterable[Status] | None = None) -> dict[int, RunDetail]:
+        """:meth:`run_detail` of many runs, by run id, in two queries per 500 runs instead of two per run.
+
+        The board and the history read a thousand runs at once; one
+        ``run_detail`` each was ~0.5 s of CPU per board (benchmarks/README.md,
+        issue 14). ``job_statuses`` keeps only jobs in those states (the board
+        asks for the scheduled ones alone); stages and their order are those
+        of ``run_detail``.
+        """
+        wanted = list({r.id: r for r in runs}.values())
+        statuses = None if job_statuses is None else [Status(s).value for s in job_statuses]
+        sr, jr = S.stage_runs, S.job_runs
+        out: dict[int, RunDetail] = {}
+        with self.read() as conn:
+            for i in range(0, len(wanted), 500):
+                part = wanted[i:i + 500]
+                q = (sa.select(sr).where(sr.c.pipeline_run_id.in_([r.id for r in part]))
+                     .order_by(sr.c.pipeline_run_id, sr.c.position, sr.c.counter))
+                stages: dict[int, list[StageRun]] = {r.id: [] for r in part}
+                for row in conn.execute(q).mappings():
+                    stages[row["pipeline_run_id"]].append(_stage_run(row))
+                by_stage: dict[int, list[JobRun]] = {s.id: [] for ss in stages.values() for s in ss}
+                if by_stage and jobs:
+                    ids = list(by_stage)
+                    for j in range(0, len(ids), 500):
+                        jq = sa.select(jr).where(jr.c.stage_run_id.in_(ids[j:j + 500])).order_by(jr.c.id)
+                        if statuses is not None:
+                            jq = jq.where(jr.c.status.in_(statuses))
+                        for row in conn.execute(jq).mappings():
+                            by_stage[row["stage_run_id"]].append(_job_run(row))
+                for r in part:
+                    ss = stages[r.id]
+                    out[r.id] = RunDetail(r, tuple(ss), {s.id: tuple(by_stage[s.id]) for s in ss})
+        return out
+
     # -- stage runs ------------------------------------------------------
     def create_stage_run(
         self,
@@ -355,6 +435,24 @@ class Store:
                 [dict(stage_run_id=stage_run_id, name=n, run_index=i, run_count=c, status="scheduled", created_at=t) for n, i, c in jobs],
             )
         return self.job_runs(stage_run_id)
+
+    def start_scheduled_stage(self, stage_run_id: int,
+                              jobs: Sequence[tuple[str, int, int]]) -> tuple[StageRun, list[JobRun]]:
+        """Claim a SCHEDULED stage (an approved one, a rerun) as RUNNING and give it its job runs, in one transaction.
+
+        Two transactions left a window: a process killed between them left a
+        running stage with no job, which recovery could only fail ("the
+        process driving this stage died"), an approval applied and then lost.
+        Job rows already there (a rerun of failed jobs) are kept as they are.
+        """
+        t = now()
+        with self.write() as conn:
+            stage = self.set_stage_status(stage_run_id, Status.RUNNING, expect=[Status.SCHEDULED], conn=conn)
+            if jobs and conn.execute(_JOBS_OF_STAGE, {"b_id": stage_run_id}).first() is None:
+                conn.execute(S.job_runs.insert(), [dict(stage_run_id=stage_run_id, name=n, run_index=i, run_count=c,
+                                                        status="scheduled", created_at=t) for n, i, c in jobs])
+            rows = [_job_run(r) for r in conn.execute(_JOBS_OF_STAGE, {"b_id": stage_run_id}).mappings()]
+        return stage, rows
 
     def set_stage_status(
         self,

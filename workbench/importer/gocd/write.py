@@ -24,7 +24,7 @@ from .convert import Result
 def check(result: Result, out: Path, *, force: bool) -> None:
     """Refuse (ImportRefused) when files would be overwritten without ``force`` or the result would not validate."""
     from ... import features
-    from ...config import load_texts
+    from ...config import is_json_config, load_texts
 
     features.load()  # the sections and task kinds of the workspace's own files (routes:, rollout:, ...)
     existing = [rel for rel in result.files if (out / rel).exists()]
@@ -36,7 +36,8 @@ def check(result: Result, out: Path, *, force: bool) -> None:
     if folder.is_dir():
         for f in sorted(folder.iterdir()):
             rel = f"pipelines/{f.name}"
-            if f.is_file() and f.suffix in (".yaml", ".yml") and not f.name.startswith(".") and rel not in texts:
+            is_config = f.suffix in (".yaml", ".yml") or is_json_config(f.name)  # what the workspace loads
+            if f.is_file() and is_config and not f.name.startswith(".") and rel not in texts:
                 try:
                     texts[rel] = f.read_text("utf-8", errors="replace")
                 except OSError:
