@@ -7,7 +7,8 @@ Workloads: (a) the Shops example's shape with ``true`` and ``sleep 0.01``
 tasks; (b) a wide stage of 50/100/200 jobs; (c) a chain of 10/25/50
 pipelines linked by dependency materials; (d) 8 and 32 trivial notebook
 jobs; (e) metrics over 10k/100k/1M job runs; (f) ``tick`` over 10/50/200
-unchanged pipelines; and issue 1's engine benchmark (bench_engine.py), run
+unchanged pipelines; (g) issue 17's 1,000 generated pipelines
+(bench_scale.py: validate, no-change tick, status, notify); and issue 1's engine benchmark (bench_engine.py), run
 as it is; (s) issue 14's release service (bench_server.py: webhook → job, reads
 under 50 clients at 1,000 pipelines, approve round trip; 200 pipelines with --quick). Peers (Prefect, Ploomber) are installed into benchmarks/.venvs/ the
 first time. Every row prints ours, the baselines with ours/baseline, the peers
@@ -35,7 +36,7 @@ sys.path.insert(0, str(HERE))
 from harness import RESULTS, Report, Row, fmt_s, med, nproc, run_json, target  # noqa: E402
 from workloads import dag as D  # noqa: E402
 
-ALL = ("a", "b", "engine", "c", "d", "e", "f", "s")
+ALL = ("a", "b", "engine", "c", "d", "e", "f", "g", "s")
 TABLE_START, TABLE_END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 
@@ -240,6 +241,34 @@ def tick_workload(report: Report, repeat: int, quick: bool) -> None:
     report.add_target(growth_target("tick", sizes, [res[n]["ours"] for n in sizes]))
 
 
+def scale_workload(report: Report, repeat: int, quick: bool, size: int = 1000) -> None:
+    """(g) issue 17 at its quick size (1,000 pipelines); ``bench_scale.py --size 10000`` runs the full one."""
+    import bench_scale as B
+
+    with tempfile.TemporaryDirectory(prefix="wb-bench-scale-") as tmp:
+        f = B.measure([size], repeat, Path(tmp), notify=not quick)[size]
+    w = f"(g) {size:,} generated pipelines (issue 17; full size: bench_scale.py --size 10000)"
+    report.add(Row(w, "validate, parse cache warm", f["validate"],
+                   {"PyYAML C parse of the files": f["validate_floor"]},
+                   {}, {"cold (WORKBENCH_CONFIG_CACHE=0)": fmt_s(f["validate_cold"])},
+                   [target("validate cold", f["validate_cold"], 2.0, "s"), target("validate cached", f["validate"], 0.3, "s")]))
+    git = f["ls_remote_par"]
+    report.add(Row(w, "no-change tick", f["tick"],
+                   {"git ls-remote each repository, 8 at a time": git, "git ls-remote sequential": f["ls_remote_seq"],
+                    "python importing the workbench": f["imports"]}, {},
+                   {"repositories polled": f.get("polled", "n/a"), "remote look-ups": f.get("remote_lookups", "n/a"),
+                    "git processes": f.get("git_processes", "n/a"),
+                    "reliability invariants": "all hold" if not f["invariant_violations"] else "; ".join(f["invariant_violations"][:3])},
+                   [target("tick - parallel git floor", f["tick"] - git, 1.0, "s")]))
+    report.add(Row(w, "status", f["status"], {"pandas read of the runs table": f["status_floor"]}, {},
+                   {"max RSS": f"{f.get('status_rss_mb', float('nan')):.0f} MB"},
+                   [target("status", f["status"], 0.3, "s"), target("status RSS", f.get("status_rss_mb", 0), 300, "MB")]))
+    if "notify" in f:
+        report.add(Row(w, "notify -> 20 first jobs (serve running)", f["notify"], {"the notify command": f["notify_cli"]},
+                       {}, {"serve peak RSS": f"{f['serve_rss_mb']:.0f} MB"},
+                       [target("notify -> first jobs", f["notify"], 0.5, "s"), target("serve RSS", f["serve_rss_mb"], 1024, "MB")]))
+
+
 def _rel(path: Path) -> str:
     try:
         return str(path.relative_to(HERE.parent))
@@ -338,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_workload(report, args.repeat, args.quick)
     if "f" in only:
         tick_workload(report, args.repeat, args.quick)
+    if "g" in only:
+        scale_workload(report, args.repeat, args.quick)
     if "s" in only:
         server_workload(report, args.repeat, args.quick)
 

@@ -40,6 +40,26 @@ def test_mirror_polls_fetches_and_reports_bad_branches(tmp_path: Path, git_repo:
         Mirror(tmp_path / "mirrors", str(tmp_path / "missing")).poll(["master"])
 
 
+def test_first_parent_history_is_read_once_per_head_across_threads_and_processes(tmp_path: Path, git_repo: Any) -> None:
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workbench.materials import git as G
+
+    repo = git_repo("app")
+    shas = [repo.head] + [repo.commit({"f.txt": str(i)}, f"c{i}") for i in range(3)]
+    mirror = Mirror(tmp_path / "mirrors", repo.url)
+    mirror.poll(["master"])
+    with ThreadPoolExecutor(8) as pool:  # the deciding threads of a pass ask at once
+        got = list(pool.map(lambda _: mirror.first_parent_history(shas[-1], 20), range(16)))
+    assert all(h == shas[::-1] for h in got) and not G._HISTORY_GATES
+    assert mirror.first_parent_history(shas[1], 20) == shas[1::-1]  # another head, its own history
+    G._HISTORY.clear()  # a new process: the history is read back from beside the mirror, without git
+    shutil.rmtree(mirror.path)
+    assert Mirror(tmp_path / "mirrors", repo.url).first_parent_history(shas[-1], 20) == shas[::-1]
+    assert not mirror.path.exists()  # no git ran: it would have made the mirror again
+
+
 def test_commits_recorded_with_authors_times_and_messages(workspace: Any, git_repo: Any) -> None:
     repo = git_repo("app")
     ws = write(workspace, pipeline("app", {"code": git_material(repo.url)}))

@@ -322,8 +322,13 @@ def test_lock_on_failure_holds_until_unlocked(workspace: Any, git_repo: Any, tmp
     assert report.triggered == [] and any("locked by app/1" in w for w in report.waiting)
     with pytest.raises(InvalidState, match="locked by app/1"):
         ws.engine().trigger("app")
+    from workbench.materials.controls import pipeline_lock, pipeline_locks
+
+    app = ws.config.pipelines["app"]
+    assert pipeline_locks(ws.store, [app]) == {"app": 1} and pipeline_lock(ws.store, app) == 1  # the pass's batch read
     out = workspace.cli("unlock", "app")
     assert out.code == 0 and "was locked by app/1" in out.out
+    assert pipeline_locks(ws.store, [app]) == {"app": None}  # a manual unlock counts in the batch read too
     broken.unlink()
     tick(ws)
     assert [r.status for r in runs(ws, "app")] == [Status.FAILED, Status.PASSED]

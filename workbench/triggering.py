@@ -309,7 +309,15 @@ class Scheduler:
             if to_poll:
                 self.report.material_errors += record_errors(store, source, to_poll, now)
             todo = [p for p in cfg.pipelines.values() if p.materials or p.name in timer_due]  # a timer needs no material
-            latest = store.latest_runs()
+            if asked and not (poll_all or forced_all or timer_due or reloaded or self._full_due):
+                # only `notify`: what it polled is all that can have moved (the other pipelines' inputs were
+                # not looked at, and their dependents follow from stage events); deciding them all again
+                # made a notify to a serve of 3,000 pipelines take seconds
+                polled = {p.name for p, _ in to_poll}
+                todo = [p for p in todo if p.name in polled]
+                latest = store.latest_runs([p.name for p in todo]) if todo else {}
+            else:
+                latest = store.latest_runs()
         else:  # woken by this process's events only: what they can have changed (module docstring)
             names = targets(cfg, passed, finished, self._dependency_index(cfg))
             todo = [cfg.pipelines[n] for n in names if cfg.pipelines[n].materials]
@@ -319,9 +327,16 @@ class Scheduler:
         except WorkbenchError:
             pass  # each pipeline reads its own below, and a failure is reported against it
 
+        from .materials.controls import pipeline_locks
+        from .pauses import current_pauses
+
+        paused = current_pauses(store) if todo else {}  # one read for the pass, not one per pipeline
+        locks = pipeline_locks(store, todo)  # likewise: the lock holders of every locking pipeline
+
         def plan(p: Pipeline) -> tuple[list[Any], list[str], list[str], str | None]:
             try:
-                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name)), None)
+                return (*self._plans(p, source, latest.get(p.name), timer_due.get(p.name), paused.get(p.name),
+                                     locks.get(p.name)), None)
             except (WorkbenchError, OSError) as exc:  # one broken pipeline must not stop the others
                 return [], [], [], f"{p.name}: {exc}"
 
@@ -358,15 +373,15 @@ class Scheduler:
             self._index = (cfg, dependency_index(cfg))
         return self._index[1]
 
-    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None) -> tuple[list[Any], list[str], list[str]]:
-        """What to trigger for ``p`` now: (plans, why it waits, timer notes)."""
-        from .materials.controls import pipeline_lock
-        from .pauses import current_pause
+    def _plans(self, p: Pipeline, source: Any, last: Any, fire: float | None, held: Any, holder: int | None
+               ) -> tuple[list[Any], list[str], list[str]]:
+        """What to trigger for ``p`` now: (plans, why it waits, timer notes).
 
-        held = current_pause(self.ws.store, p.name)
+        ``held``: its pause, if any; ``holder``: the counter of the run holding its lock, if any
+        (both read once for the whole pass).
+        """
         if held is not None:  # GoCD: a paused pipeline is never triggered automatically
             return [], [f"{p.name}: {held.describe()}"], []
-        holder = pipeline_lock(self.ws.store, p)
         if holder is not None:
             return [], [f"{p.name}: locked by {p.name}/{holder} ({p.lock_behavior})"], []
         decision = source.decide(p, last)

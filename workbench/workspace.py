@@ -69,7 +69,7 @@ class Workspace:
             return workspace_config(self)
         from .config import load_workspace_config
 
-        return load_workspace_config(self.root)
+        return load_workspace_config(self.root, cache_dir=self.state / "cache")
 
     def reload(self) -> Config:
         self.__dict__.pop("config", None)

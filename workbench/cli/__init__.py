@@ -66,14 +66,10 @@ def _service(ctx: click.Context, *, reading: bool = False) -> Any:
     (the server's own account, maintenance) works on the files directly.
     Both offer the same methods and return the same shapes.
     """
-    import os
-
     obj = ctx.find_root().obj
     if "service" in obj:
         return obj["service"]
-    url = None if obj.get("local") else (os.environ.get("WORKBENCH_SERVER") or None)
-    if url is None and not obj.get("local"):
-        url = _ws(ctx, reading=reading).settings.server.url
+    url = _server_url(ctx, reading=reading)
     if url:
         from ..client import Client
 
@@ -86,10 +82,25 @@ def _service(ctx: click.Context, *, reading: bool = False) -> Any:
     return obj["service"]
 
 
-def _remote(ctx: click.Context) -> bool:
-    from ..client import Client
+def _server_url(ctx: click.Context, *, reading: bool = False) -> str | None:
+    """The release service this command talks to (``$WORKBENCH_SERVER``, else settings), None: local."""
+    import os
 
-    return isinstance(_service(ctx), Client)
+    obj = ctx.find_root().obj
+    if obj.get("local"):
+        return None
+    return os.environ.get("WORKBENCH_SERVER") or _ws(ctx, reading=reading).settings.server.url or None
+
+
+def _remote(ctx: click.Context) -> bool:
+    """Whether the command goes through the HTTP API; decided without building the local service, whose
+    imports (SQLAlchemy, every feature) a git hook's ``notify`` to a running serve does not need."""
+    obj = ctx.find_root().obj
+    if "service" in obj:
+        from ..client import Client
+
+        return isinstance(obj["service"], Client)
+    return _server_url(ctx) is not None
 
 
 def _ws(ctx: click.Context, *, reading: bool = False) -> Any:

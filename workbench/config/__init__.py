@@ -44,8 +44,12 @@ def _display(path: Path, base: Path | None) -> str:
     return str(path)
 
 
-def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = None) -> Config:
-    """Load and check pipeline files together; file names in problems are relative to ``base``."""
+def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = None,
+                cache_dir: Path | None = None) -> Config:
+    """Load and check pipeline files together; file names in problems are relative to ``base``.
+
+    With ``cache_dir``, a load of the same bytes by the same code is read back from there (:mod:`.cache`).
+    """
     sources: list[tuple[str, bytes | None, str | None]] = []
     for p in paths:
         path = Path(p)
@@ -54,6 +58,10 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
             sources.append((display, path.read_bytes(), None))
         except OSError as exc:
             sources.append((display, None, f"cannot read the file: {exc.strerror or exc}"))
+    if cache_dir is not None:
+        from .cache import cached_load
+
+        return cached_load(cache_dir, sources, _load)
     return _load(sources)
 
 
@@ -64,14 +72,14 @@ def pipeline_files(workspace_dir: Path) -> list[Path]:
     return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
 
 
-def load_workspace_config(workspace_dir: Path) -> Config:
-    """The config of a workspace: its :func:`pipeline_files` in name order."""
+def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None) -> Config:
+    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache)."""
     files = pipeline_files(workspace_dir)
     if not files:
         warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
                                              "*.goenvironment.json) in the pipelines folder", "warning")
         return Config(warnings=(warning,))
-    return load_config(files, base=Path(workspace_dir))
+    return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
 
 
 def load_texts(texts: dict[str, str]) -> Config:

@@ -20,7 +20,7 @@ from ..status import Status
 from ..store import schema as S
 from . import tables as T
 
-__all__ = ["pending_cancels", "request_cancel", "cancel_now", "pipeline_lock", "unlock", "check_unlocked"]
+__all__ = ["pending_cancels", "request_cancel", "cancel_now", "pipeline_lock", "pipeline_locks", "unlock", "check_unlocked"]
 
 
 def pending_cancels(store: Any, run_ids: list[int]) -> set[int]:
@@ -127,6 +127,35 @@ def pipeline_lock(store: Any, pipeline: Any) -> int | None:
             .order_by(pr.c.counter.desc()).limit(50)
         ).all()
     return lock_holder(pipeline.lock_behavior, [(c, Status(st)) for c, st in rows])
+
+
+def pipeline_locks(store: Any, pipelines: Any) -> dict[str, int | None]:
+    """:func:`pipeline_lock` of many pipelines in two reads (a scheduling pass asks it of every pipeline).
+
+    Pipelines without a lock behaviour are not read at all and answer None.
+    """
+    locking = {p.name: p.lock_behavior for p in pipelines if p.lock_behavior in ("lockOnFailure", "unlockWhenFinished")}
+    out: dict[str, int | None] = {}
+    if not locking:
+        return out
+    pr, u = S.pipeline_runs, T.pipeline_unlocks
+    names = sorted(locking)
+    rows: dict[str, list[tuple[int, Status]]] = {n: [] for n in names}
+    with store.read() as conn:
+        for i in range(0, len(names), 500):  # bounded IN lists (SQLite's variable limit)
+            chunk = names[i:i + 500]
+            through = dict(conn.execute(sa.select(u.c.pipeline, u.c.through_counter).where(u.c.pipeline.in_(chunk))).all())
+            newest = sa.func.row_number().over(partition_by=pr.c.pipeline, order_by=pr.c.counter.desc()).label("n")
+            inner = sa.select(pr.c.pipeline, pr.c.counter, pr.c.status, newest).where(pr.c.pipeline.in_(chunk)).subquery()
+            for name, counter, status in conn.execute(
+                sa.select(inner.c.pipeline, inner.c.counter, inner.c.status).where(inner.c.n <= 50)
+                .order_by(inner.c.pipeline, inner.c.counter.desc())
+            ):
+                if counter > int(through.get(name) or 0):
+                    rows[name].append((counter, Status(status)))
+    for name in names:
+        out[name] = lock_holder(locking[name], rows[name])
+    return out
 
 
 def check_unlocked(store: Any, pipeline: Any, *, allow_run: int | None = None) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -113,6 +114,12 @@ def _git_error(exc: Exception, what: str, secret: str | None = None) -> Material
     else:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return MaterialError(_mask(f"{what}: {detail}", secret))
+
+
+_HISTORY: dict[tuple[str, str, int], tuple[str, ...]] = {}  # (mirror, head sha, depth) -> history
+_HISTORY_MAX = 4096
+_HISTORY_LOCK = threading.Lock()
+_HISTORY_GATES: dict[tuple[str, str, int], threading.Lock] = {}  # keys being read by some thread now
 
 
 class Mirror:
@@ -266,8 +273,65 @@ class Mirror:
             return False
 
     def first_parent_history(self, head: str, n: int = 20) -> list[str]:
-        out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
-        return [ln for ln in str(out).splitlines() if ln]
+        """The first-parent history from ``head``, newest first; memoised, since a commit's history never changes.
+
+        Every fan-in pipeline sharing a repository with its upstreams asks this of the
+        same head on each pass: twenty pipelines on one repository cost one ``git rev-list``,
+        and (kept beside the mirror) none in the next process.
+        """
+        key = (str(self.path), head, n)
+        found = _HISTORY.get(key)
+        if found is None:
+            with _HISTORY_LOCK:  # one flight per key: the deciding threads ask for the same head at once
+                gate = _HISTORY_GATES.setdefault(key, threading.Lock())
+            with gate:
+                found = _HISTORY.get(key)
+                if found is None:
+                    found = self._kept_history(head, n)
+                if found is None:
+                    out = self.repo().git.rev_list("--first-parent", f"--max-count={n}", head)
+                    found = tuple(ln for ln in str(out).splitlines() if ln)
+                    self._keep_history(head, n, found)
+                with _HISTORY_LOCK:
+                    if len(_HISTORY) >= _HISTORY_MAX:
+                        _HISTORY.pop(next(iter(_HISTORY)))  # oldest first: dicts keep insertion order
+                    _HISTORY[key] = found
+            with _HISTORY_LOCK:
+                _HISTORY_GATES.pop(key, None)
+        return list(found)
+
+    # a commit's first-parent history never changes: kept beside the mirror, so each `tick` process
+    # (not only a long-running serve) reads a repository's history once per new head
+    HISTORY_FILES = 256  # per mirror; beyond, the older half is removed
+
+    def _history_file(self, head: str, n: int) -> Path | None:
+        if not re.fullmatch(r"[0-9a-f]{40,64}", head):
+            return None  # only a full sha names a fixed history (a branch name moves)
+        return self.path.with_name(self.path.name + ".history") / f"{head}-{n}"
+
+    def _kept_history(self, head: str, n: int) -> tuple[str, ...] | None:
+        path = self._history_file(head, n)
+        try:
+            lines = tuple(path.read_text().split()) if path is not None else ()
+        except OSError:
+            return None
+        return lines if lines and lines[0] == head else None
+
+    def _keep_history(self, head: str, n: int, history: tuple[str, ...]) -> None:
+        path = self._history_file(head, n)
+        if path is None or not history:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text("\n".join(history) + "\n")
+            os.replace(tmp, path)
+            kept = sorted(path.parent.iterdir(), key=lambda f: f.stat().st_mtime)
+            if len(kept) > self.HISTORY_FILES:
+                for old in kept[: len(kept) // 2]:
+                    old.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only or full disk: the memo is only a shortcut
 
 
 def checkout(url: str, sha: str, dest: Path, *, mirror: Path | None = None, shallow: bool = False,

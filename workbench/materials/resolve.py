@@ -17,7 +17,7 @@ from ..config.model import DependencyMaterial, GitMaterial, Pipeline
 from ..errors import MaterialError, UsageError
 from . import fanin, filters
 from .dependency import UpstreamRun, passed_runs, passed_runs_many
-from .git import CommitInfo, Mirror, auth_url, fingerprint, normalize_url
+from .git import CommitInfo, Mirror, auth_url, normalize_url
 from .plans import MaterialRev, TriggerPlan
 
 __all__ = ["Decision", "MaterialSource"]
@@ -55,13 +55,21 @@ class MaterialSource:
         self._deps: dict[tuple[str, str], list[UpstreamRun]] = {}
         self._asked: set[int] = set()  # the material objects polled for themselves this pass
         self._commits: dict[tuple[str, str | None, str], list[CommitInfo]] = {}
+        self._urls: dict[str, str] = {}  # a material's url as written -> normalised (this pass)
 
     # -- git -------------------------------------------------------------------
     def fingerprint(self, m: GitMaterial) -> str:
-        return fingerprint(m.url, m.branch, self.ws.root)
+        return f"git:{self.url(m)}#{m.branch}"  # = git.fingerprint(m.url, m.branch, root), memoised by url()
 
     def url(self, m: GitMaterial) -> str:
-        return normalize_url(m.url, self.ws.root)
+        """The material's normalised URL, once per spelling and pass (a local path costs a realpath)."""
+        return self._normal(m.url)
+
+    def _normal(self, raw: str) -> str:
+        found = self._urls.get(raw)
+        if found is None:
+            found = self._urls[raw] = normalize_url(raw, self.ws.root)
+        return found
 
     def mirror(self, m: GitMaterial) -> Mirror:
         url = self.url(m)
@@ -138,7 +146,7 @@ class MaterialSource:
         p = _prev(last, m.name)
         if p is None or p.get("kind", "git") != "git":
             return None
-        if p.get("url") and normalize_url(str(p["url"]), self.ws.root) != self.url(m):
+        if p.get("url") and self._normal(str(p["url"])) != self.url(m):
             return None  # the material now points elsewhere: its old revision means nothing
         if p.get("branch") and p["branch"] != m.branch:
             return None

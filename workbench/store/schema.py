@@ -50,6 +50,9 @@ pipeline_runs = sa.Table(
     sa.UniqueConstraint("pipeline", "revision_key", name="uq_pipeline_revision_key"),
 )
 sa.Index("ix_pipeline_runs_status", pipeline_runs.c.status)
+# a pipeline's runs newest first (``history -p``): without it PostgreSQL walks the primary key backwards
+# through every pipeline's runs, and SQLite sorts all of the pipeline's runs, for the newest 50
+ix_pipeline_runs_pipeline_id = sa.Index("ix_pipeline_runs_pipeline_id", pipeline_runs.c.pipeline, pipeline_runs.c.id)
 
 stage_runs = sa.Table(
     "stage_runs",
@@ -125,6 +128,14 @@ def register_migration(migration_id: str, fn: Callable[[sa.Connection], None]) -
 
 
 register_migration("core-2-job-process-group", _core_job_process_group)
+
+
+def _core_pipeline_history_index(conn: sa.Connection) -> None:
+    """``ix_pipeline_runs_pipeline_id`` for stores made before it (issue 17: a year of history)."""
+    ix_pipeline_runs_pipeline_id.create(conn, checkfirst=True)
+
+
+register_migration("core-3-pipeline-history-index", _core_pipeline_history_index)
 
 
 def tables_created_by(*tables: sa.Table) -> Callable[[sa.Connection], None]:

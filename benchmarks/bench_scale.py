@@ -1,0 +1,278 @@
+"""Issue 17: the commands people look at, on a large generated GoCD estate.
+
+    .venv/bin/python benchmarks/bench_scale.py                  # 1,000 and 3,000 pipelines
+    .venv/bin/python benchmarks/bench_scale.py --sizes 1000,3000,10000
+
+For each size the estate of ``workloads/estate.py`` is written (pipelines in
+files of 50, a repository per 20 pipelines) and each figure is printed beside
+its baseline measured in the same run:
+
+- ``workbench validate`` (a fresh process) beside the floor of reading the
+  same files: a fresh ``python -c`` that imports PyYAML and parses every file
+  with its C loader (no checks at all);
+- ``workbench status`` (a fresh process, after one no-change tick so every
+  pipeline has material revisions) beside a fresh ``python`` that imports
+  pandas and reads the store's runs table with one SQL query;
+- a no-change ``workbench tick`` beside ``git ls-remote`` over the same
+  repositories, sequential and 8 at a time, and beside a fresh ``python`` that
+  only imports what any workbench command imports (SQLAlchemy, the features);
+  then, under ``strace -f``, how many repositories it polled and how many git
+  processes it started (the target: one remote look-up per repository).
+
+Then the growth exponent of each figure over the sizes (1.0 = linear). Medians
+of ``--repeat`` (3). Nothing is asserted: the targets are printed met or MISSED.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workloads.estate import bump, write_estate
+
+PY = sys.executable
+TARGETS = {"validate": 2.0, "validate_cached": 0.3, "status": 0.3, "tick": 1.0, "notify": 0.5}  # s; tick: + git
+
+
+def timed_run(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        times.append(time.perf_counter() - t)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return statistics.median(times)
+
+
+def wb(*args: str) -> list[str]:
+    return [PY, "-m", "workbench", *args]
+
+
+YAML_FLOOR = ("import sys, yaml, pathlib\n"
+              "for f in sorted(pathlib.Path('pipelines').glob('*.yaml')):\n"
+              "    yaml.load(f.read_bytes(), Loader=yaml.CSafeLoader)\n")
+SQL_FLOOR = ("import pandas, sqlalchemy\n"
+             "e = sqlalchemy.create_engine('sqlite:///.workbench/store.db')\n"
+             "with e.connect() as c:\n"
+             "    t = [n for n in sqlalchemy.inspect(e).get_table_names() if 'run' in n][0]\n"
+             "    pandas.read_sql(sqlalchemy.text(f'select * from {t}'), c)\n")
+
+
+IMPORT_FLOOR = "import workbench.cli, workbench.engine, workbench.features as f; f.load()\n"
+
+
+def tick_counts(root: Path) -> tuple[int, int, int]:
+    """(repositories the tick says it polled, remote look-ups it made (ls-remote, fetch), git processes it
+    started), from one ``tick -v`` under ``strace -f -z`` (successful execve calls only: a PATH search's
+    failed attempts are not processes)."""
+    trace = root / ".workbench" / "tick.strace"
+    proc = subprocess.run(["strace", "-f", "-qq", "-z", "-e", "trace=execve", "-o", str(trace), *wb("tick", "-v")],
+                          cwd=root, capture_output=True, text=True)
+    found = re.search(r"(\d+) repositories polled", proc.stdout + proc.stderr)
+    calls = [m.group(1) for m in re.finditer(r'execve\("[^"]*/git", \["git", "([\w-]+)"', trace.read_text())]
+    trace.unlink()
+    remote = sum(1 for c in calls if c in ("ls-remote", "fetch", "clone"))
+    return (int(found.group(1)) if found else -1), remote, len(calls)
+
+
+def ls_remote(repos: list[Path], workers: int) -> float:
+    def one(r: Path) -> None:
+        subprocess.run(["git", "ls-remote", "--heads", str(r)], capture_output=True, check=True)
+
+    t = time.perf_counter()
+    if workers == 1:
+        for r in repos:
+            one(r)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, repos))
+    return time.perf_counter() - t
+
+
+def growth(sizes: list[int], values: list[float]) -> float:
+    if len(sizes) < 2 or min(values) <= 0:
+        return float("nan")
+    xs, ys = [math.log(s) for s in sizes], [math.log(v) for v in values]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def verdict(name: str, value: float, extra: float = 0.0) -> str:
+    limit = TARGETS[name] + extra
+    return f"<= {limit:.2f} s: {'met' if value <= limit else 'MISSED'}"
+
+
+def max_rss_mb(argv: list[str], cwd: Path) -> float:
+    """The peak resident memory of one run of ``argv`` (GNU time's %M), in MB; nan without /usr/bin/time."""
+    if not Path("/usr/bin/time").exists():
+        return float("nan")
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], cwd=cwd, capture_output=True, text=True)
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
+def invariants(root: Path) -> list[str]:
+    """tests/reliability_fixtures.py's store invariants (exactly-once, counters, approvals, stuck runs)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from reliability_fixtures import invariant_violations
+
+    return invariant_violations(root / ".workbench" / "store.db")
+
+
+def notify_latency(est: Any, repeat: int) -> tuple[float, float, float]:
+    """A commit to the repository of the first 20 pipelines, then ``workbench notify URL`` with a serve running:
+    (seconds from the notify command's start until the last of their new runs' first jobs started,
+    the notify command's own duration, the serve's peak RSS in MB). Medians of ``repeat``."""
+    root, repo = est.root, est.repos[0]
+    users = est.users_of[0]
+    serve = subprocess.Popen(wb("serve", "--interval", "3600"), cwd=root, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{root / '.workbench' / 'store.db'}")
+    q = sa.text("select p.pipeline, min(j.started_at) from pipeline_runs p join stage_runs s on s.pipeline_run_id = p.id "
+                "join job_runs j on j.stage_run_id = s.id where p.created_at >= :t and p.pipeline in "
+                f"({', '.join(repr(u) for u in users)}) and j.started_at is not null group by p.pipeline")
+    lat, cli = [], []
+    try:
+        for _ in range(60):  # the serve's first pass (a full one) is over once its pidfile and notify folder exist
+            if (root / ".workbench" / "notify").exists():
+                break
+            time.sleep(0.5)
+        time.sleep(5)
+        for i in range(repeat):
+            bump(repo, f"bench notify {i}")
+            t0 = time.time()
+            subprocess.run(wb("notify", str(repo)), cwd=root, capture_output=True, check=True)
+            cli.append(time.time() - t0)
+            started: dict[str, float] = {}
+            deadline = time.time() + 120
+            while len(started) < len(users) and time.time() < deadline:
+                with engine.connect() as c:
+                    started = {n: t for n, t in c.execute(q, {"t": t0 - 0.001}).all()}
+                time.sleep(0.05)
+            lat.append(max(started.values()) - t0 if len(started) == len(users) else float("inf"))
+            time.sleep(3)  # let the runs finish before the next commit
+        hwm = _peak_mb(serve.pid)
+    finally:
+        os.killpg(serve.pid, 15)
+        serve.wait(60)
+        engine.dispose()
+    return statistics.median(lat), statistics.median(cli), hwm
+
+
+def _peak_mb(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, notify: bool = True,
+            rss: bool = True) -> dict[int, dict[str, Any]]:
+    """Every figure at every size, printed as it comes; returned as {size: {figure: value}}."""
+    out: dict[int, dict[str, Any]] = {}
+    for n in sizes:
+        f: dict[str, Any] = out.setdefault(n, {})
+        t = time.perf_counter()
+        est = write_estate(base / f"estate{n}", n)
+        print(f"\n== {n} pipelines in {len(est.files)} files, {len(est.repos)} repositories "
+              f"(written in {time.perf_counter() - t:.1f} s)", flush=True)
+        root = est.root
+        f["validate_floor"] = floor = timed_run([PY, "-c", YAML_FLOOR], root, repeat)
+        f["validate_cold"] = cold = timed_run(wb("validate"), root, 1, env={"WORKBENCH_CONFIG_CACHE": "0"})
+        f["validate"] = ours = timed_run(wb("validate"), root, repeat)
+        print(f"   validate        {ours:7.2f} s   | parse-only floor {floor:6.2f} s ({ours / floor:5.1f}x); "
+              f"cold (no parse cache) {cold:.2f} s   cached {verdict('validate_cached', ours)}, "
+              f"cold {verdict('validate', cold)}", flush=True)
+        t = time.perf_counter()
+        subprocess.run(wb("tick"), cwd=root, capture_output=True)
+        f["first_tick"] = first = time.perf_counter() - t
+        f["ls_remote_seq"], f["ls_remote_par"] = seq, par = ls_remote(est.repos, 1), ls_remote(est.repos, 8)
+        f["tick"] = ours = timed_run(wb("tick"), root, repeat)
+        f["imports"] = imports = timed_run([PY, "-c", IMPORT_FLOOR], root, repeat)
+        print(f"   no-change tick  {ours:7.2f} s   | ls-remote x{len(est.repos)} sequential {seq:6.2f} s,"
+              f" 8 at a time {par:6.2f} s; the workbench's imports alone {imports:5.2f} s"
+              f"   {verdict('tick', ours, par)} (plus the parallel git floor)"
+              f"   [first tick, which starts every pipeline: {first:.1f} s]", flush=True)
+        if shutil.which("strace"):
+            f["polled"], f["remote_lookups"], f["git_processes"] = polled, remote, gits = tick_counts(root)
+            print(f"                   {polled} repositories polled: {remote} remote look-ups (ls-remote/fetch) and "
+                  f"{gits} git processes in all for {len(est.repos)} repositories", flush=True)
+        f["status_floor"] = floor = timed_run([PY, "-c", SQL_FLOOR], root, repeat)
+        f["status"] = ours = timed_run(wb("status"), root, repeat)
+        print(f"   status          {ours:7.2f} s   | one SQL read into pandas {floor:6.2f} s ({ours / floor:5.1f}x)"
+              f"   {verdict('status', ours)}", flush=True)
+        if rss:
+            f["status_rss_mb"] = mb = max_rss_mb(wb("status"), root)
+            print(f"   status max RSS  {mb:7.0f} MB  <= 300 MB: {'met' if mb <= 300 else 'MISSED'}", flush=True)
+        if notify:
+            f["notify"], f["notify_cli"], f["serve_rss_mb"] = lat, cli, mb = notify_latency(est, repeat)
+            print(f"   notify -> the 20 first jobs started {lat:5.2f} s (the notify command itself {cli:.2f} s)"
+                  f"   {verdict('notify', lat)}", flush=True)
+            print(f"   serve peak RSS  {mb:7.0f} MB  <= 1 GB: {'met' if mb <= 1024 else 'MISSED'}", flush=True)
+        f["invariant_violations"] = bad = invariants(root)
+        print(f"   reliability invariants after the scheduling runs: {'all hold' if not bad else bad[:5]}", flush=True)
+        if history:
+            from workloads.history import write_history
+
+            from workbench.workspace import Workspace
+
+            ws = Workspace.open(root)
+            got = write_history(ws, history)
+            ws.close()
+            busy = min(est.pipelines)  # every hundredth pipeline has ten times the runs
+            f["history_written"] = got.seconds
+            f["history"] = ours = timed_run(wb("history", "-p", busy, "-n", "50"), root, repeat)
+            f["history_floor"] = floor = timed_run([PY, "-c", IMPORT_FLOOR], root, repeat)
+            print(f"   a year of history: {got.job_runs:,} job runs, {got.pipeline_runs:,} pipeline runs, "
+                  f"{got.approvals:,} approvals, {got.traffic_moves:,} traffic moves, {got.incidents} incidents "
+                  f"written in {got.seconds:.0f} s", flush=True)
+            print(f"   history -n 50   {ours:7.2f} s   | the workbench's imports alone {floor:5.2f} s; "
+                  f"beyond them {ours - floor:.2f} s <= 0.10 s: {'met' if ours - floor <= 0.1 else 'MISSED'}",
+                  flush=True)
+            f["status_with_history"] = ours = timed_run(wb("status"), root, repeat)
+            print(f"   status (with the year of history) {ours:7.2f} s", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,3000")
+    ap.add_argument("--size", type=int, help="one size only (e.g. --size 10000)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--history", type=int, default=0, metavar="JOB_RUNS",
+                    help="also write a year of history of this many job runs (workloads/history.py) and time history -n 50")
+    ap.add_argument("--no-notify", action="store_true", help="skip the notify -> first jobs figure (starts a serve)")
+    ap.add_argument("--keep", type=Path, help="write the estates here and keep them (default: a temp folder)")
+    args = ap.parse_args()
+    sizes = [args.size] if args.size else [int(s) for s in args.sizes.split(",")]
+    started = time.perf_counter()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="wb-bench-scale-") as tmp:
+        res = measure(sizes, args.repeat, args.keep or Path(tmp), history=args.history, notify=not args.no_notify)
+    if len(sizes) > 1:
+        print("\ngrowth exponents (1.0 = linear):",
+              ", ".join(f"{k} {growth(sizes, [res[n][k] for n in sizes]):.2f}" for k in ("validate", "tick", "status")))
+    print(f"(benchmark took {time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
