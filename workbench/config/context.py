@@ -16,6 +16,7 @@ import binascii
 import difflib
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..errors import Problem
@@ -90,6 +91,23 @@ class Where:
         return loc_of(obj)
 
 
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """The config repository a file is read from, for GoCD's ``type: configrepo`` material.
+
+    GoCD lets a pipeline in a config repository name that repository itself
+    as a material (``materials: {git: {type: configrepo}}``); the material
+    is then the repository's URL and branch.  Workspace files have no origin.
+    """
+
+    repo_id: str
+    url: str
+    branch: str
+    revision: str
+    username: str | None = None
+    password: str | None = None
+
+
 class Ctx:
     """Collects problems and holds what a parser needs to know about its surroundings."""
 
@@ -101,6 +119,7 @@ class Ctx:
         self.pipeline: str | None = None
         self.templates: dict[str, tuple[Scalar, Node]] = {}
         self.refused_materials: dict[str, set[str]] = {}  # pipeline -> names of its materials that were refused
+        self.origin: ConfigOrigin | None = None  # the config repository of the file being read, if any
 
     # -- reporting -------------------------------------------------------------
     def error(self, at: Node | Loc | Any, message: str) -> None:
