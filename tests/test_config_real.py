@@ -109,3 +109,28 @@ def test_configrepo_material_in_a_workspace_file_names_the_feature(workspace: An
     assert r.code == 2, r.out + r.err
     assert "pipelines/self.gocd.yaml:8:15: material 'git' is `type: configrepo`" in r.err, r.err
     assert "config_repos:" in r.err and "label_template" not in r.err and "Traceback" not in r.err
+
+
+def test_keys_gocd_ignores_load_with_a_warning_saying_what_happens() -> None:
+    from workbench.config import load_texts
+    text = textwrap.dedent("""\
+        format_version: 10
+        pipelines:
+          p:
+            group: g
+            environment: prod
+            snippets:
+              s: &s {script: "echo hi"}
+            materials: {m: {git: https://example.org/y.git}}
+            stages:
+              - s1:
+                  approval: manual
+                  roles: [ops]
+                  jobs: {j: {tasks: [*s]}}
+        """)
+    config = load_texts({"a.gocd.yaml": text})
+    warned = {w.line: w.message for w in config.warnings}
+    assert "`environments: NAME: pipelines:`" in warned[5]
+    assert "anchors defined under it still work" in warned[6]
+    assert "the approval is not limited to those roles" in warned[12]
+    assert config.pipelines["p"].stages[0].jobs[0].tasks  # the anchor under snippets: was used
