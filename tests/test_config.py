@@ -19,7 +19,7 @@ from workbench.config import (Config, DependencyMaterial, ExecTask, FetchTask, G
                               register_stage_key, register_task_kind)
 from workbench.config import jobs as jobs_mod
 from workbench.config import loader as loader_mod
-from workbench.config.context import ELSEWHERE, Ctx
+from workbench.config.context import ELSEWHERE, ConfigOrigin, Ctx
 from workbench.config.jobs import parse_job, parse_stage, parse_task
 from workbench.config.loader import (looks_like_ciphertext, parse_environment, parse_material, parse_parameters,
                                      parse_pipeline, parse_variables)
@@ -204,6 +204,14 @@ def check_material(rel: str) -> None:
         word = unsupported["package" if rel.endswith("package.yaml") else kind]
         assert mat is None
         (problem,) = ctx.problems
+        if word == "configrepo":  # outside a config repository there is no repository to be the material
+            assert problem.line == 2 and "is `type: configrepo`" in problem.message and "config_repos:" in problem.message
+            node, ctx = piece(rel)
+            ctx.origin = ConfigOrigin("shops", "https://example.org/shops.git", "trunk", "0" * 40)
+            mat = parse_material(*first(node), ctx)
+            assert ctx.errors == [] and isinstance(mat, GitMaterial)
+            assert (mat.url, mat.branch) == ("https://example.org/shops.git", "trunk")
+            return
         assert problem.line == 2 and f"{word} materials are not supported by the workbench" in problem.message
         return
     assert ctx.errors == []
@@ -595,7 +603,7 @@ def test_environments(tmp_path: Path) -> None:
     got = errors(tmp_path, p=PIPE.format(name="a"), e=envs)
     assert got == ["e.yaml:3:22: pipeline 'a' is already in environment 'staging' (at e.yaml:2:25); a pipeline "
                    "belongs to one environment only",
-                   "e.yaml:3:25: environment 'prod' lists unknown pipeline 'ghost'"]
+                   "e.yaml:3:25: environment 'prod' lists unknown pipeline 'ghost'" + ELSEWHERE]
     config = load(tmp_path, p=PIPE.format(name="a"), e="environments:\n  prod: {pipelines: [a], production: yes}\n",
                   f="environments:\n  prod: {agents: [web1]}\n")
     assert config.environment_of("a") is config.environments["prod"]

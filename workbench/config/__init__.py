@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from ..errors import ConfigError, Problem
-from .context import Ctx
+from .context import ConfigOrigin, Ctx
 from .loader import (FileParts, parse_file, register_pipeline_key, register_section, register_stage_key,
                      register_task_kind)
 from .model import (Approval, Artifact, Config, DependencyMaterial, Environment, ExecTask, FetchTask, GenericTask,
@@ -103,35 +103,41 @@ def workspace_sources(workspace_dir: Path) -> list[Source]:
     return out
 
 
-def load_sources(sources: list[Source], check: LoadCheck | None = None) -> Config:
+def load_sources(sources: list[Source], check: LoadCheck | None = None,
+                 origins: Mapping[str, ConfigOrigin] | None = None) -> Config:
     """Load files given as bytes (from anywhere: a git revision, a store) together, like :func:`load_config`.
 
     Each file goes through the same per-file parse as a workspace file.
     ``check(parts, config, ctx)`` may report more problems (config-repo rules)
     before the errors are collected, so they come out sorted with the rest.
+    ``origins`` maps a display-name prefix to the config repository its files
+    come from (for GoCD's ``type: configrepo`` material).
     """
-    return _load(sources, check)
+    return _load(sources, check, origins)
 
 
-def _load(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None) -> Config:
+def _load(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None,
+          origins: Mapping[str, ConfigOrigin] | None = None) -> Config:
     # Loading allocates many small objects and no lasting cycles: pausing the
     # cyclic GC meanwhile saves ~15% of the time of a 200-pipeline config.
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _load_all(sources, check)
+        return _load_all(sources, check, origins)
     finally:
         if paused:
             gc.enable()
 
 
-def _load_all(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None) -> Config:
+def _load_all(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None,
+              origins: Mapping[str, ConfigOrigin] | None = None) -> Config:
     ctx = Ctx()
     parts: list[FileParts] = []
     for display, data, failure in sources:
         if data is None:
             ctx.error(Loc(display, 1, 1), failure or "cannot read the file")
             continue
+        ctx.origin = next((o for prefix, o in (origins or {}).items() if display.startswith(prefix)), None)
         try:
             fp = read_source(display, data, ctx)
         except Exception as exc:  # a bug must not hide the user's other problems behind a traceback
@@ -139,7 +145,9 @@ def _load_all(sources: list[tuple[str, bytes | None, str | None]], check: LoadCh
                                           "please report it")
             continue
         if fp is not None:
+            fp.origin = ctx.origin
             parts.append(fp)
+    ctx.origin = None
     try:
         config = assemble(parts, ctx, tuple(display for display, _, _ in sources))
     except Exception as exc:

@@ -16,6 +16,7 @@ import binascii
 import difflib
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from ..errors import Problem
@@ -90,6 +91,34 @@ class Where:
         return loc_of(obj)
 
 
+# What GoCD's YAML plugin does with keys real files use that it does not know: it reads only the keys it
+# knows, so these have no effect there either; the message says what to write instead.
+UNKNOWN_KEY_HINTS = {
+    ("pipeline", "environment"): ("; GoCD's YAML plugin ignores it too (a pipeline joins an environment by being "
+                                  "listed under `environments: NAME: pipelines:`)"),
+    ("pipeline", "snippets"): "; GoCD's YAML plugin ignores unknown keys too, so anchors defined under it still work",
+    ("stage", "roles"): ("; GoCD's YAML plugin ignores it too, so the approval is not limited to those roles: "
+                         "write `approval: {type: manual, roles: [...]}`"),
+}
+
+
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """The config repository a file is read from, for GoCD's ``type: configrepo`` material.
+
+    GoCD lets a pipeline in a config repository name that repository itself
+    as a material (``materials: {git: {type: configrepo}}``); the material
+    is then the repository's URL and branch.  Workspace files have no origin.
+    """
+
+    repo_id: str
+    url: str
+    branch: str
+    revision: str
+    username: str | None = None
+    password: str | None = None
+
+
 class Ctx:
     """Collects problems and holds what a parser needs to know about its surroundings."""
 
@@ -101,6 +130,7 @@ class Ctx:
         self.pipeline: str | None = None
         self.templates: dict[str, tuple[Scalar, Node]] = {}
         self.refused_materials: dict[str, set[str]] = {}  # pipeline -> names of its materials that were refused
+        self.origin: ConfigOrigin | None = None  # the config repository of the file being read, if any
 
     # -- reporting -------------------------------------------------------------
     def error(self, at: Node | Loc | Any, message: str) -> None:
@@ -176,6 +206,10 @@ class Ctx:
                 continue
             if k.text in ignored:
                 self.warn(k, f"{k.text!r} in {what} is GoCD-only and ignored by the workbench{ignored[k.text]}")
+                continue
+            hint = UNKNOWN_KEY_HINTS.get((what.split(" ")[0], k.text))
+            if hint:  # GoCD's plugin ignores it: so do we, saying so
+                self.warn(k, f"{k.text!r} in {what} is ignored{hint}")
                 continue
             self.error(k, f"unknown key {k.text!r} in {what}{suggest(k.text, sorted(allowed | set(ignored)))}")
 

@@ -109,6 +109,8 @@ def parse_material(name: str | Scalar, node: Node | None, ctx: Ctx) -> Material 
                           "or `pipeline:` and `stage:` for a dependency")
             return None
         kind, kind_at = found[0][1], m.key(found[0][0]) or m
+    if kind == "configrepo":
+        return _configrepo_material(name, m, at, kind_at, what, ctx)
     if kind not in ("git", "dependency"):
         ctx.error(kind_at, f"{what}: {kind} materials are not supported by the workbench "
                            "(only git and pipeline dependencies are)")
@@ -147,6 +149,33 @@ def parse_material(name: str | Scalar, node: Node | None, ctx: Ctx) -> Material 
         shallow_clone=ctx.opt_bool(m, "shallow_clone", what, False), destination=ctx.opt_text(m, "destination", what),
         auto_update=ctx.opt_bool(m, "auto_update", what, True), username=ctx.opt_text(m, "username", what),
         password=password, encrypted_password=encrypted, loc=loc_at(at))
+
+
+_CONFIGREPO_KEYS = {"type", "includes", "ignore", "whitelist", "blacklist", "destination", "auto_update",
+                    "shallow_clone", "name"}
+
+
+def _configrepo_material(name: str, m: Map, at: Node, kind_at: Node, what: str, ctx: Ctx) -> Material | None:
+    """GoCD's ``type: configrepo``: the config repository the file comes from, as a git material.
+
+    GoCD (and the YAML plugin, which passes the type through) makes it the
+    repository's own URL and branch; only filters, destination and
+    auto_update may be given.  Outside a config repository there is no such
+    repository, so it is refused naming the feature.
+    """
+    origin = ctx.origin
+    if origin is None:
+        ctx.error(kind_at, f"{what} is `type: configrepo`, GoCD's name for the config repository this file is read "
+                           "from; a workspace file has none: list the repository that holds this file under "
+                           "`config_repos:` in workbench.yaml (docs/config-repos.md), or give `git: URL`")
+        return None
+    ctx.check_keys(m, _CONFIGREPO_KEYS, what)
+    includes, ignore = _filter(m, "includes", "whitelist", what, ctx), _filter(m, "ignore", "blacklist", what, ctx)
+    return GitMaterial(
+        name, origin.url, branch=origin.branch, includes=includes, ignore=ignore,
+        shallow_clone=ctx.opt_bool(m, "shallow_clone", what, False), destination=ctx.opt_text(m, "destination", what),
+        auto_update=ctx.opt_bool(m, "auto_update", what, True), username=origin.username, password=origin.password,
+        loc=loc_at(at))
 
 
 def _filter(m: Map, key: str, legacy: str, what: str, ctx: Ctx) -> tuple[str, ...]:
@@ -376,6 +405,7 @@ class FileParts:
     roles: list[tuple[Scalar, tuple[str, ...]]] = field(default_factory=list)
     has_roles: bool = False
     sections: list[tuple[str, Any, Scalar]] = field(default_factory=list)
+    origin: Any = None  # the ConfigOrigin of a config repository's file (for `type: configrepo`), else None
 
 
 def parse_file(node: Node | None, ctx: Ctx, file: str) -> FileParts:

@@ -50,6 +50,7 @@ def assemble(parts: list[FileParts], ctx: Ctx, files: tuple[str, ...]) -> Config
     by_lower: dict[str, Pipeline] = {}
     for fp in parts:
         ctx.format_version = fp.format_version
+        ctx.origin = fp.origin
         for key, node in fp.pipelines:
             try:
                 pipeline = parse_pipeline(key, node, ctx)
@@ -68,6 +69,7 @@ def assemble(parts: list[FileParts], ctx: Ctx, files: tuple[str, ...]) -> Config
                 ctx.error(key, f"pipeline {pipeline.name!r} is already defined{same} at {first.loc}")
                 continue
             pipelines[pipeline.name] = by_lower[pipeline.name.lower()] = pipeline
+    ctx.origin = None
 
     used = {p.template for p in pipelines.values()}
     for name, (key, node) in templates.items():
@@ -278,7 +280,8 @@ def check_environments(envs: list[Environment], pipelines: dict[str, Pipeline], 
         for name in env.pipelines:
             at = ctx.where.get(env, "pipeline:" + name)
             if name not in pipelines:
-                ctx.error(at, f"environment {env.name!r} lists unknown pipeline {name!r}{suggest(name, pipelines)}")
+                ctx.error(at, f"environment {env.name!r} lists unknown pipeline {name!r}{suggest(name, pipelines)}"
+                              f"{ELSEWHERE}")
             first = listed.setdefault(name, (env.name, at))
             if first[0] != env.name:
                 ctx.error(at, f"pipeline {name!r} is already in environment {first[0]!r} (at {first[1]}); "

@@ -375,6 +375,9 @@ def _syntax_problem(exc: yaml.YAMLError, text: str, file: str) -> Problem:
             message = f"{exc.context}{glue}{message}"
             if other is not None and other.line != at.line:
                 message += f" (see line {other.line + 1}, column {other.column + 1})"
+        if (exc.context or "").startswith("while scanning an alias"):
+            # GoCD files write globs such as `source: *.jar` unquoted; YAML (and GoCD's own parser) read `*` as an alias
+            message += "; a plain value starting with `*` is a YAML alias: quote it, e.g. '*.jar'"
         return Problem(file, at.line + 1, at.column + 1, f"YAML syntax error: {message}")
     character = getattr(exc, "character", None)  # ReaderError: find the character, positions differ per loader
     index = text.find(chr(character) if isinstance(character, int) else str(character)) if character is not None else -1

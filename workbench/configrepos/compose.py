@@ -20,6 +20,7 @@ from datetime import UTC
 from typing import Any
 
 from ..config import Config, ConfigError, load_sources, load_workspace_config, workspace_sources
+from ..config.context import ConfigOrigin
 from ..config.model import DependencyMaterial
 from ..errors import MaterialError, Problem, WorkbenchError
 from .model import ConfigRepo, allowed
@@ -87,7 +88,9 @@ def _why(repo: ConfigRepo) -> str:
 
 def load_with(ws_sources: list[Any], chosen: Chosen) -> Config:
     """The workspace's files and each chosen repository at its revision, loaded and checked together."""
-    config = load_sources([*ws_sources, *_sources(chosen)], _rules_check(chosen))
+    origins = {_prefix(rid, rev): ConfigOrigin(rid, repo.url, repo.branch, rev, repo.username, repo.password)
+               for rid, (repo, rev, _files) in chosen.items()}
+    config = load_sources([*ws_sources, *_sources(chosen)], _rules_check(chosen), origins)
     origins: dict[str, dict[str, str]] = {}
     for rid, (repo, rev, _files) in chosen.items():
         prefix = _prefix(rid, rev)

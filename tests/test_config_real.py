@@ -1,0 +1,136 @@
+"""Real public GoCD ``*.gocd.yaml`` files (tests/data/gocd-real/, sources in its README) load, or are refused
+only for a named unsupported feature; and GoCD's ``type: configrepo`` material works inside a config repository.
+
+The expectations are written out per file, so a change in what loads shows
+up here as a named file, not as a count.
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workbench.config import ConfigError, load_config
+
+DATA = Path(__file__).parent / "data" / "gocd-real"
+
+# file -> None (loads), or the phrases every error must match one of (each a named unsupported feature,
+# or a mistake GoCD refuses too).
+EXPECT: dict[str, tuple[str, ...] | None] = {
+    "ChristianKniep__gocd-yaml-config-example__ci.gocd.yaml": None,
+    "Tectu__gocd-cmake-task__pipeline.gocd.yaml": None,
+    "d-led__automatic-lua-property-tables__ci.gocd.yaml": None,
+    "mlucchini__kafka-playground__ci.gocd.yaml": None,
+    "redgreenio__fluid__ci.gocd.yaml": None,
+    # an environment listing a pipeline defined elsewhere (another repository or the GoCD server)
+    "GaneshSPatil__gocd-mergeable__ci.gocd.yaml": ("defined in another repository or on the GoCD server",),
+    # `source: *.yaml` unquoted is a YAML alias; GoCD's parser refuses it too
+    "bdpiparva__config_repo_sample__ci.gocd.yaml": ("a plain value starting with `*` is a YAML alias",),
+    # the stage's keys are not indented under its name; GoCD's plugin fails on it too
+    "datherra__gocd-config-repo-example__ci.gocd.yaml": ("is the stage's content indented under its name?",),
+    # the config repository itself as material (works inside config_repos) and GoCD server ciphertext
+    "gocd-contrib__openstack-elastic-agent__ci.gocd.yaml": ("`type: configrepo`", "GoCD server-side ciphertext"),
+    "kudulab__docker-consul__pipeline.gocd.yaml": ("`type: configrepo`", "GoCD server-side ciphertext"),
+    # a git plugin (SCM plugin) material and GoCD server ciphertext
+    "leprechaun__demo-app__pipeline.gocd.yaml": ("plugin materials are not supported", "GoCD server-side ciphertext"),
+    # a template defined on the GoCD server
+    "rapido-labs__silent-assassin__ci.gocd.yaml": ("on the GoCD server", ),
+}
+
+
+def test_every_file_is_listed_with_its_source() -> None:
+    files = sorted(p.name for p in DATA.glob("*.gocd.yaml"))
+    assert files == sorted(EXPECT)
+    readme = (DATA / "README.md").read_text()
+    for name in files:
+        assert name in readme, name
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_a_real_file_loads_or_is_refused_for_a_named_feature(name: str) -> None:
+    phrases = EXPECT[name]
+    try:
+        config = load_config([DATA / name], base=DATA)
+    except ConfigError as exc:
+        assert phrases is not None, "\n".join(map(str, exc.problems))
+        for p in exc.problems:
+            assert p.file == name and p.line >= 1
+            assert any(ph in p.message for ph in phrases), p.message
+            assert "label_template refers to unknown material" not in p.message
+        for ph in phrases:
+            assert any(ph in p.message for p in exc.problems), (ph, [p.message for p in exc.problems])
+        return
+    assert phrases is None, f"{name} loaded, expected a refusal for {phrases}"
+    assert config.pipelines
+
+
+SELF = textwrap.dedent("""\
+    format_version: 4
+    pipelines:
+      cr-self:
+        group: shops
+        label_template: "${git[:8]}"
+        materials:
+          git:
+            type: configrepo
+            blacklist: ["*.md"]
+        stages:
+          - test:
+              jobs:
+                test:
+                  tasks:
+                    - exec: {command: test, arguments: [-f, ci/self.gocd.yaml]}
+    """)
+
+
+def test_configrepo_material_is_the_repository_itself(workspace: Any, git_repo: Any) -> None:
+    repo = git_repo("selfrepo", branch="main", initial=False)
+    repo.commit({"ci/self.gocd.yaml": SELF}, "a pipeline built from its own repository")
+    (workspace.root / "workbench.yaml").write_text(
+        f"config_repos:\n  selfrepo:\n    git: {repo.url}\n    branch: main\n"
+        "    rules:\n      - {allow: refer, type: pipeline_group, resources: shops}\n")
+    r = workspace.cli("tick")
+    assert r.code == 0 and "now at" in r.out, r.out + r.err
+    r = workspace.cli("validate")
+    assert r.code == 0 and "ok: 1 pipeline" in r.out, r.out + r.err
+    assert "label_template" not in r.err and "configrepo" not in r.err, r.err
+    r = workspace.cli("run", "cr-self", "-q")
+    assert r.code == 0, r.out + r.err
+    # (the tick may already have run it once: the repository is a new material revision)
+    assert re.search(rf"cr-self/\d+ \(label {repo.head[:8]}\): passed", r.out), r.out
+
+
+def test_configrepo_material_in_a_workspace_file_names_the_feature(workspace: Any) -> None:
+    workspace.write("self.gocd.yaml", SELF)
+    r = workspace.cli("validate")
+    assert r.code == 2, r.out + r.err
+    assert "pipelines/self.gocd.yaml:8:15: material 'git' is `type: configrepo`" in r.err, r.err
+    assert "config_repos:" in r.err and "label_template" not in r.err and "Traceback" not in r.err
+
+
+def test_keys_gocd_ignores_load_with_a_warning_saying_what_happens() -> None:
+    from workbench.config import load_texts
+    text = textwrap.dedent("""\
+        format_version: 10
+        pipelines:
+          p:
+            group: g
+            environment: prod
+            snippets:
+              s: &s {script: "echo hi"}
+            materials: {m: {git: https://example.org/y.git}}
+            stages:
+              - s1:
+                  approval: manual
+                  roles: [ops]
+                  jobs: {j: {tasks: [*s]}}
+        """)
+    config = load_texts({"a.gocd.yaml": text})
+    warned = {w.line: w.message for w in config.warnings}
+    assert "`environments: NAME: pipelines:`" in warned[5]
+    assert "anchors defined under it still work" in warned[6]
+    assert "the approval is not limited to those roles" in warned[12]
+    assert config.pipelines["p"].stages[0].jobs[0].tasks  # the anchor under snippets: was used
