@@ -5,10 +5,8 @@ import io
 
 import pytest
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from workbench.reporting import STATUS_COLUMNS, _status_cells, _status_table, print_status
+from workbench.reporting import _status_table, print_rich_table, print_status
 
 
 def _rows() -> list[dict]:
@@ -23,19 +21,10 @@ def _rows() -> list[dict]:
     return rows
 
 
-def _by_rich(rows: list[dict], console: Console) -> None:
-    table = Table(show_edge=False, header_style="bold")
-    for c in STATUS_COLUMNS:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*(Text.assemble(*cell) for cell in _status_cells(r)))
-    console.print(table)
-
-
 @pytest.mark.parametrize("terminal", [False, True])
 def test_fast_table_is_what_rich_prints(terminal: bool) -> None:
     outs = []
-    for render in (lambda rows, c: print_status(rows, console=c), _by_rich):
+    for render in (lambda rows, c: print_status(rows, console=c), print_rich_table):
         buf = io.StringIO()
         console = Console(file=buf, width=120, force_terminal=terminal, color_system="truecolor" if terminal else None)
         render(_rows(), console)

@@ -260,15 +260,7 @@ def print_status(rows: list[dict[str, Any]], repos: list[dict[str, Any]] | None 
     if fast is not None:
         console.print(fast, soft_wrap=True)
     else:
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(show_edge=False, header_style="bold")
-        for c in STATUS_COLUMNS:
-            table.add_column(c)
-        for r in rows:
-            table.add_row(*(Text.assemble(*cell) for cell in _status_cells(r)))
-        console.print(table)
+        print_rich_table(rows, console)
     for r in rows:
         if r.get("status") in ("failed", "cancelled", "rejected") and r.get("reason"):
             console.print(f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", markup=False, style="red",
@@ -285,6 +277,19 @@ def print_status(rows: list[dict[str, Any]], repos: list[dict[str, Any]] | None 
     for line in config_repo_lines(repos or []):
         console.print(line, markup=False, style="yellow", soft_wrap=True)
 
+
+
+def print_rich_table(rows: list[dict[str, Any]], console: Any) -> None:
+    """The board through rich's Table: what the fast rendering must print the same (tests), and the fallback."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, header_style="bold")
+    for c in STATUS_COLUMNS:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(Text.assemble(*cell) for cell in _status_cells(r)))
+    console.print(table)
 
 def job_log_path(ws: Any, locator: str) -> tuple[Path, Any]:
     """``PIPELINE/COUNTER/STAGE[/STAGE_COUNTER]/JOB`` → its log file and job run."""
