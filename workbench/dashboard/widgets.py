@@ -400,6 +400,17 @@ class Dashboard(W.VBox):
             if self.metrics_figure is None and not self._closed:
                 self.refresh_charts()
 
+    @staticmethod
+    def _redraw(output: Any) -> None:
+        """Send an Output's figure again as its tab shows. The warm-up thread may have set it before the page's
+        plotly renderer (a labextension Voila loads asynchronously) was registered; the page then rendered the
+        bundle's text/plain and would never draw the chart (seen: one page in seven drew nothing in 60 s).
+        Re-setting the outputs makes the page render them again with the renderers it has by now."""
+        outputs = tuple(output.outputs)
+        if outputs:
+            output.outputs = ()
+            output.outputs = outputs
+
     def _fit_width(self) -> None:
         """Have plotly.js size the figure to its box once the tab shows: drawn while the tab was hidden its box
         measured 0, and a figure kept at plotly's default 700 px left a 1920 px screen two-thirds empty. A
@@ -431,6 +442,8 @@ class Dashboard(W.VBox):
         try:
             if change["new"] == 2:
                 self.ensure_charts()
+                with self._lock:  # not between a live refresh's new figure and the old one sent again
+                    self._redraw(self.metrics_output)
                 self._fit_width()
             elif change["new"] == 3 and not self.runs.options:
                 self._fill_runs()
