@@ -85,3 +85,24 @@ def test_every_tab_at_1280_and_1920_px(dashboard_server: tuple[Any, str]) -> Non
     # the figure fills the screen: wider on a wider screen, and most of it
     assert chart_width[1920] > chart_width[1280] + 400, chart_width
     assert chart_width[1920] > 0.9 * 1920 - 100, chart_width
+
+
+def test_a_metrics_figure_the_page_failed_to_draw_is_drawn_when_the_tab_shows_again(
+        dashboard_server: tuple[Any, str]) -> None:  # noqa: F811
+    """The figure's output rendered without plotly's renderer (a labextension that registered late renders
+    the bundle's text/plain: a tab that never draws) is sent again by the page itself as the tab shows."""
+    _, url = dashboard_server
+    with _page({"width": 1280, "height": 1000}, "dashboard-redraw-failed.png") as page:
+        page.goto(url, timeout=90_000)
+        page.wait_for_selector('[data-stage="install_shop_5"][data-status="waiting"]', timeout=90_000)
+        _tab(page, "Metrics")
+        page.wait_for_selector(".wb-metrics-out .js-plotly-plot", timeout=120_000)
+        # what a page whose renderer came late shows: the output area without a drawn chart
+        page.evaluate("""() => { const o = document.querySelector('.wb-metrics-out');
+            for (const c of Array.from(o.children)) { c.replaceChildren(document.createTextNode('the charts')); } }""")
+        assert page.locator(".wb-metrics-out .js-plotly-plot").count() == 0
+        _tab(page, "Pipelines")
+        _tab(page, "Metrics")
+        page.wait_for_function(f"titles => titles.every(t => ({PLOT_TEXT}).includes(t))", arg=TITLES,
+                               timeout=60_000)
+        assert page.locator(".wb-metrics-out .js-plotly-plot").count() == 1

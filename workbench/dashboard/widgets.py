@@ -219,7 +219,12 @@ class Dashboard(W.VBox):
         # shown as plotly's mime bundle: JupyterLab's / Voila's plotly renderer (a static, cacheable script)
         # draws it, not a FigureWidget shipping plotly.js through the kernel's websocket (issue 16 defect 10)
         self.metrics_output = W.Output(layout=W.Layout(width="100%"))
+        self.metrics_output.add_class("wb-metrics-out")
         self.fit_width = W.HTML(layout=W.Layout(display="none"))  # see _fit_width
+        # pressed by the page itself (see _fit_width) when the Metrics tab shows no drawn figure
+        self.redraw_button = W.Button(description="redraw charts", layout=W.Layout(display="none"))
+        self.redraw_button.add_class("wb-redraw-metrics")
+        self.redraw_button.on_click(lambda _b: self._redraw_metrics())
         self._fits = 0
         self.chart_source = ChartSource(ws)  # the charts' data, computed once per store version
         self.runs = W.Dropdown(options=[], description="run", layout=W.Layout(width="520px"))
@@ -236,12 +241,14 @@ class Dashboard(W.VBox):
         header = W.HBox([W.HTML("<h3 style='margin:4px 12px 4px 0'>Release dashboard</h3>"),
                          W.HTML(f"signed in as <b>{html.escape(self.user)}</b>&nbsp;&nbsp;"), self.live, self.status])
         self.chart_box = W.VBox()
+        metrics_tab = W.VBox([W.HBox([self.period, self.freq, self.refresh_charts_button]), self.metrics_html,
+                              self.chart_box, self.fit_width, self.redraw_button])
+        metrics_tab.add_class("wb-metrics-tab")
         self.run_box = W.VBox([self.runs])
         tabs = W.Tab(children=[
             W.VBox([self.board, W.HTML("<h4>Waiting for approval</h4>"), self.approvals]),
             self.routes,
-            W.VBox([W.HBox([self.period, self.freq, self.refresh_charts_button]), self.metrics_html, self.chart_box,
-                    self.fit_width]),
+            metrics_tab,
             self.run_box,
         ])
         for i, t in enumerate(("Pipelines", "Traffic", "Metrics", "Run")):
@@ -400,26 +407,42 @@ class Dashboard(W.VBox):
             if self.metrics_figure is None and not self._closed:
                 self.refresh_charts()
 
-    @staticmethod
-    def _redraw(output: Any) -> None:
-        """Send an Output's figure again as its tab shows. The warm-up thread may have set it before the page's
-        plotly renderer (a labextension Voila loads asynchronously) was registered; the page then rendered the
-        bundle's text/plain and would never draw the chart (seen: one page in seven drew nothing in 60 s).
-        Re-setting the outputs makes the page render them again with the renderers it has by now."""
-        outputs = tuple(output.outputs)
-        if outputs:
-            output.outputs = ()
-            output.outputs = outputs
+    def _redraw_metrics(self) -> None:
+        """Send the Metrics tab's state again: the page found the tab showing and no drawn figure (_fit_width).
+
+        Seen about one page in seven: the tab stayed empty (no figure, not even the summary) although the kernel
+        had built it, or showed the bundle's text/plain because the warm-up thread set the figure before the
+        page's plotly renderer (a labextension Voila loads asynchronously) was registered. Re-sending the
+        state from the kernel's own thread, outputs set afresh, has the page render them with the renderers it
+        has by now. Only on the page's request: sending the figure again on every show cost ~0.7 s a show.
+        """
+        self.ensure_charts()
+        with self._lock:  # not between a live refresh's new figure and the old one sent again
+            outputs = tuple(self.metrics_output.outputs)
+            if outputs:
+                self.metrics_output.outputs = ()
+                self.metrics_output.outputs = outputs
+            if self.metrics_output not in self.chart_box.children:
+                self.chart_box.children = [self.metrics_output]
+            for w in (self.metrics_html, self.chart_box, self.metrics_output):
+                w.send_state()
 
     def _fit_width(self) -> None:
         """Have plotly.js size the figure to its box once the tab shows: drawn while the tab was hidden its box
         measured 0, and a figure kept at plotly's default 700 px left a 1920 px screen two-thirds empty. A
         browser ``resize`` event 50 ms after the tab shows makes plotly measure its box again (an inline
         ``onerror`` runs where a ``<script>`` in an HTML widget would not); the counter makes each show new.
+        While the tab shows no drawn plotly chart, the page presses the hidden redraw button every 2 s
+        (:meth:`_redraw_metrics`).
         """
         self._fits += 1
+        # every 2 s while the Metrics tab shows without a drawn chart (at most 10 times): ask the kernel again
+        check = ("var n=0,t=setInterval(function(){var tab=document.querySelector('.wb-metrics-tab');"
+                 "if(!tab||!tab.offsetWidth||document.querySelector('.wb-metrics-out .js-plotly-plot')||++n>10)"
+                 "{clearInterval(t);return;}var b=document.querySelector('.wb-redraw-metrics');if(b)b.click();},2000)")
         self.fit_width.value = (f'<img alt="" src="data:," style="display:none" data-fit="{self._fits}" '
-                                "onerror=\"setTimeout(function(){window.dispatchEvent(new Event('resize'))},50)\">")
+                                "onerror=\"setTimeout(function(){window.dispatchEvent(new Event('resize'))},50);"
+                                f'{check}">')
 
     def refresh_charts(self) -> None:
         """The six charts as ONE figure (``charts.combine``) in one Output: six FigureWidgets each paid
@@ -442,8 +465,6 @@ class Dashboard(W.VBox):
         try:
             if change["new"] == 2:
                 self.ensure_charts()
-                with self._lock:  # not between a live refresh's new figure and the old one sent again
-                    self._redraw(self.metrics_output)
                 self._fit_width()
             elif change["new"] == 3 and not self.runs.options:
                 self._fill_runs()
