@@ -53,6 +53,12 @@ EXPECT: dict[str, tuple[str, ...] | None] = {
     "shakirshakiel__gocd-environments__build.gocd.yaml": None,
     "stakater__helloworld__ci.gocd.yml": None,
     "stone-payments__gocd-queue-monitor__build.gocd.yaml": None,
+    "advancedtelematic__gocd-dhall-example__pipelines.gocd.yaml": None,
+    "manav11vanam__sample-pipelines__gocd__pipelines.gocd.yaml": None,
+    # its upstream pipeline is in another repository (Hippoom/itzero, also here: together they load, see below)
+    "Hippoom__itzero-ops__deploy.gocd.yaml": ("defined in another repository or on the GoCD server",),
+    # an SCM plugin material (`scm:` id of an SCM defined on the GoCD server)
+    "PremiereGlobal__vault-helm-chart__deploy.gocd.yaml": ("scm materials are not supported",),
     # an artifact plugin (external artifact store)
     "ThoughtWorksInc__ml-app-template__ci.gocd.yaml": ("external artifacts are not supported",),
     # upstream pipelines (and a fetch through an ancestor path) defined on the GoCD server
@@ -92,6 +98,15 @@ def test_a_real_file_loads_or_is_refused_for_a_named_feature(name: str) -> None:
         return
     assert phrases is None, f"{name} loaded, expected a refusal for {phrases}"
     assert config.pipelines
+
+
+def test_a_pipeline_and_its_upstream_from_two_real_repositories_load_together() -> None:
+    """Hippoom/itzero-ops deploys what Hippoom/itzero builds: its dependency and fetch resolve once both are read."""
+    files = [DATA / "Hippoom__itzero__build.gocd.yaml", DATA / "Hippoom__itzero-ops__deploy.gocd.yaml"]
+    config = load_config(files, base=DATA)
+    uat = config.pipelines["itzero-uat"]
+    assert [m.name for m in uat.materials] == ["src", "build-upstream"]
+    assert "itzero-build" in config.pipelines
 
 
 SELF = textwrap.dedent("""\
