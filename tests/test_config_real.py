@@ -38,11 +38,44 @@ EXPECT: dict[str, tuple[str, ...] | None] = {
     "leprechaun__demo-app__pipeline.gocd.yaml": ("plugin materials are not supported", "GoCD server-side ciphertext"),
     # a template defined on the GoCD server
     "rapido-labs__silent-assassin__ci.gocd.yaml": ("on the GoCD server", ),
+    # -- the second set --
+    "Hippoom__itzero__build.gocd.yaml": None,
+    "ai-traders__ide__pipeline.gocd.yaml": None,
+    "d-led__ex_gocd__pipeline.gocd.yaml": None,  # pipelines with no materials: GoCD allows it in a config repo
+    "dudadornelles__gocd-reproduce-bug__pipelines.gocd.yaml": None,
+    "gocd-contrib__gocd-cli__ci.gocd.yml": None,
+    "joatmon08__2018-cisco-devnet-create__pipeline.gocd.yaml": None,
+    "kmugrage__gauge-demo__pipeline.gocd.yaml": None,
+    "kudulab__releaser__pipeline.gocd.yaml": None,
+    "marques-work__sample-node__ci.gocd.yml": None,
+    "prabhu43__spring-petclinic-angular__.gocd__pipeline.gocd.yaml": None,
+    "restbucks__wechat-restbucks__build.gocd.yaml": None,
+    "shakirshakiel__gocd-environments__build.gocd.yaml": None,
+    "stakater__helloworld__ci.gocd.yml": None,
+    "stone-payments__gocd-queue-monitor__build.gocd.yaml": None,
+    "advancedtelematic__gocd-dhall-example__pipelines.gocd.yaml": None,
+    "manav11vanam__sample-pipelines__gocd__pipelines.gocd.yaml": None,
+    # its upstream pipeline is in another repository (Hippoom/itzero, also here: together they load, see below)
+    "Hippoom__itzero-ops__deploy.gocd.yaml": ("defined in another repository or on the GoCD server",),
+    # an SCM plugin material (`scm:` id of an SCM defined on the GoCD server)
+    "PremiereGlobal__vault-helm-chart__deploy.gocd.yaml": ("scm materials are not supported",),
+    # an artifact plugin (external artifact store)
+    "ThoughtWorksInc__ml-app-template__ci.gocd.yaml": ("external artifacts are not supported",),
+    # upstream pipelines (and a fetch through an ancestor path) defined on the GoCD server
+    "gocd__gocd-trial-launcher__ci.gocd.yml": ("defined in another repository or on the GoCD server",),
+    # the config repository itself as material, in a workspace file
+    "jgosmann__build-pipeline-demo__ci.gocd.yml": ("`type: configrepo`",),
+    "kudulab__dojo__ci.gocd.yaml": ("`type: configrepo`", "GoCD server-side ciphertext"),
+    # a template defined on the GoCD server (only that: not a follow-on "has no stage" per dependency)
+    "qnib__gocd-repo-cv__pipelines.gocd.yaml": ("on the GoCD server",),
+    # `- deploy:` with `jobs:` beside it, not under it; GoCD's plugin reads only the first key (a stage with no
+    # content) and fails on it too
+    "sheroy__gocd-pipeline-repo__pipelines.gocd.yaml": ("is the stage's content indented under its name?",),
 }
 
 
 def test_every_file_is_listed_with_its_source() -> None:
-    files = sorted(p.name for p in DATA.glob("*.gocd.yaml"))
+    files = sorted(p.name for p in DATA.iterdir() if p.name.endswith((".gocd.yaml", ".gocd.yml")))
     assert files == sorted(EXPECT)
     readme = (DATA / "README.md").read_text()
     for name in files:
@@ -65,6 +98,15 @@ def test_a_real_file_loads_or_is_refused_for_a_named_feature(name: str) -> None:
         return
     assert phrases is None, f"{name} loaded, expected a refusal for {phrases}"
     assert config.pipelines
+
+
+def test_a_pipeline_and_its_upstream_from_two_real_repositories_load_together() -> None:
+    """Hippoom/itzero-ops deploys what Hippoom/itzero builds: its dependency and fetch resolve once both are read."""
+    files = [DATA / "Hippoom__itzero__build.gocd.yaml", DATA / "Hippoom__itzero-ops__deploy.gocd.yaml"]
+    config = load_config(files, base=DATA)
+    uat = config.pipelines["itzero-uat"]
+    assert [m.name for m in uat.materials] == ["src", "build-upstream"]
+    assert "itzero-build" in config.pipelines
 
 
 SELF = textwrap.dedent("""\
@@ -134,3 +176,54 @@ def test_keys_gocd_ignores_load_with_a_warning_saying_what_happens() -> None:
     assert "anchors defined under it still work" in warned[6]
     assert "the approval is not limited to those roles" in warned[12]
     assert config.pipelines["p"].stages[0].jobs[0].tasks  # the anchor under snippets: was used
+
+
+def test_a_material_name_key_renames_it_as_gocd_does() -> None:
+    """GoCD's plugin copies a material's `name:` string over its key; a `name:` equal to the key is silent."""
+    from workbench.config import load_texts
+    text = textwrap.dedent("""\
+        format_version: 3
+        pipelines:
+          up:
+            group: g
+            materials: {src: {git: https://example.org/y.git, name: src}}
+            stages: [{build: {jobs: {j: {tasks: [{exec: {command: "true"}}]}}}}]
+          down:
+            group: g
+            label_template: "${upstream}"
+            materials:
+              up: {pipeline: up, stage: build, name: upstream}
+            stages: [{deploy: {jobs: {j: {tasks: [{exec: {command: "true"}}]}}}}]
+        """)
+    config = load_texts({"a.gocd.yaml": text})
+    assert [m.name for m in config.pipelines["down"].materials] == ["upstream"]
+    assert [m.name for m in config.pipelines["up"].materials] == ["src"]
+    warned = {w.line: w.message for w in config.warnings}
+    assert "is named 'upstream' by its `name:`" in warned[11]
+    assert 5 not in warned
+
+
+def test_a_pipeline_with_an_unknown_template_is_reported_once() -> None:
+    """Its stages come from the template, so a dependency or fetch naming one of them is not a second error."""
+    from workbench.config import load_texts
+    text = textwrap.dedent("""\
+        pipelines:
+          up:
+            group: g
+            template: OnTheServer
+            materials: {src: {git: https://example.org/y.git}}
+          down:
+            group: g
+            materials:
+              up: {pipeline: up, stage: build}
+            stages:
+              - deploy:
+                  jobs:
+                    j:
+                      tasks:
+                        - fetch: {pipeline: up, stage: build, job: b, source: out}
+        """)
+    with pytest.raises(ConfigError) as info:
+        load_texts({"a.gocd.yaml": text})
+    messages = [p.message for p in info.value.problems]
+    assert len(messages) == 1 and "unknown template 'OnTheServer'" in messages[0], messages

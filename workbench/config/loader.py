@@ -82,8 +82,8 @@ _KIND_BY_KEY = (("git", "git"), ("pipeline", "dependency"), ("hg", "hg"), ("svn"
                 ("tfs", "tfs"), ("scm", "scm"), ("package", "package"), ("plugin_configuration", "plugin"))
 _MATERIAL_TYPES = ("git", "dependency", "hg", "svn", "p4", "tfs", "scm", "package", "plugin", "pluggable", "configrepo")
 _GIT_KEYS = {"type", "git", "url", "branch", "includes", "ignore", "whitelist", "blacklist", "shallow_clone",
-             "destination", "auto_update", "username", "password", "encrypted_password"}
-_DEPENDENCY_KEYS = {"type", "pipeline", "stage", "ignore_for_scheduling"}
+             "destination", "auto_update", "username", "password", "encrypted_password", "name"}
+_DEPENDENCY_KEYS = {"type", "pipeline", "stage", "ignore_for_scheduling", "name"}
 
 
 def parse_material(name: str | Scalar, node: Node | None, ctx: Ctx) -> Material | None:
@@ -95,6 +95,12 @@ def parse_material(name: str | Scalar, node: Node | None, ctx: Ctx) -> Material 
         ctx.error(at, f"{what} is empty: give `git: URL`, or `pipeline:` and `stage:` for a dependency")
     if m is None or not len(m):
         return None
+    if "name" in m:  # GoCD's plugin copies a `name:` string over the key's name; so do we
+        given = ctx.text(m.get("name"), f"name of {what}")
+        if given and given != name:
+            ctx.warn(m.key("name"), f"{what} is named {given!r} by its `name:` (as in GoCD); "
+                                    f"refer to it as {given!r}")
+            name, what = given, f"material {given!r}"
     kind_at: Node = m
     if "type" in m:
         kind = ctx.text(m.get("type"), f"type of {what}") or ""
@@ -151,7 +157,7 @@ def parse_material(name: str | Scalar, node: Node | None, ctx: Ctx) -> Material 
         password=password, encrypted_password=encrypted, loc=loc_at(at))
 
 
-_CONFIGREPO_KEYS = {"type", "includes", "ignore", "whitelist", "blacklist", "destination", "auto_update",
+_CONFIGREPO_KEYS = {"type", "name", "includes", "ignore", "whitelist", "blacklist", "destination", "auto_update",
                     "shallow_clone", "name"}
 
 

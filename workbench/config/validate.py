@@ -149,7 +149,7 @@ def check_pipelines(pipelines: dict[str, Pipeline], ctx: Ctx, roles: set[str] | 
                 ctx.error(ctx.where.get(mat, "pipeline"), f"dependency material {mat.name!r} refers to unknown "
                                                           f"pipeline {mat.pipeline!r}{suggest(mat.pipeline, pipelines)}"
                                                           f"{ELSEWHERE}")
-            elif upstream.stage(mat.stage) is None:
+            elif upstream.stage(mat.stage) is None and not _unresolved_template(upstream):
                 names = [s.name for s in upstream.stages]
                 ctx.error(ctx.where.get(mat, "stage"), f"dependency material {mat.name!r}: pipeline {mat.pipeline!r} "
                                                        f"has no stage {mat.stage!r}{suggest(mat.stage, names)} "
@@ -227,7 +227,14 @@ def _check_fetch(p: Pipeline, index: int, stage: Stage, task: FetchTask, pipelin
     _check_fetch_job(pipelines[chain[0]], task, ctx)
 
 
+def _unresolved_template(p: Pipeline) -> bool:
+    """A pipeline whose template was not found has no stages: that is reported once, at its `template:`."""
+    return p.template is not None and not p.stages
+
+
 def _check_fetch_job(source: Pipeline, task: FetchTask, ctx: Ctx) -> None:
+    if _unresolved_template(source):
+        return
     stage = source.stage(task.stage)
     if stage is None:
         names = [s.name for s in source.stages]
