@@ -16,7 +16,9 @@
    (bulk-inserted through the store's tables, as bench_metrics.py does) and a
    few dozen runs waiting at a manual approval: the board (``GET status``),
    ``approvals`` and ``history`` under ``--clients`` (50) concurrent clients
-   (httpx AsyncClient, a bounded number of requests each), p95 (target ≤ 50 ms);
+   (a closed loop from a process of its own: ``wrk -t1 -c50`` with keep-alive for ``--load-seconds``
+   after a 1 s warm-up, or, without wrk, asyncio + httpx.AsyncClient in a child process), p50/p95 and
+   throughput (target p95 ≤ 50 ms);
    the approve round trip (``POST approve`` → 2xx), median (target ≤ 50 ms).
    Baselines, same run: the same reads as one CLI process each (``workbench
    status|approvals|history --format json``, what a user without the server
@@ -48,6 +50,7 @@ import math
 import os
 import re
 import selectors
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -55,6 +58,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -357,29 +361,92 @@ def write_many(root: Path, n: int, runs: int, waiting: int) -> list[str]:
     return locators
 
 
-async def _load(url: str, tok: str, path: str, clients: int, per_client: int, budget: float) -> tuple[list[float], int]:
-    """`clients` concurrent clients, each sending `per_client` GETs back to back (stopping at `budget` s)."""
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, ' ..
+    '"p99_us": %d, "max_us": %d, "errors": %d}\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max,
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Load:
+    """What one closed-loop load (``clients`` connections, each sending its next request when the last answered)
+    gave: latencies in seconds, throughput in requests per second, and the generator that produced it."""
+
+    p50: float
+    p95: float
+    rps: float
+    requests: int
+    errors: int
+    tool: str
+
+
+def wrk_path() -> str | None:
+    return shutil.which("wrk")
+
+
+def load(tmp: Path, url: str, tok: str, path: str, clients: int, seconds: float) -> Load:
+    """``clients`` keep-alive connections sending GET ``path`` back to back for ``seconds``, from a process of its
+    own so the generator's CPU is not the bench's (nor the server's GIL): `wrk` (C, one epoll thread) when
+    installed, else the same closed loop with asyncio + httpx.AsyncClient in a child Python process (slower per
+    request, so its floor is higher: the bare-uvicorn row beside every figure shows that floor)."""
+    exe = wrk_path()
+    if exe:
+        script = tmp / "wrk-report.lua"
+        script.write_text(WRK_LUA)
+        p = subprocess.run([exe, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
+                            "-H", f"Authorization: Bearer {tok}", "-s", str(script), url.rstrip("/") + path],
+                           capture_output=True, text=True, timeout=seconds + 120)
+        m = re.search(r"WRKJSON (\{.*\})", p.stdout)
+        if p.returncode != 0 or not m:
+            raise RuntimeError(f"wrk failed: {p.stdout[-800:]} {p.stderr[-800:]}")
+        got = json.loads(m.group(1))
+        # non-2xx answers: wrk counts them in errors.status
+        return Load(got["p50_us"] / 1e6, got["p95_us"] / 1e6, got["requests"] / (got["duration_us"] / 1e6),
+                    got["requests"], got["errors"], f"wrk -t1 -c{clients} (keep-alive)")
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_load", url, tok, path, str(clients),
+                        str(seconds)], capture_output=True, text=True, timeout=seconds + 120, env=_env(tmp))
+    if p.returncode != 0:
+        raise RuntimeError(f"the load process failed: {p.stderr[-1500:]}")
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    return Load(got["p50"], got["p95"], got["rps"], got["requests"], got["errors"],
+                f"asyncio + httpx.AsyncClient, {clients} keep-alive connections, own process (wrk not installed)")
+
+
+def _load_child(url: str, tok: str, path: str, clients: int, seconds: float) -> None:
+    """The fallback generator (``--_load``): prints one JSON line with p50/p95/throughput."""
     import httpx
 
     lat: list[float] = []
     errors = 0
-    deadline = time.monotonic() + budget
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}"}, limits=limits,
-                                 timeout=120) as http:
-        async def one_client() -> None:
-            nonlocal errors
-            for _ in range(per_client):
-                if time.monotonic() > deadline:
-                    return
-                t = time.perf_counter()
-                r = await http.get(path)
-                lat.append(time.perf_counter() - t)
-                if r.status_code != 200:
-                    errors += 1
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-    return lat, errors
+    async def go() -> float:
+        nonlocal errors
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}"}, limits=limits,
+                                     timeout=120) as http:
+            await asyncio.gather(*(http.get(path) for _ in range(clients)))  # open the connections
+            t0 = time.perf_counter()
+            deadline = t0 + seconds
+
+            async def one_client() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    t = time.perf_counter()
+                    r = await http.get(path)
+                    lat.append(time.perf_counter() - t)
+                    errors += r.status_code >= 300
+
+            await asyncio.gather(*(one_client() for _ in range(clients)))
+            return time.perf_counter() - t0
+
+    took = asyncio.run(go())
+    print(json.dumps({"p50": med(lat), "p95": p95(lat), "rps": len(lat) / took, "requests": len(lat),
+                      "errors": errors}))
 
 
 BARE_APP = r"""
@@ -396,9 +463,25 @@ uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_l
 """
 
 
-def bare_anchor(tmp: Path, clients: int) -> float:
+def _until_listening(url: str, timeout: float = 30) -> None:
+    """The bare app prints its port before uvicorn listens on it: connect until it does."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def bare_anchor(tmp: Path, clients: int, seconds: float) -> Load:
     """The same load against a bare uvicorn app answering a constant (no FastAPI, no workbench): what this
-    machine and this client give at best, measured in the same run."""
+    machine and this generator give at best, measured in the same run."""
     script = tmp / "bare_app.py"
     script.write_text(BARE_APP)
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True,
@@ -406,17 +489,19 @@ def bare_anchor(tmp: Path, clients: int) -> float:
     try:
         assert proc.stdout is not None
         url = re.search(r"serving (http://\S+)", proc.stdout.readline()).group(1)
-        lat: list[float] = []
-        for _ in range(2):
-            got, _errs = asyncio.run(_load(url, "none", "/", clients, 4, budget=25))
-            lat = got
-        return p95(lat)
+        _until_listening(url)
+        load(tmp, url, "none", "/", clients, 1)  # warm
+        return load(tmp, url, "none", "/", clients, seconds)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
-def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int) -> None:
+def fmt_load(x: Load) -> str:
+    return f"p50 {fmt_s(x.p50)}, p95 {fmt_s(x.p95)}, {x.rps:,.0f} req/s ({x.requests:,} requests)"
+
+
+def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, seconds: float = 5) -> None:
     import httpx
 
     from workbench.workspace import Workspace
@@ -462,9 +547,8 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int) ->
                 single[k] = med(samples)
             loaded = {}
             for k, v in reads_.items():
-                per_client = 4 if single[k] < 0.05 else 1  # bounded: ~200 requests, fewer when a read is slow
-                lat, errs = asyncio.run(_load(server.url, tok, v[0], clients, per_client, budget=25))
-                loaded[k] = (lat, errs)
+                load(tmp, server.url, tok, v[0], clients, 1)  # warm: the connections, the server's pool
+                loaded[k] = load(tmp, server.url, tok, v[0], clients, seconds)
             # approve round trip: a person approving one stage at a time (the run continues in the server)
             approve: list[float] = []
             for loc in waiting[: min(24, len(waiting) - 4)]:
@@ -474,23 +558,22 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int) ->
                 approve.append(time.perf_counter() - t)
                 r.raise_for_status()
                 time.sleep(0.25)  # the approved stage's job runs in the server meanwhile
-    try:
-        bare = bare_anchor(tmp, clients)
-    except Exception as exc:  # noqa: BLE001  (an anchor, not a figure of ours: the rows are kept without it)
-        report.note(f"(s2) the bare uvicorn anchor failed: {type(exc).__name__}: {exc}")
-        bare = float("nan")
+    # the floor, same generator, same run (the server stopped: it does not share the CPU with it)
+    bare = bare_anchor(tmp, clients, seconds)
+    report.note(f"(s2) load generator: {bare.tool}; {seconds:g} s per read after a 1 s warm-up; the bare uvicorn "
+                f"app answering a constant: {fmt_load(bare)}")
     for k, v in reads_.items():
-        lat, errs = loaded[k]
-        extra = {"median under load": fmt_s(med(lat)), "requests": f"{len(lat)} ({clients} clients)",
-                 "one client alone (median of 5)": fmt_s(single[k])}
-        if errs:
-            extra["non-200 answers"] = str(errs)
+        x = loaded[k]
+        extra = {"under load": fmt_load(x), "one client alone (median of 5)": fmt_s(single[k]),
+                 "bare uvicorn, same generator and clients": fmt_load(bare)}
+        if x.errors:
+            extra["errors / non-2xx answers"] = str(x.errors)
         report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
-                       f"{clients} concurrent clients", f"GET {v[0].removeprefix('/api/v1')}", p95(lat),
+                       f"{clients} concurrent clients", f"GET {v[0].removeprefix('/api/v1')}", x.p95,
                        {f"`workbench {' '.join(v[1])}` (one process each)": cli[k],
                         "in-process, computed without the cache (reporting / approvals)": inproc[k],
-                        f"bare uvicorn app answering a constant, same {clients} clients (p95)": bare},
-                       {}, extra, [target(f"{k} p95 under {clients} clients", p95(lat) * 1000, 50)]))
+                        f"bare uvicorn app answering a constant, same {clients} clients (p95)": bare.p95},
+                       {}, extra, [target(f"{k} p95 under {clients} clients", x.p95 * 1000, 50)]))
     report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
                    f"{clients} concurrent clients", "POST approve (round trip)", med(approve),
                    {"`workbench approve --detach` CLI (one process each)": _cli_approve(root, waiting[-3:])}, {},
@@ -572,7 +655,8 @@ def run(report: Report, only: set[str], args: argparse.Namespace) -> None:
         if "webhook" in only:
             bench_webhook(report, Path(tmp), args.pushes, args.notifies)
         if "reads" in only:
-            bench_reads(report, Path(tmp), args.pipelines, args.clients, args.repeat)
+            bench_reads(report, Path(tmp), args.pipelines, args.clients, args.repeat,
+                        getattr(args, "load_seconds", 5))
         if "notebook" in only:
             bench_notebook(report, Path(tmp), args.repeat)
 
@@ -585,14 +669,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipelines", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--load-seconds", type=float, default=5, help="how long each read is loaded (wrk -d)")
+    ap.add_argument("--_load", nargs=5, help=argparse.SUPPRESS)  # the fallback generator's child process
     ap.add_argument("--json", type=Path, default=None, help="save the rows here (run_all.py reads them)")
     args = ap.parse_args(argv)
+    if args._load:
+        url, tok, path, clients, seconds = args._load
+        _load_child(url, tok, path, int(clients), float(seconds))
+        return 0
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     if only - set(ALL):
         ap.error(f"unknown parts {', '.join(sorted(only - set(ALL)))} (known: {', '.join(ALL)})")
     report = Report()
     m = report.machine
     print(f"bench_server.py {m['date']}: {m['cpu']}, {m['nproc']} CPUs, load average {m['load_before'][0]:.1f}")
+    if "reads" in only and not wrk_path():
+        print("wrk is not installed (apt-get install wrk): the reads are loaded by asyncio + httpx in a child "
+              "process instead, whose own per-request cost is the floor (see the bare-uvicorn baseline)")
     run(report, only, args)
     path = report.save(args.json) if args.json else None
     took = time.time() - report.started
