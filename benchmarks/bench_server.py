@@ -280,6 +280,7 @@ def bench_webhook(report: Report, tmp: Path, pushes: int, notifies: int) -> None
             cli_notify.append(store.first_job_started_after(t0))
             store.idle()
         store.close()
+    floor = _git_floor(tmp, repo, notifies)
     ours = med(hook) if hook else float("nan")
     extra: dict[str, Any] = {}
     if hook:
@@ -293,10 +294,30 @@ def bench_webhook(report: Report, tmp: Path, pushes: int, notifies: int) -> None
     report.add(Row("(s1) signed GitHub push webhook → first job started (`true` job, server --interval 600)",
                    f"{len(hook)} pushes" if hook else "—", ours,
                    {f"`workbench notify` CLI + `workbench serve` (median of {notifies})": med(cli_notify),
-                    "GoCD default material poll: 60 s (documented anchor, not measured)": GOCD_POLL_S},
+                    "GoCD default material poll: 60 s (documented anchor, not measured)": GOCD_POLL_S,
+                    "floor: `git ls-remote` + `git fetch` of the moved repo into a mirror, no server (median)":
+                        floor},
                    {}, extra, tg))
     if note:
         report.note(note)
+
+
+def _git_floor(tmp: Path, repo: Path, n: int) -> float:
+    """What any poll of a repository that moved costs before a job can start: ``git ls-remote`` (has it moved?)
+    then ``git fetch`` into a mirror (the job needs the commit), as two subprocesses, the push just made."""
+    from bench_triggering import GIT_ENV, bump, git
+
+    mirror = tmp / "floor-mirror.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(repo), str(mirror)], check=True, capture_output=True,
+                   env={**os.environ, **GIT_ENV})
+    out = []
+    for i in range(max(3, n)):
+        bump(repo, f"floor {i}")
+        t = time.perf_counter()
+        git(mirror, "ls-remote", "--heads", "origin")
+        git(mirror, "fetch", "--prune", "--quiet", "origin")
+        out.append(time.perf_counter() - t)
+    return med(out)
 
 
 # -- 2. 1,000 pipelines: reads under 50 clients, approve ---------------------------------------------
