@@ -474,9 +474,12 @@ import socket, sys, uvicorn
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"),
+                                                                   (b"content-length", b"12")]})
     await send({"type": "http.response.body", "body": b'{"ok": true}'})
-sock = socket.socket()
+# proto IPPROTO_TCP, as uvicorn's own bind makes it: asyncio sets TCP_NODELAY on accepted sockets only then, and
+# without it every answer (headers and body written apart) waits ~40 ms for the client's delayed ACK
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.bind(("127.0.0.1", 0))
 print(f"serving http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
 uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)).run(sockets=[sock])
