@@ -24,6 +24,19 @@ def corpus_dir() -> Path:
     return CORPUS
 
 
+def require_module(name: str, install: str) -> Any:
+    """A Python package a test file needs, like a service: missing is a skip locally and a failure under CI
+    (call at module level; returns the module)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required under CI ({install})", pytrace=False)
+        pytest.skip(f"{name} not installed", allow_module_level=True)
+
+
 def require_service(ok: bool, what: str) -> None:
     """A test needing a real service skips locally when it is missing, and fails under CI."""
     if not ok:

@@ -16,17 +16,12 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import pytest
+from conftest import require_module
 
 
 def require_distributed() -> None:
     """Dask is like a service: a missing one is a skip locally and a failure under CI (call at module level)."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("Dask distributed is required under CI (pip install 'release-workbench[dask]')", pytrace=False)
-        pytest.skip("Dask distributed not installed", allow_module_level=True)
+    require_module("distributed", "pip install 'release-workbench[dask]'")
 
 
 @contextlib.contextmanager

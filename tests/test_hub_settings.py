@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import require_module
 
 from workbench.errors import ConfigError, UsageError
 from workbench.settings import HubSettings, load_settings
 
-pytest.importorskip("jupyterhub")
+require_module("jupyterhub", "the test extra: make test installs it")
 
 HUB_ENV = {
     "JUPYTERHUB_SERVICE_NAME": "workbench", "JUPYTERHUB_API_TOKEN": "svc-token",

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-aiosmtpd = pytest.importorskip("aiosmtpd")  # the test extra; a missing extra fails `make test` at install
+from conftest import require_module  # noqa: E402
+
+aiosmtpd = require_module("aiosmtpd", "the test extra: make test installs it")
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import AuthResult  # noqa: E402
 from cryptography import x509  # noqa: E402
