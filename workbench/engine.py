@@ -190,16 +190,17 @@ class Engine:
                 plan = planner(self, cfg, requested, trigger)
                 if plan is not None:
                     break
-        extra = None
+        writers: list[Callable[[Any, int], None]] = []  # features' rows, written in the run's own transaction
         if plan is not None:
-            revisions, extra = plan.revisions, plan.record
+            revisions = plan.revisions
+            writers += [plan.record] if plan.record is not None else []
         for origin_of in RUN_ORIGINS:
             found = origin_of(self, cfg)
             if found is not None:
                 name, rev, record = found
                 revisions = {**(revisions or {}), name: rev}
-                extra = _both(extra, record)
-        writers = [w for w in ([extra] + [r(cfg, env) for r in RUN_RECORDERS]) if w is not None]
+                writers.append(record)
+        writers += [w for w in (r(cfg, env) for r in RUN_RECORDERS) if w is not None]
 
         def record_all(conn: Any, run_id: int) -> None:
             for w in writers:
@@ -652,17 +653,6 @@ class Engine:
                 if not ev.is_set():
                     ev.set()
                     self.listener("run_cancel_requested", run_id=run_id)
-
-
-def _both(first: Any, second: Any) -> Any:
-    if first is None:
-        return second
-
-    def record(conn: Any, run_id: int) -> None:
-        first(conn, run_id)
-        second(conn, run_id)
-
-    return record
 
 
 def _env_key(name: str) -> str:
