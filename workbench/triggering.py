@@ -585,8 +585,7 @@ class Scheduler:
                 forced = bool(self._forced or self._forced_all)
                 if full or forced or self._progress:
                     self._progress = False
-                    mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
-                            len(self.report.material_errors), len(self.report.errors), len(self.report.config_repos))
+                    mark = _mark(self.report)
                     try:
                         self._pass(poll_all=full)
                     except WorkbenchError as exc:  # e.g. the store is busy: try again on the next pass
@@ -601,8 +600,7 @@ class Scheduler:
             pass
         finally:
             stop.set()
-            mark = (len(self.report.triggered), len(self.report.finished), len(self.report.recovered),
-                    len(self.report.material_errors), len(self.report.errors), len(self.report.config_repos))
+            mark = _mark(self.report)
             self.engine.cancel()  # jobs still running are cancelled (on_cancel runs), not orphaned
             self._pool.shutdown(wait=True)
             for t in loops:
@@ -633,6 +631,12 @@ class Scheduler:
                 else:
                     everything = True
             self.force(None if everything else keys)
+
+
+def _mark(report: TickReport) -> tuple[int, ...]:
+    """Where each list of ``report`` ends now, for :func:`_since`."""
+    return (len(report.triggered), len(report.finished), len(report.recovered), len(report.material_errors),
+            len(report.errors), len(report.config_repos))
 
 
 def _since(report: TickReport, mark: tuple[int, ...]) -> TickReport:
