@@ -18,12 +18,14 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def cached_read(ws: Any, name: str, *args: Any) -> Any | None:
-    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None."""
+def cached_read(ws: Any, name: str, *args: Any, marker: Any = None) -> Any | None:
+    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None.
+
+    ``marker``: the store's change marker just read by the caller (``workbench.service.cache.peek``)."""
     from .cache import peek
 
     key = {"board": "board", "approvals": "approvals"}.get(name) or ("history", *args)
-    return peek(ws, key)
+    return peek(ws, key, marker)
 
 
 def board(ws: Any) -> list[dict[str, Any]]:
