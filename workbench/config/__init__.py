@@ -72,14 +72,26 @@ def pipeline_files(workspace_dir: Path) -> list[Path]:
     return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
 
 
-def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None) -> Config:
-    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache)."""
-    files = pipeline_files(workspace_dir)
-    if not files:
-        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
-                                             "*.goenvironment.json) in the pipelines folder", "warning")
-        return Config(warnings=(warning,))
-    return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
+def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None,
+                          sources: "list[Source] | None" = None) -> Config:
+    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache).
+
+    ``sources``: the files as :func:`workspace_sources` already read them, so a caller that keyed
+    something on those bytes gets the config of exactly those bytes.
+    """
+    if sources is None:
+        files = pipeline_files(workspace_dir)
+        if files:
+            return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
+    elif sources:
+        if cache_dir is not None:
+            from .cache import cached_load
+
+            return cached_load(cache_dir, list(sources), _load)
+        return _load(list(sources))
+    warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
+                                         "*.goenvironment.json) in the pipelines folder", "warning")
+    return Config(warnings=(warning,))
 
 
 def load_texts(texts: dict[str, str]) -> Config:
