@@ -21,8 +21,6 @@ from .loader import (FileParts, parse_file, register_pipeline_key, register_sect
 from .model import (Approval, Artifact, Config, DependencyMaterial, Environment, ExecTask, FetchTask, GenericTask,
                     GitMaterial, Job, Loc, Material, NotebookTask, Pipeline, ScriptTask, Stage, Task, Timer, Traffic)
 from .validate import assemble, register_config_check
-from .gocdjson import reshape
-from .jsonnodes import compose_json
 from .yamlnodes import compose, decode
 
 # *.gocd.yaml is a *.yaml; the JSON plugin's files are named by its patterns (other *.json files are not config)
@@ -190,7 +188,13 @@ def read_source(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
     if text is None:
         return None
     json_format = is_json_config(display)
-    node, problems = compose_json(text, display) if json_format else compose(text, display)
+    if json_format:  # GoCD's JSON plugin format: its modules are imported only for such a file
+        from .gocdjson import reshape
+        from .jsonnodes import compose_json
+
+        node, problems = compose_json(text, display)
+    else:
+        node, problems = compose(text, display)
     ctx.problems.extend(problems)
     if node is None:
         if not problems:
