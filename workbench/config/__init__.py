@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -49,9 +50,8 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
     With ``cache_dir``, a load of the same bytes by the same code is read back from there (:mod:`.cache`).
     """
     sources: list[tuple[str, bytes | None, str | None]] = []
-    for p in paths:
-        path = Path(p)
-        display = _display(path, base)
+    given = [Path(p) for p in paths]
+    for path, display in zip(given, _displays(given, base) if base is not None else map(str, given)):
         try:
             sources.append((display, path.read_bytes(), None))
         except OSError as exc:
@@ -63,11 +63,46 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
     return _load(sources)
 
 
+_SUFFIXES = tuple(p[1:] for p in PIPELINE_PATTERNS)  # "*.yaml" -> ".yaml": each pattern is a star and a suffix
+
+
 def pipeline_files(workspace_dir: Path) -> list[Path]:
-    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped)."""
+    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped).
+
+    One directory listing (a glob per pattern took 13-30 ms for 200 files, on every command).
+    """
     folder = Path(workspace_dir) / "pipelines"
-    found = {f for pattern in PIPELINE_PATTERNS for f in folder.glob(pattern)} if folder.is_dir() else set()
-    return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.endswith(_SUFFIXES) and not e.name.startswith(".") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # as the globs were: no files
+        return []
+    return [folder / name for name in sorted(names)]
+
+
+def _displays(paths: list[Path], base: Path) -> list[str]:
+    """``_display`` of many paths, resolving each folder once: a file that is not a symlink resolves to its
+    resolved folder plus its name, so only symlinks need their own ``resolve`` (the same names, 200x fewer
+    system calls)."""
+    try:
+        root = base.resolve()
+    except OSError:
+        return [str(p) for p in paths]
+    folders: dict[Path, Path] = {}
+    out = []
+    for path in paths:
+        try:
+            if path.is_symlink():
+                resolved = path.resolve()
+            else:
+                parent = folders.get(path.parent)
+                if parent is None:
+                    parent = folders[path.parent] = path.parent.resolve()
+                resolved = parent / path.name
+            out.append(resolved.relative_to(root).as_posix())
+        except (ValueError, OSError):
+            out.append(str(path))
+    return out
 
 
 def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None,
@@ -104,8 +139,8 @@ LoadCheck = Callable[[list[FileParts], Config, Ctx], None]
 def workspace_sources(workspace_dir: Path) -> list[Source]:
     """The workspace's pipeline files as sources for :func:`load_sources` (names relative to the workspace)."""
     out: list[Source] = []
-    for path in pipeline_files(workspace_dir):
-        display = _display(path, Path(workspace_dir))
+    files = pipeline_files(workspace_dir)
+    for path, display in zip(files, _displays(files, Path(workspace_dir))):
         try:
             out.append((display, path.read_bytes(), None))
         except OSError as exc:
