@@ -262,13 +262,18 @@ def audit_rows(ws: Any, limit: int = 50) -> list[dict[str, Any]]:
 def validate(ws: Any) -> dict[str, Any]:
     """Load every pipeline file (and workbench.yaml); problems raise ConfigError with FILE:LINE:COL."""
     from ..cli import VALIDATE_CHECKS
+    from .validate_cache import cached_validate
 
-    _ = ws.settings
-    cfg = ws.config
-    warnings = [str(w) for w in cfg.warnings]
-    for check in VALIDATE_CHECKS:
-        warnings.extend(str(w) for w in check(cfg, ws.root))
-    return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+    _ = ws.settings  # parsed every time: its errors are never served from the cache
+
+    def compute() -> dict[str, Any]:
+        cfg = ws.config
+        warnings = [str(w) for w in cfg.warnings]
+        for check in VALIDATE_CHECKS:
+            warnings.extend(str(w) for w in check(cfg, ws.root))
+        return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+
+    return cached_validate(ws, list(VALIDATE_CHECKS), compute)  # the same answer, kept by content
 
 
 def notifications(ws: Any, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
