@@ -28,6 +28,7 @@ from server_fixtures import ServerProcess, make_token
 
 from workbench import Workspace
 from workbench.client import Client
+from workbench.server.encoding import MIN_GZIP
 from workbench.errors import InvalidState, NotFound, UsageError
 from workbench.service.local import Local
 
@@ -325,3 +326,33 @@ def test_the_servers_own_page_without_a_hub_says_how_to_sign_in(rig: Rig) -> Non
     assert signed.status_code == 200 and 'id="wb-config"' in signed.text
     assert signed.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in signed.headers[
         "content-security-policy"]
+
+
+def test_polled_reads_are_gzipped_and_revalidated_by_etag(rig: Rig) -> None:
+    """The board as a browser or httpx asks for it: gzip, and 304 for an unchanged answer, whether the cached
+    event-loop path or the endpoint (the first request after a write computes there) answers."""
+    url = f"{rig.server.url}/api/v1/status"
+    auth = {"Authorization": f"Bearer {rig.carol.token}"}
+    make_token(rig.root, "carol", "read")  # a write: the next read is computed by the endpoint
+    with httpx.Client(headers=auth) as http:  # httpx sends Accept-Encoding: gzip, deflate (br, zstd when installed)
+        first = http.get(url, headers={"Accept-Encoding": "gzip"})
+        again = http.get(url, headers={"Accept-Encoding": "gzip"})  # a cache hit: answered before FastAPI routes it
+        plain = http.get(url, headers={"Accept-Encoding": "identity"})
+        assert len(plain.content) >= MIN_GZIP  # ~1 kB: big enough to be compressed
+        for r in (first, again):
+            assert r.status_code == 200 and r.headers["content-encoding"] == "gzip", r.headers
+            assert int(r.headers["content-length"]) < len(plain.content)
+            assert r.headers["vary"] == "Accept-Encoding"
+        assert "content-encoding" not in plain.headers
+        assert first.json() == again.json() == plain.json() == rig.carol.board()
+        etag = first.headers["etag"]
+        assert etag == again.headers["etag"] != plain.headers["etag"]
+        unchanged = http.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+        assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+        make_token(rig.root, "carol", "read")  # the store changed, the board did not: the endpoint says 304 too
+        after = http.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": f'W/{etag}, "other"'})
+        assert after.status_code == 304 and after.headers["etag"] == etag
+        stale = http.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": '"not-this-one"'})
+        assert stale.status_code == 200 and stale.json() == plain.json()
+        refused = http.get(url, headers={"Authorization": "Bearer wb_nope", "If-None-Match": etag})
+        assert refused.status_code == 401  # a tag is no credential

@@ -32,6 +32,7 @@ from ..identity import Identity
 from ..service.local import Local
 from . import tokens
 from .auth import Authenticator, bearer
+from .encoding import Encoded
 from .fastreads import FastReads
 from .limits import BodyLimit
 
@@ -112,24 +113,22 @@ class State:
         self.auth = auth
         self.scheduler = scheduler
         self.hooks = hooks  # the webhook receiver (workbench.server.webhooks), when loaded
-        self.encoded: dict[int, tuple[Any, bytes, list[tuple[bytes, bytes]]]] = {}  # see json_parts()
+        self.encoded: dict[int, Encoded] = {}  # see encoded_of()
         self.lock = threading.Lock()
 
-    def json_parts(self, value: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        """The JSON of a read and the headers a ``Response`` of it carries. The board, history and approvals are
-        cached objects (workbench.service.cache), so their encoding is kept with them: a thousand rows are
-        encoded once per store change, not per request."""
+    def encoded_of(self, value: Any) -> Encoded:
+        """The JSON of a read with its gzip copy and ETag (``workbench.server.encoding``). The board, history
+        and approvals are cached objects (workbench.service.cache), so their encoding is kept with them: a
+        thousand rows are encoded once per store change, not per request."""
         key = id(value)
         hit = self.encoded.get(key)
-        if hit is None or hit[0] is not value:
-            body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-            # what starlette's Response(body, media_type="application/json") sends, in its order
-            hit = (value, body, [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")])
+        if hit is None or hit.value is not value:
+            hit = Encoded.of(value)
             with self.lock:
                 self.encoded[key] = hit
                 while len(self.encoded) > 16:
                     self.encoded.pop(next(iter(self.encoded)))
-        return hit[1], hit[2]
+        return hit
 
 
 def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = None, prefix: str = "",
@@ -231,9 +230,13 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
             return target[:500], parts
         return request.url.path.removeprefix(P)[:500], {}
 
-    def encoded(value: Any) -> Response:
-        """JSON of a read, encoded once per cached object (``State.json_parts``)."""
-        return Response(state.json_parts(value)[0], media_type="application/json")
+    def encoded(value: Any, request: Request) -> Response:
+        """JSON of a read, encoded once per cached object, gzip or 304 as the request allows (``State.encoded_of``)."""
+        status, body, headers = state.encoded_of(value).answer(request.headers.get("accept-encoding"),
+                                                                request.headers.get("if-none-match"))
+        response = Response(body, status_code=status)
+        response.raw_headers = headers
+        return response
 
     def local(who: Identity | None) -> Local:
         return Local(ws, who or Identity("(anonymous)", via="anonymous", scope="read"), driver=scheduler)
@@ -258,25 +261,25 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     # The three reads a team polls are answered from the event loop when a fresh answer is kept (microseconds,
     # workbench.service.cache) and go to a worker thread only to compute: fifty clients polling the board
     # otherwise queue twice per request for the thread pool (benchmarks/README.md, issue 14).
-    async def polled(who: Identity | None, name: str, compute: Callable[[], Any], *args: Any) -> Response:
+    async def polled(request: Request, name: str, compute: Callable[[], Any], *args: Any) -> Response:
         from ..service.reads import cached_read
 
         value = cached_read(ws, name, *args)
         if value is None:
             value = await run_in_threadpool(compute)
-        return encoded(value)
+        return encoded(value, request)
 
     @app.get(f"{P}/status", tags=["runs"], response_model=rows)
-    async def status(who: Identity | None = Depends(fast_reader)) -> Response:
+    async def status(request: Request, who: Identity | None = Depends(fast_reader)) -> Response:
         """The board: the latest run of every pipeline, stage by stage (`workbench status`)."""
-        return await polled(who, "board", lambda: local(who).board())
+        return await polled(request, "board", lambda: local(who).board())
 
     @app.get(f"{P}/history", tags=["runs"], response_model=rows)
-    async def history(pipeline: str | None = None, limit: int = 50,
+    async def history(request: Request, pipeline: str | None = None, limit: int = 50,
                       who: Identity | None = Depends(fast_reader)) -> Response:
         if limit < 1:
             return await run_in_threadpool(lambda: local(who).history(pipeline, limit))  # its UsageError
-        return await polled(who, "history", lambda: local(who).history(pipeline, limit), pipeline, limit)
+        return await polled(request, "history", lambda: local(who).history(pipeline, limit), pipeline, limit)
 
     @app.get(f"{P}/runs/{{pipeline}}/{{counter}}", tags=["runs"])
     def run_detail(pipeline: str, counter: str, who: Identity | None = Depends(reader)) -> dict[str, Any]:
@@ -301,8 +304,8 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
         return StreamingResponse(body(), media_type="text/plain; charset=utf-8")
 
     @app.get(f"{P}/approvals", tags=["approvals"], response_model=rows)
-    async def approvals(who: Identity | None = Depends(fast_reader)) -> Response:
-        return await polled(who, "approvals", lambda: local(who).approvals())
+    async def approvals(request: Request, who: Identity | None = Depends(fast_reader)) -> Response:
+        return await polled(request, "approvals", lambda: local(who).approvals())
 
     @app.get(f"{P}/traffic", tags=["traffic"])
     def traffic(route: str | None = None, who: Identity | None = Depends(reader)) -> dict[str, Any]:

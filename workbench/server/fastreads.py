@@ -16,8 +16,8 @@ else, with the same parts the endpoints use:
   without a hub (a trusted proxy's ``X-Remote-User``; anonymous only when
   ``server.anonymous_read`` is on);
 * the answer is ``workbench.service.reads.cached_read``'s, sent as the
-  endpoint sends it (the same bytes, ``content-length`` and
-  ``content-type``).
+  endpoint sends it (``workbench.server.encoding``: the same bytes, gzip
+  when accepted, 304 for a current ``If-None-Match``, the same headers).
 
 Everything else falls through to the FastAPI app unchanged: a cache miss,
 a refused or unknown token (the endpoint answers the 401 with its reason), a
@@ -61,13 +61,13 @@ class FastReads:
             if name is not None and not scope.get("root_path"):
                 answer = self._answer(scope, name)
                 if answer is not None:
-                    body, headers = answer
-                    await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    status, body, headers = answer
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
                     await send({"type": "http.response.body", "body": body})
                     return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope, name: str) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    def _answer(self, scope: Scope, name: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
         headers = Headers(scope=scope)
         if headers.get("transfer-encoding") or headers.get("content-length", "0") != "0":
             return None  # a body: the body limit and the endpoint decide
@@ -82,7 +82,7 @@ class FastReads:
         value = cached_read(self.state.ws, name, *args, marker=marker) if marker is not None else None
         if value is None or not self._may_read(scope, headers, marker):
             return None
-        return self.state.json_parts(value)
+        return self.state.encoded_of(value).answer(headers.get("accept-encoding"), headers.get("if-none-match"))
 
     def _may_read(self, scope: Scope, headers: Headers, marker: Any) -> bool:
         """What the endpoints' ``reader`` allows, when it can be told without the network; False: ask it."""
