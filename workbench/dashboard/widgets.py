@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from ..errors import WorkbenchError
-from . import actions, charts, data, source
+from . import actions, charts, data, paging, source
 from .chartdata import ChartSource
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -189,7 +189,10 @@ class Dashboard(W.VBox):
         self.interval = interval
         self.per_pipeline = runs_per_pipeline
         self.drive = drive
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the board, approvals and routes
+        # the charts' own: building them (seconds at 10,000 pipelines, in the warm-up thread) must not hold up
+        # the board's first view or its refresh
+        self._charts_lock = threading.RLock()
         self._stop = threading.Event()
         self._closed = False
         self._warming: threading.Thread | None = None
@@ -205,6 +208,33 @@ class Dashboard(W.VBox):
                           names="value")
         self.board = W.HTML()
         self.board.add_class("wb-board-html")
+        # the board is paged, with a filter and every status's count (paging.py): 10,000 rows cannot be drawn
+        self.board_filter = W.Text(placeholder="filter by name (Enter)", continuous_update=False,
+                                   layout=W.Layout(width="260px"))
+        self.board_filter.add_class("wb-board-filter")
+        self.board_group = W.Dropdown(options=[("all groups", None)], value=None, description="group",
+                                      layout=W.Layout(width="260px"))
+        self.board_group.add_class("wb-board-group")
+        self.board_status = W.Dropdown(options=[("any status", None), *((label, key) for key, label in paging.STATUSES)],
+                                       value=None, description="status", layout=W.Layout(width="280px"))
+        self.board_status.add_class("wb-board-status")
+        self.board_prev = W.Button(description="◀ previous", layout=W.Layout(width="110px"))
+        self.board_next = W.Button(description="next ▶", layout=W.Layout(width="110px"))
+        self.board_prev.add_class("wb-board-prev")
+        self.board_next.add_class("wb-board-next")
+        self.board_summary = W.HTML()
+        self.board_summary.add_class("wb-board-summary")
+        self.page_size = paging.PAGE_SIZE
+        self.page_number = 1
+        self.board_page: paging.Page | None = None
+        self._board_key: Any = None  # (store marker, filter, page) the board shows; see refresh_board
+        self._quiet = False
+        for w in (self.board_filter, self.board_group, self.board_status):
+            w.observe(lambda _ch: None if self._quiet else self.show_page(1), names="value")
+        self.board_prev.on_click(lambda _b: self.show_page(self.page_number - 1))
+        self.board_next.on_click(lambda _b: self.show_page(self.page_number + 1))
+        self.board_controls = W.HBox([self.board_filter, self.board_group, self.board_status, self.board_prev,
+                                      self.board_next])
         self.approvals = W.VBox()
         self.approvals.add_class("wb-approvals")
         self.routes = W.VBox()
@@ -246,7 +276,8 @@ class Dashboard(W.VBox):
         metrics_tab.add_class("wb-metrics-tab")
         self.run_box = W.VBox([self.runs])
         tabs = W.Tab(children=[
-            W.VBox([self.board, W.HTML("<h4>Waiting for approval</h4>"), self.approvals]),
+            W.VBox([self.board_controls, self.board_summary, self.board, W.HTML("<h4>Waiting for approval</h4>"),
+                    self.approvals]),
             self.routes,
             metrics_tab,
             self.run_box,
@@ -306,28 +337,81 @@ class Dashboard(W.VBox):
 
     # -- live refresh --------------------------------------------------------------------
     def refresh_live(self) -> None:
-        """Board, approvals and routes from the store (cheap: the newest runs only)."""
+        """Board, approvals and routes from the store; the board's page is read again only when the store changed."""
         with self._lock:
-            cfg = self.ws.config
-            runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
-            stage_layout, groups = source.layout(cfg)
-            from ..pauses import current_pauses
-
-            paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
-            board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
-            from ..configrepos.compose import describe
-            from ..reporting import config_repo_lines
-
-            board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
-            before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
-            self.board.value = board
+            before = (self.board.value, self.board_summary.value, self.approvals.children, self.routes.children,
+                      self._route_values())
+            self.refresh_board()
             self._refresh_approvals()
             self._refresh_routes()
             # the status only changes with the data: an unwatched page's kernel then goes quiet
             # and Voila can cull it (see cli/dashboard.py)
-            if before != (self.board.value, self.approvals.children, self.routes.children, self._route_values()) \
-                    or not self.status.value:
+            if before != (self.board.value, self.board_summary.value, self.approvals.children, self.routes.children,
+                          self._route_values()) or not self.status.value:
                 _say(self.status, f"last change {time.strftime('%H:%M:%S')}")
+
+    def board_filter_value(self) -> paging.BoardFilter:
+        return paging.BoardFilter(self.board_filter.value.strip(), self.board_group.value, self.board_status.value)
+
+    def show_page(self, number: int) -> None:
+        """Page ``number`` of the pipelines the filter matches (a filter change starts again at page 1)."""
+        with self._lock:
+            self.page_number = max(1, int(number))
+            self.refresh_board()
+
+    def refresh_board(self) -> None:
+        """The page of the board shown, its counts and the filter's choices.
+
+        Keyed on the store's change marker (``Store.change_marker``; None on PostgreSQL: always read): while
+        nothing was written and the filter and page are the same, nothing is read or sent. Otherwise the
+        index comes from ``reads.board`` (the application layer's board, itself cached on the marker and
+        shared with the CLI and the server) and only the page's pipelines are read in detail (their last
+        ``runs_per_pipeline`` runs); a widget's value is set only when it differs, so the page is sent only
+        what changed.
+        """
+        from ..service import reads
+
+        marker = self.ws.store.change_marker()
+        flt = self.board_filter_value()
+        key = (marker, flt, self.page_number, self.page_size, id(self.ws.config))
+        if marker is not None and key == self._board_key:
+            return
+        cfg = self.ws.config
+        entries = paging.index(reads.board(self.ws))
+        p = paging.page(entries, flt, self.page_number, self.page_size)
+        self.page_number, self.board_page = p.number, p
+        names = p.names()
+        runs, stages = source.latest_runs(self.ws.store, self.per_pipeline, pipelines=names)
+        stage_layout, groups = source.layout(cfg)
+        shown_layout = {n: stage_layout[n] for n in names if n in stage_layout}
+        from ..pauses import current_pauses
+
+        paused = {n: held.describe() for n, held in current_pauses(self.ws.store).items() if n in shown_layout}
+        board = data.board_html(data.board(runs, stages, shown_layout, groups), paused)
+        from ..configrepos.compose import describe
+        from ..reporting import config_repo_lines
+
+        board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
+        if self.board.value != board:
+            self.board.value = board
+        text = html.escape(paging.summary(p))
+        if self.board_summary.value != text:
+            self.board_summary.value = text
+        self.board_prev.disabled = p.number <= 1
+        self.board_next.disabled = p.number >= p.pages
+        options = [("all groups", None), *((g or "(no group)", g) for g in p.groups)]
+        if list(self.board_group.options) != options:
+            chosen = self.board_group.value
+            self._quiet = True  # setting options resets the value (and would start again at page 1)
+            try:
+                self.board_group.options = options
+                if any(v == chosen for _, v in options):
+                    self.board_group.value = chosen
+            finally:
+                self._quiet = False
+            if self.board_group.value != chosen:  # the group chosen is gone: show every group
+                return self.refresh_board()
+        self._board_key = (marker, flt, p.number, self.page_size, id(cfg))
 
     def _route_values(self) -> tuple[Any, ...]:
         return tuple((r.weights.value, r.rollback.disabled) for r in self._routes.values())
@@ -403,7 +487,7 @@ class Dashboard(W.VBox):
 
     def ensure_charts(self) -> None:
         """The Metrics figure, built once (by the warm-up thread or the first look at the tab, whichever is first)."""
-        with self._lock:
+        with self._charts_lock:
             if self.metrics_figure is None and not self._closed:
                 self.refresh_charts()
 
@@ -417,7 +501,7 @@ class Dashboard(W.VBox):
         has by now. Only on the page's request: sending the figure again on every show cost ~0.7 s a show.
         """
         self.ensure_charts()
-        with self._lock:  # not between a live refresh's new figure and the old one sent again
+        with self._charts_lock:  # not between a live refresh's new figure and the old one sent again
             outputs = tuple(self.metrics_output.outputs)
             if outputs:
                 self.metrics_output.outputs = ()
@@ -447,7 +531,7 @@ class Dashboard(W.VBox):
     def refresh_charts(self) -> None:
         """The six charts as ONE figure (``charts.combine``) in one Output: six FigureWidgets each paid
         plotly.js's shipping and start-up, ~11 s in Chromium (issue 16 defect 10)."""
-        with self._lock:
+        with self._charts_lock:
             days, freq = self.period.value, self.freq.value
             m = self._metrics()
             parts = charts.metrics_figures(self.chart_source.all(days, freq))
