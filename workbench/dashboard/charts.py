@@ -298,7 +298,7 @@ def recovery_figure(data: pd.DataFrame) -> Any:
     return fig
 
 
-MAX_STAGE_BOXES = 30
+MAX_STAGE_BOXES = 50
 
 
 def slowest_stages(data: pd.DataFrame, n: int = MAX_STAGE_BOXES) -> tuple[pd.DataFrame, int]:
@@ -319,7 +319,7 @@ def slowest_stages(data: pd.DataFrame, n: int = MAX_STAGE_BOXES) -> tuple[pd.Dat
 
 
 def stage_duration_figure(data: pd.DataFrame) -> Any:
-    """One horizontal box per pipeline/stage (the 30 slowest by median when there are more), the plot as
+    """One horizontal box per pipeline/stage (the 50 slowest by median when there are more), the plot as
     tall as its rows."""
     go = _go()
     fig = go.Figure()
