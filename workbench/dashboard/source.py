@@ -47,10 +47,11 @@ def latest_runs(store: Any, per_pipeline: int = 3,
     return runs, stages
 
 
-def layout(cfg: Any) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """Pipeline → configured stage names, and pipeline → group, in the config's order."""
-    return ({n: tuple(s.name for s in p.stages) for n, p in cfg.pipelines.items()},
-            {n: p.group for n, p in cfg.pipelines.items()})
+def layout(cfg: Any, names: Iterable[str] | None = None) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Pipeline → configured stage names, and pipeline → group, in the config's order (of ``names`` only, in
+    their order, when given: the board's page)."""
+    pipes = cfg.pipelines if names is None else {n: cfg.pipelines[n] for n in names if n in cfg.pipelines}
+    return ({n: tuple(s.name for s in p.stages) for n, p in pipes.items()}, {n: p.group for n, p in pipes.items()})
 
 
 def recent_runs(store: Any, limit: int = 200) -> list[tuple[str, int]]:

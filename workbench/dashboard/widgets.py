@@ -363,37 +363,31 @@ class Dashboard(W.VBox):
         """The page of the board shown, its counts and the filter's choices.
 
         Keyed on the store's change marker (``Store.change_marker``; None on PostgreSQL: always read): while
-        nothing was written and the filter and page are the same, nothing is read or sent. Otherwise the
-        index comes from ``reads.board`` (the application layer's board, itself cached on the marker and
-        shared with the CLI and the server) and only the page's pipelines are read in detail (their last
-        ``runs_per_pipeline`` runs); a widget's value is set only when it differs, so the page is sent only
-        what changed.
+        nothing was written and the filter and page are the same, nothing is read or sent. After a write the
+        pipelines already shown are read again first (their last ``runs_per_pipeline`` runs: a few
+        milliseconds whatever the estate's size), so a stage that changed on the page shows at once; then
+        the index and the counts come from ``reads.board`` (the application layer's board, cached on the
+        marker and shared with the CLI and the server) and the page is drawn again only if the pipelines on
+        it changed. A widget's value is set only when it differs, so the page is sent only what changed.
         """
         from ..service import reads
 
         marker = self.ws.store.change_marker()
         flt = self.board_filter_value()
-        key = (marker, flt, self.page_number, self.page_size, id(self.ws.config))
+        cfg = self.ws.config
+        key = (marker, flt, self.page_number, self.page_size, id(cfg))
         if marker is not None and key == self._board_key:
             return
-        cfg = self.ws.config
+        old = self._board_key
+        if self.board_page is not None and old is not None and old[1:] == key[1:]:
+            self._draw_page(self.board_page.names(), cfg)  # only the store changed: the page first
         entries = paging.index(reads.board(self.ws))
         p = paging.page(entries, flt, self.page_number, self.page_size)
+        drawn = self.board_page.names() if self.board_page is not None and old is not None \
+            and old[1:] == key[1:] else None
         self.page_number, self.board_page = p.number, p
-        names = p.names()
-        runs, stages = source.latest_runs(self.ws.store, self.per_pipeline, pipelines=names)
-        stage_layout, groups = source.layout(cfg)
-        shown_layout = {n: stage_layout[n] for n in names if n in stage_layout}
-        from ..pauses import current_pauses
-
-        paused = {n: held.describe() for n, held in current_pauses(self.ws.store).items() if n in shown_layout}
-        board = data.board_html(data.board(runs, stages, shown_layout, groups), paused)
-        from ..configrepos.compose import describe
-        from ..reporting import config_repo_lines
-
-        board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
-        if self.board.value != board:
-            self.board.value = board
+        if p.names() != drawn:
+            self._draw_page(p.names(), cfg)
         text = html.escape(paging.summary(p))
         if self.board_summary.value != text:
             self.board_summary.value = text
@@ -412,6 +406,21 @@ class Dashboard(W.VBox):
             if self.board_group.value != chosen:  # the group chosen is gone: show every group
                 return self.refresh_board()
         self._board_key = (marker, flt, p.number, self.page_size, id(cfg))
+
+    def _draw_page(self, names: list[str], cfg: Any) -> None:
+        """The board's rows of ``names``: their last runs, stage by stage (GoCD's cells), pauses and warnings."""
+        runs, stages = source.latest_runs(self.ws.store, self.per_pipeline, pipelines=names)
+        shown_layout, groups = source.layout(cfg, names)
+        from ..pauses import current_pauses
+
+        paused = {n: held.describe() for n, held in current_pauses(self.ws.store).items() if n in shown_layout}
+        board = data.board_html(data.board(runs, stages, shown_layout, groups), paused)
+        from ..configrepos.compose import describe
+        from ..reporting import config_repo_lines
+
+        board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
+        if self.board.value != board:
+            self.board.value = board
 
     def _route_values(self) -> tuple[Any, ...]:
         return tuple((r.weights.value, r.rollback.disabled) for r in self._routes.values())
