@@ -137,3 +137,25 @@ def test_a_refresh_reads_the_board_again_only_when_the_store_changed(workspace: 
     assert 'data-pipeline="svc-122" data-counter="1"' in dash.board.value
     assert "2 passed" in dash.board_summary.value
     assert dash.board_filter.value == "svc-12"  # the filter the person typed stays
+
+
+def test_the_live_dashboard_shows_page_1_at_once_and_counts_in_the_background(workspace: Any) -> None:
+    import time
+
+    from workbench.dashboard import dashboard
+
+    ws = _estate(workspace)
+    dash = dashboard(ws, user="alice", autostart=True, interval=0.2, charts_on_start=False)
+    try:
+        assert _shown(dash) == [f"svc-{i:03d}" for i in range(50)]
+        deadline = time.monotonic() + 60
+        while "showing" not in dash.board_summary.value:  # the live thread's first refresh counts them
+            assert time.monotonic() < deadline, dash.board_summary.value
+            time.sleep(0.05)
+        assert "130 pipelines · 1 failing · 1 waiting for approval" in dash.board_summary.value
+        assert _shown(dash) == [f"svc-{i:03d}" for i in range(50)]
+        while dash._warming is None:  # then the charts' warm-up starts
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        dash.close()

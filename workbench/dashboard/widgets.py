@@ -289,12 +289,18 @@ class Dashboard(W.VBox):
         tabs.observe(self._on_tab, names="selected_index")
         super().__init__([header, self.message, tabs])
         self.add_class("wb-dashboard")
-        self.refresh_live()
-        if charts_on_start:
-            self.refresh_charts()
-            self._fill_runs()
+        self._counting = autostart and not charts_on_start
+        if self._counting:
+            # the first view at once (page 1 of every pipeline needs no count); the live thread counts them,
+            # then warms the charts up: both cost seconds at 10,000 pipelines and would hold up the page
+            self._first_page()
         else:
-            self._warming = warm_charts(self._ensure_charts_quietly)
+            self.refresh_live()
+            if charts_on_start:
+                self.refresh_charts()
+                self._fill_runs()
+            else:
+                self._warming = warm_charts(self._ensure_charts_quietly)
         if autostart:
             self.start()
 
@@ -470,7 +476,28 @@ class Dashboard(W.VBox):
     def stop(self) -> None:
         self._stop.set()
 
+    def _first_page(self) -> None:
+        """Page 1 of the unfiltered board (the config's first pipelines), approvals and routes; the counts follow."""
+        import itertools
+
+        with self._lock:
+            cfg = self.ws.config
+            self._draw_page(list(itertools.islice(cfg.pipelines, self.page_size)), cfg)
+            _say(self.board_summary, f"{len(cfg.pipelines):,} pipelines — counting them by status…")
+            self.board_prev.disabled = True
+            self.board_next.disabled = len(cfg.pipelines) <= self.page_size
+            self._refresh_approvals()
+            self._refresh_routes()
+
     def _loop(self) -> None:
+        if self._counting:
+            self._counting = False
+            try:
+                self.refresh_live()
+            except Exception as exc:  # noqa: BLE001  shown, and tried again on the next refresh
+                _say(self.status, f"refresh failed: {exc}", BAD)
+            if self._warming is None and not self._closed:
+                self._warming = warm_charts(self._ensure_charts_quietly)
         while not self._stop.wait(self.interval):
             try:
                 self.refresh_live()
