@@ -281,8 +281,8 @@ def scale_main(args: argparse.Namespace) -> int:
             for i in range(args.repeat):
                 ws = root / f"ws{i}"
                 _light_copy(src, ws)
-                n = subprocess.run([sys.executable, "-c", "import sys; from workbench.workspace import Workspace; "
-                                    "print(len(Workspace.open(sys.argv[1]).config.pipelines))", str(ws)],
+                n = subprocess.run([sys.executable, "-c", ("import sys; from workbench.workspace import Workspace; "
+                                    "print(len(Workspace.open(sys.argv[1]).config.pipelines))"), str(ws)],
                                    capture_output=True, text=True, check=True,
                                    env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip()
                 with serving(REPO, ws, root / f"blank{i}.log", ["--notebook", str(blank)]) as url:
