@@ -210,6 +210,13 @@ def test_charts_read_well_whatever_the_data() -> None:
     fig = charts.stage_duration_figure(many)
     assert fig.layout.height >= 22 * 35 and all(t.orientation == "h" for t in fig.data)
     assert fig.layout.width is None and fig.layout.autosize  # fills its box on any screen
+    # 10,000 pipelines had 43,666 stage boxes (200 s in plotly): the 50 slowest by median, and the title says so
+    wide = pd.DataFrame({"pipeline": [f"p{i}" for i in range(80)], "stage": ["s"] * 80, "position": [0] * 80,
+                         "seconds": [float(i) for i in range(80)], "queue_seconds": [0.0] * 80,
+                         "approval_seconds": [0.0] * 80})
+    fig = charts.stage_duration_figure(wide)
+    assert sorted(t.name for t in fig.data) == sorted(f"p{i}/s" for i in range(30, 80))
+    assert fig.layout.title.text.endswith("the 50 slowest of 80 stages by median")
 
 
 def test_value_stream_processing_leaves_out_the_approval_wait() -> None:

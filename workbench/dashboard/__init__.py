@@ -15,13 +15,22 @@ def dashboard(ws: Any = None, **options: Any) -> Any:
     """The dashboard widget of ``ws`` (a Workspace or a path; default: the current workspace).
 
     Options: ``user`` (default the current user), ``interval`` (seconds
-    between live refreshes, 2), ``runs_per_pipeline`` (3), ``autostart``
+    between live refreshes: ``$WORKBENCH_DASHBOARD_INTERVAL``, else 2; a refresh
+    with nothing written costs a millisecond), ``runs_per_pipeline`` (3), ``autostart``
     (refresh in a background thread, True), ``drive`` (continue an approved
     run from here, True), ``charts_on_start`` (True).
     """
     from ..errors import UsageError
     from ..workspace import Workspace
 
+    import os
+
+    if "interval" not in options and os.environ.get("WORKBENCH_DASHBOARD_INTERVAL"):
+        try:
+            options["interval"] = float(os.environ["WORKBENCH_DASHBOARD_INTERVAL"])
+        except ValueError:
+            raise UsageError("$WORKBENCH_DASHBOARD_INTERVAL must be a number of seconds "
+                             f"(got {os.environ['WORKBENCH_DASHBOARD_INTERVAL']!r})") from None
     if ws is None or isinstance(ws, str) or hasattr(ws, "__fspath__"):
         ws = Workspace.open(ws)
     try:

@@ -90,18 +90,25 @@ def board(runs: pd.DataFrame, stages: pd.DataFrame, layout: Mapping[str, tuple[s
     names in order. A stage's cell shows its highest counter, as GoCD does.
     """
     groups = dict(groups or {})
-    latest = stages.sort_values(["run_id", "stage", "stage_counter"]).drop_duplicates(["run_id", "stage"], keep="last")
+    # plain loops over the rows, not pandas per pipeline: a 50-pipeline page took 0.8 s in drop_duplicates and
+    # one sort_values per pipeline; the cell shows each (run, stage)'s highest counter
     by_run: dict[int, dict[str, Any]] = {}
-    for r in latest.itertuples(index=False):
-        by_run.setdefault(int(r.run_id), {})[str(r.stage)] = r
+    for r in stages.itertuples(index=False):
+        have = by_run.setdefault(int(r.run_id), {})
+        cur = have.get(str(r.stage))
+        if cur is None or r.stage_counter >= cur.stage_counter:
+            have[str(r.stage)] = r
+    by_run = {k: dict(sorted(v.items())) for k, v in by_run.items()}  # stages not in the layout: by name
     out = []
-    names = list(layout) + sorted(set(map(str, runs["pipeline"])) - set(layout)) if len(runs) else list(layout)
-    per = {p: g for p, g in runs.groupby(runs["pipeline"].astype(str), sort=False)} if len(runs) else {}
+    per: dict[str, list[Any]] = {}
+    for r in runs.sort_values("counter", ascending=False, kind="stable").itertuples(index=False) if len(runs) else ():
+        per.setdefault(str(r.pipeline), []).append(r)
+    names = list(layout) + sorted(set(per) - set(layout))
     for name in names:
         pr = per.get(name)
         brs = []
         if pr is not None:
-            for r in pr.sort_values("counter", ascending=False).itertuples(index=False):
+            for r in pr:
                 have = by_run.get(int(r.run_id), {})
                 order = list(layout.get(name, ())) or [s for s in have]
                 order += [s for s in have if s not in order]
@@ -121,7 +128,7 @@ def board(runs: pd.DataFrame, stages: pd.DataFrame, layout: Mapping[str, tuple[s
         else:
             cells = tuple(Cell(st, "not run", 0, f"{st}: not run") for st in layout.get(name, ()))
             brs = [BoardRun(0, 0, "never run", "not run", cells, None)] if cells else []
-        group = groups.get(name) or (str(pr["group_name"].iloc[0]) if pr is not None and "group_name" in pr else "")
+        group = groups.get(name) or (str(getattr(pr[0], "group_name", "") or "") if pr is not None else "")
         out.append(BoardRow(name, group, tuple(brs)))
     return out
 

@@ -7,7 +7,7 @@ on their own slower refresh.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 import sqlalchemy as sa
@@ -16,12 +16,17 @@ from ..store import schema as S
 from ..store.frames import Frames
 
 
-def latest_runs(store: Any, per_pipeline: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The newest ``per_pipeline`` runs of every pipeline and all their stage runs."""
+def latest_runs(store: Any, per_pipeline: int = 3,
+                pipelines: Iterable[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The newest ``per_pipeline`` runs of every pipeline (of ``pipelines`` only, when given: the board's
+    page) and all their stage runs."""
     pr, sr = S.pipeline_runs, S.stage_runs
     rn = sa.func.row_number().over(partition_by=pr.c.pipeline, order_by=pr.c.counter.desc()).label("rn")
-    sub = sa.select(pr.c.id.label("run_id"), pr.c.pipeline, pr.c.counter, pr.c.label, pr.c.group_name, pr.c.status,
-                    pr.c.created_at, pr.c.started_at, pr.c.finished_at, rn).subquery()
+    inner = sa.select(pr.c.id.label("run_id"), pr.c.pipeline, pr.c.counter, pr.c.label, pr.c.group_name, pr.c.status,
+                      pr.c.created_at, pr.c.started_at, pr.c.finished_at, rn)
+    if pipelines is not None:
+        inner = inner.where(pr.c.pipeline.in_(sorted(set(pipelines)) or [""]))
+    sub = inner.subquery()
     q = sa.select(*(c for c in sub.c if c.name != "rn")).where(sub.c.rn <= per_pipeline)
     frames = Frames(store)
     runs = frames.query(q)
@@ -42,10 +47,11 @@ def latest_runs(store: Any, per_pipeline: int = 3) -> tuple[pd.DataFrame, pd.Dat
     return runs, stages
 
 
-def layout(cfg: Any) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """Pipeline → configured stage names, and pipeline → group, in the config's order."""
-    return ({n: tuple(s.name for s in p.stages) for n, p in cfg.pipelines.items()},
-            {n: p.group for n, p in cfg.pipelines.items()})
+def layout(cfg: Any, names: Iterable[str] | None = None) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Pipeline → configured stage names, and pipeline → group, in the config's order (of ``names`` only, in
+    their order, when given: the board's page)."""
+    pipes = cfg.pipelines if names is None else {n: cfg.pipelines[n] for n in names if n in cfg.pipelines}
+    return ({n: tuple(s.name for s in p.stages) for n, p in pipes.items()}, {n: p.group for n, p in pipes.items()})
 
 
 def recent_runs(store: Any, limit: int = 200) -> list[tuple[str, int]]:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from ..errors import WorkbenchError
-from . import actions, charts, data, source
+from . import actions, charts, data, paging, source
 from .chartdata import ChartSource
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -189,7 +189,10 @@ class Dashboard(W.VBox):
         self.interval = interval
         self.per_pipeline = runs_per_pipeline
         self.drive = drive
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the board, approvals and routes
+        # the charts' own: building them (seconds at 10,000 pipelines, in the warm-up thread) must not hold up
+        # the board's first view or its refresh
+        self._charts_lock = threading.RLock()
         self._stop = threading.Event()
         self._closed = False
         self._warming: threading.Thread | None = None
@@ -205,6 +208,33 @@ class Dashboard(W.VBox):
                           names="value")
         self.board = W.HTML()
         self.board.add_class("wb-board-html")
+        # the board is paged, with a filter and every status's count (paging.py): 10,000 rows cannot be drawn
+        self.board_filter = W.Text(placeholder="filter by name (Enter)", continuous_update=False,
+                                   layout=W.Layout(width="260px"))
+        self.board_filter.add_class("wb-board-filter")
+        self.board_group = W.Dropdown(options=[("all groups", None)], value=None, description="group",
+                                      layout=W.Layout(width="260px"))
+        self.board_group.add_class("wb-board-group")
+        self.board_status = W.Dropdown(options=[("any status", None), *((label, key) for key, label in paging.STATUSES)],
+                                       value=None, description="status", layout=W.Layout(width="280px"))
+        self.board_status.add_class("wb-board-status")
+        self.board_prev = W.Button(description="◀ previous", layout=W.Layout(width="110px"))
+        self.board_next = W.Button(description="next ▶", layout=W.Layout(width="110px"))
+        self.board_prev.add_class("wb-board-prev")
+        self.board_next.add_class("wb-board-next")
+        self.board_summary = W.HTML()
+        self.board_summary.add_class("wb-board-summary")
+        self.page_size = paging.PAGE_SIZE
+        self.page_number = 1
+        self.board_page: paging.Page | None = None
+        self._board_key: Any = None  # (store marker, filter, page) the board shows; see refresh_board
+        self._quiet = False
+        for w in (self.board_filter, self.board_group, self.board_status):
+            w.observe(lambda _ch: None if self._quiet else self.show_page(1), names="value")
+        self.board_prev.on_click(lambda _b: self.show_page(self.page_number - 1))
+        self.board_next.on_click(lambda _b: self.show_page(self.page_number + 1))
+        self.board_controls = W.HBox([self.board_filter, self.board_group, self.board_status, self.board_prev,
+                                      self.board_next])
         self.approvals = W.VBox()
         self.approvals.add_class("wb-approvals")
         self.routes = W.VBox()
@@ -246,7 +276,8 @@ class Dashboard(W.VBox):
         metrics_tab.add_class("wb-metrics-tab")
         self.run_box = W.VBox([self.runs])
         tabs = W.Tab(children=[
-            W.VBox([self.board, W.HTML("<h4>Waiting for approval</h4>"), self.approvals]),
+            W.VBox([self.board_controls, self.board_summary, self.board, W.HTML("<h4>Waiting for approval</h4>"),
+                    self.approvals]),
             self.routes,
             metrics_tab,
             self.run_box,
@@ -258,12 +289,18 @@ class Dashboard(W.VBox):
         tabs.observe(self._on_tab, names="selected_index")
         super().__init__([header, self.message, tabs])
         self.add_class("wb-dashboard")
-        self.refresh_live()
-        if charts_on_start:
-            self.refresh_charts()
-            self._fill_runs()
+        self._counting = autostart and not charts_on_start
+        if self._counting:
+            # the first view at once (page 1 of every pipeline needs no count); the live thread counts them,
+            # then warms the charts up: both cost seconds at 10,000 pipelines and would hold up the page
+            self._first_page()
         else:
-            self._warming = warm_charts(self._ensure_charts_quietly)
+            self.refresh_live()
+            if charts_on_start:
+                self.refresh_charts()
+                self._fill_runs()
+            else:
+                self._warming = warm_charts(self._ensure_charts_quietly)
         if autostart:
             self.start()
 
@@ -306,28 +343,90 @@ class Dashboard(W.VBox):
 
     # -- live refresh --------------------------------------------------------------------
     def refresh_live(self) -> None:
-        """Board, approvals and routes from the store (cheap: the newest runs only)."""
+        """Board, approvals and routes from the store; the board's page is read again only when the store changed."""
         with self._lock:
-            cfg = self.ws.config
-            runs, stages = source.latest_runs(self.ws.store, self.per_pipeline)
-            stage_layout, groups = source.layout(cfg)
-            from ..pauses import current_pauses
-
-            paused = {p: held.describe() for p, held in current_pauses(self.ws.store).items()}
-            board = data.board_html(data.board(runs, stages, stage_layout, groups), paused)
-            from ..configrepos.compose import describe
-            from ..reporting import config_repo_lines
-
-            board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
-            before = (self.board.value, self.approvals.children, self.routes.children, self._route_values())
-            self.board.value = board
+            before = (self.board.value, self.board_summary.value, self.approvals.children, self.routes.children,
+                      self._route_values())
+            self.refresh_board()
             self._refresh_approvals()
             self._refresh_routes()
             # the status only changes with the data: an unwatched page's kernel then goes quiet
             # and Voila can cull it (see cli/dashboard.py)
-            if before != (self.board.value, self.approvals.children, self.routes.children, self._route_values()) \
-                    or not self.status.value:
+            if before != (self.board.value, self.board_summary.value, self.approvals.children, self.routes.children,
+                          self._route_values()) or not self.status.value:
                 _say(self.status, f"last change {time.strftime('%H:%M:%S')}")
+
+    def board_filter_value(self) -> paging.BoardFilter:
+        return paging.BoardFilter(self.board_filter.value.strip(), self.board_group.value, self.board_status.value)
+
+    def show_page(self, number: int) -> None:
+        """Page ``number`` of the pipelines the filter matches (a filter change starts again at page 1)."""
+        with self._lock:
+            self.page_number = max(1, int(number))
+            self.refresh_board()
+
+    def refresh_board(self) -> None:
+        """The page of the board shown, its counts and the filter's choices.
+
+        Keyed on the store's change marker (``Store.change_marker``; None on PostgreSQL: always read): while
+        nothing was written and the filter and page are the same, nothing is read or sent. After a write the
+        pipelines already shown are read again first (their last ``runs_per_pipeline`` runs: a few
+        milliseconds whatever the estate's size), so a stage that changed on the page shows at once; then
+        the index and the counts come from ``reads.board`` (the application layer's board, cached on the
+        marker and shared with the CLI and the server) and the page is drawn again only if the pipelines on
+        it changed. A widget's value is set only when it differs, so the page is sent only what changed.
+        """
+        from ..service import reads
+
+        marker = self.ws.store.change_marker()
+        flt = self.board_filter_value()
+        cfg = self.ws.config
+        key = (marker, flt, self.page_number, self.page_size, id(cfg))
+        if marker is not None and key == self._board_key:
+            return
+        old = self._board_key
+        if self.board_page is not None and old is not None and old[1:] == key[1:]:
+            self._draw_page(self.board_page.names(), cfg)  # only the store changed: the page first
+        entries = paging.index(reads.board(self.ws))
+        p = paging.page(entries, flt, self.page_number, self.page_size)
+        drawn = self.board_page.names() if self.board_page is not None and old is not None \
+            and old[1:] == key[1:] else None
+        self.page_number, self.board_page = p.number, p
+        if p.names() != drawn:
+            self._draw_page(p.names(), cfg)
+        text = html.escape(paging.summary(p))
+        if self.board_summary.value != text:
+            self.board_summary.value = text
+        self.board_prev.disabled = p.number <= 1
+        self.board_next.disabled = p.number >= p.pages
+        options = [("all groups", None), *((g or "(no group)", g) for g in p.groups)]
+        if list(self.board_group.options) != options:
+            chosen = self.board_group.value
+            self._quiet = True  # setting options resets the value (and would start again at page 1)
+            try:
+                self.board_group.options = options
+                if any(v == chosen for _, v in options):
+                    self.board_group.value = chosen
+            finally:
+                self._quiet = False
+            if self.board_group.value != chosen:  # the group chosen is gone: show every group
+                return self.refresh_board()
+        self._board_key = (marker, flt, p.number, self.page_size, id(cfg))
+
+    def _draw_page(self, names: list[str], cfg: Any) -> None:
+        """The board's rows of ``names``: their last runs, stage by stage (GoCD's cells), pauses and warnings."""
+        runs, stages = source.latest_runs(self.ws.store, self.per_pipeline, pipelines=names)
+        shown_layout, groups = source.layout(cfg, names)
+        from ..pauses import current_pauses
+
+        paused = {n: held.describe() for n, held in current_pauses(self.ws.store).items() if n in shown_layout}
+        board = data.board_html(data.board(runs, stages, shown_layout, groups), paused)
+        from ..configrepos.compose import describe
+        from ..reporting import config_repo_lines
+
+        board = data.warnings_html(config_repo_lines(describe(self.ws))) + board
+        if self.board.value != board:
+            self.board.value = board
 
     def _route_values(self) -> tuple[Any, ...]:
         return tuple((r.weights.value, r.rollback.disabled) for r in self._routes.values())
@@ -377,7 +476,28 @@ class Dashboard(W.VBox):
     def stop(self) -> None:
         self._stop.set()
 
+    def _first_page(self) -> None:
+        """Page 1 of the unfiltered board (the config's first pipelines), approvals and routes; the counts follow."""
+        import itertools
+
+        with self._lock:
+            cfg = self.ws.config
+            self._draw_page(list(itertools.islice(cfg.pipelines, self.page_size)), cfg)
+            _say(self.board_summary, f"{len(cfg.pipelines):,} pipelines — counting them by status…")
+            self.board_prev.disabled = True
+            self.board_next.disabled = len(cfg.pipelines) <= self.page_size
+            self._refresh_approvals()
+            self._refresh_routes()
+
     def _loop(self) -> None:
+        if self._counting:
+            self._counting = False
+            try:
+                self.refresh_live()
+            except Exception as exc:  # noqa: BLE001  shown, and tried again on the next refresh
+                _say(self.status, f"refresh failed: {exc}", BAD)
+            if self._warming is None and not self._closed:
+                self._warming = warm_charts(self._ensure_charts_quietly)
         while not self._stop.wait(self.interval):
             try:
                 self.refresh_live()
@@ -403,7 +523,7 @@ class Dashboard(W.VBox):
 
     def ensure_charts(self) -> None:
         """The Metrics figure, built once (by the warm-up thread or the first look at the tab, whichever is first)."""
-        with self._lock:
+        with self._charts_lock:
             if self.metrics_figure is None and not self._closed:
                 self.refresh_charts()
 
@@ -417,7 +537,7 @@ class Dashboard(W.VBox):
         has by now. Only on the page's request: sending the figure again on every show cost ~0.7 s a show.
         """
         self.ensure_charts()
-        with self._lock:  # not between a live refresh's new figure and the old one sent again
+        with self._charts_lock:  # not between a live refresh's new figure and the old one sent again
             outputs = tuple(self.metrics_output.outputs)
             if outputs:
                 self.metrics_output.outputs = ()
@@ -447,7 +567,7 @@ class Dashboard(W.VBox):
     def refresh_charts(self) -> None:
         """The six charts as ONE figure (``charts.combine``) in one Output: six FigureWidgets each paid
         plotly.js's shipping and start-up, ~11 s in Chromium (issue 16 defect 10)."""
-        with self._lock:
+        with self._charts_lock:
             days, freq = self.period.value, self.freq.value
             m = self._metrics()
             parts = charts.metrics_figures(self.chart_source.all(days, freq))

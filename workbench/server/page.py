@@ -101,6 +101,14 @@ _PAGE = r"""<!doctype html>
 <table class="wb-approvals"><thead><tr><th>Stage</th><th>Waiting since</th><th>May approve</th><th>Comment</th><th></th></tr></thead>
 <tbody></tbody></table>
 <h2>Board</h2>
+<div class="wb-board-controls"><input class="wb-board-filter" type="search" placeholder="filter by name">
+<select class="wb-board-status"><option value="">any status</option><option value="failed">failing</option>
+<option value="waiting">waiting for approval</option><option value="running">running</option>
+<option value="scheduled">scheduled</option><option value="passed">passed</option>
+<option value="cancelled">cancelled</option><option value="rejected">rejected</option>
+<option value="never run">never run</option><option value="paused">paused</option></select>
+<button type="button" class="wb-board-prev">previous</button> <button type="button" class="wb-board-next">next</button>
+<span class="wb-board-summary"></span></div>
 <table class="wb-board"><thead><tr><th>Pipeline</th><th>Run</th><th>Status</th><th>Stages</th></tr></thead>
 <tbody></tbody></table>
 <script>
@@ -147,10 +155,36 @@ async function call(method, path, body) {
   return data;
 }
 
+// The board is drawn a page at a time (10,000 rows of DOM took seconds on every refresh); the filter and the
+// counts go over every row the API sent, so no pipeline is out of reach (as workbench/dashboard/paging.py).
+const PAGE = 50;
+let boardRows = [], pageNo = 1;
+const waits = (r) => r.status === "waiting" || (r.stages || []).some((s) => s.status === "waiting");
+function has(r, status) {
+  if (status === "waiting") return waits(r);
+  if (status === "paused") return !!r.paused;
+  return (r.status || "never run") === status;
+}
 function renderBoard(rows) {
+  if (rows !== undefined) boardRows = rows;
+  const words = $(".wb-board-filter").value.toLowerCase().split(/\s+/).filter((w) => w);
+  const status = $(".wb-board-status").value;
+  const matched = boardRows.filter((r) => words.every((w) => r.pipeline.toLowerCase().includes(w))
+                                         && (!status || has(r, status)));
+  const pages = Math.max(1, Math.ceil(matched.length / PAGE));
+  pageNo = Math.min(Math.max(1, pageNo), pages);
+  const shown = matched.slice((pageNo - 1) * PAGE, pageNo * PAGE);
+  const names = { failed: "failing", waiting: "waiting for approval", running: "running", passed: "passed",
+                  "never run": "never run", paused: "paused" };
+  const counts = Object.keys(names).map((k) => [k, boardRows.filter((r) => has(r, k)).length]).filter(([, n]) => n);
+  $(".wb-board-summary").textContent = [`${boardRows.length} pipelines`, ...counts.map(([k, n]) => `${n} ${names[k]}`)]
+    .join(" · ") + " — " + (matched.length ? `showing ${(pageNo - 1) * PAGE + 1}–${(pageNo - 1) * PAGE + shown.length}`
+    + ` of ${matched.length} matched, page ${pageNo} of ${pages}` : "no pipeline matches the filter");
+  $(".wb-board-prev").disabled = pageNo <= 1;
+  $(".wb-board-next").disabled = pageNo >= pages;
   const body = $(".wb-board tbody");
   body.replaceChildren();
-  for (const run of rows) {
+  for (const run of shown) {
     const stages = el("td");
     for (const s of run.stages || []) {
       stages.append(el("span", { "class": "wb-stage", "data-stage": s.name, "data-status": s.status,
@@ -208,6 +242,10 @@ async function refresh(force) {
 }
 
 async function start() {
+  $(".wb-board-filter").addEventListener("input", () => { pageNo = 1; renderBoard(); });
+  $(".wb-board-status").addEventListener("change", () => { pageNo = 1; renderBoard(); });
+  $(".wb-board-prev").addEventListener("click", () => { pageNo -= 1; renderBoard(); });
+  $(".wb-board-next").addEventListener("click", () => { pageNo += 1; renderBoard(); });
   if (CONFIG.logout) { const a = $(".wb-logout"); a.href = CONFIG.logout; a.hidden = false; }
   try {
     const me = await call("GET", "/whoami");
