@@ -820,11 +820,14 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
         wanted_url = normalize_url(what, ws.root)
     except (OSError, ValueError):
         wanted_url = what
+    normal: dict[str, str] = {}  # a realpath per spelling, not per material (10,000 pipelines, 500 URLs)
     for p in ws.config.pipelines.values():
         for m in p.materials:
             if not isinstance(m, GitMaterial):
                 continue
-            url = normalize_url(m.url, ws.root)
+            url = normal.get(m.url)
+            if url is None:
+                url = normal[m.url] = normalize_url(m.url, ws.root)
             same = wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git")
             if what in (m.name, m.url) or same:
                 keys.add(url)
