@@ -708,7 +708,7 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
     prepolled, key = None, None
     # the tick's tasks: the notification sender reads the config for its subscriptions, which the projection
     # knows (a blocker when there are some); any other task is unknown here, so its tick takes the full path
-    known = all(getattr(t, "__module__", "") == "workbench.notifications.sender" for t in TICK_TASKS)
+    known = all(getattr(t, "__module__", "") == "workbench.notifications.hook" for t in TICK_TASKS)
     if quick and known and not force and force is not None and "config" not in ws.__dict__:
         key = quiet.projection_key(ws)
         proj = quiet.load_projection(ws, key) if key else None
