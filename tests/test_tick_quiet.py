@@ -126,3 +126,26 @@ def test_a_run_waiting_for_approval_and_a_material_error_keep_their_meaning(work
 
     assert list(open_material_errors(ws.store)) == ["gated"]
     ws.close()
+
+
+def test_notification_subscriptions_keep_every_tick_on_the_full_path(workspace: Any, git_repo: Any) -> None:
+    a = git_repo("a")
+    workspace.write("p.gocd.yaml", f"""
+format_version: 10
+notifications:
+  channels:
+    hook: {{type: slack, url: "http://127.0.0.1:9/nowhere"}}
+  people: {{dave: {{chat: "@dave"}}}}
+  subscriptions:
+    - {{to: dave, channel: hook, events: [fails]}}
+pipelines:
+  app:
+    group: g
+    materials:
+      code: {{git: "{a.url}"}}
+    stages:
+      - build: {{jobs: {{job: {{tasks: [{{exec: {{command: "true"}}}}]}}}}}}
+""")
+    assert quick_tick(workspace)[1] is True
+    report, loaded = quick_tick(workspace)  # the sender reads the subscriptions from the config each tick
+    assert loaded and report.triggered == []
