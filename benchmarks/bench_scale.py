@@ -87,6 +87,17 @@ def tick_counts(root: Path) -> tuple[int, int, int]:
     return (int(found.group(1)) if found else -1), remote, len(calls)
 
 
+def quiet_tick_counts(root: Path) -> tuple[int, int]:
+    """(remote look-ups, git processes) of one plain ``tick`` (the CLI's quiet pass, which has no ``-v``
+    line: workbench.materials.quiet) under ``strace -f``, counted as :func:`tick_counts` counts them."""
+    trace = root / ".workbench" / "tick-quiet.strace"
+    subprocess.run(["strace", "-f", "-qq", "-z", "-e", "trace=execve", "-o", str(trace), *wb("tick")],
+                   cwd=root, capture_output=True, text=True)
+    calls = [m.group(1) for m in re.finditer(r'execve\("[^"]*/git", \["git", "([\w-]+)"', trace.read_text())]
+    trace.unlink()
+    return sum(1 for c in calls if c in ("ls-remote", "fetch", "clone")), len(calls)
+
+
 def ls_remote(repos: list[Path], workers: int) -> float:
     def one(r: Path) -> None:
         subprocess.run(["git", "ls-remote", "--heads", str(r)], capture_output=True, check=True)
@@ -215,6 +226,9 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
             f["polled"], f["remote_lookups"], f["git_processes"] = polled, remote, gits = tick_counts(root)
             print(f"                   {polled} repositories polled: {remote} remote look-ups (ls-remote/fetch) and "
                   f"{gits} git processes in all for {len(est.repos)} repositories", flush=True)
+            f["quiet_remote_lookups"], f["quiet_git_processes"] = remote, gits = quiet_tick_counts(root)
+            print(f"                   plain tick (the quiet pass): {remote} remote look-ups and {gits} git "
+                  f"processes for {len(est.repos)} repositories", flush=True)
         f["status_floor"] = floor = timed_run([PY, "-c", SQL_FLOOR], root, repeat)
         f["status"] = ours = timed_run(wb("status"), root, repeat)
         print(f"   status          {ours:7.2f} s   | one SQL read into pandas {floor:6.2f} s ({ours / floor:5.1f}x)"

@@ -127,7 +127,7 @@ class Scheduler:
 
     def __init__(self, ws: Any, *, now: Any = None, lock: bool = True, executor: Any = None,
                  max_parallel: int | None = None, listener: Callable[..., None] | None = None,
-                 stale_after: float | None = None) -> None:
+                 stale_after: float | None = None, prepolled: Any = None) -> None:
         from .materials.recovery import STALE_AFTER
 
         self.ws = ws
@@ -154,6 +154,7 @@ class Scheduler:
         self._index: tuple[Any, dict[tuple[str, str], tuple[str, ...]]] | None = None
         self._decide_pool: ThreadPoolExecutor | None = None  # one per scheduler, not one per pass
         self._last_full = False  # whether the last pass decided everything (then drive_all follows)
+        self._prepolled = prepolled  # a MaterialSource that already polled for the first pass (quiet_pass)
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "Scheduler":
@@ -288,7 +289,7 @@ class Scheduler:
                 forced.update(material_keys(self.ws, what) or ())
             except UsageError as exc:
                 self.report.errors.append(f"notify: {exc}")
-        source = MaterialSource(self.ws)
+        source, self._prepolled = self._prepolled or MaterialSource(self.ws), None
         timer_due, timer_errors = timers_due(store, cfg, now)
         self.report.errors += timer_errors
         full = poll_all or forced_all or bool(asked) or bool(timer_due) or reloaded or self._full_due
@@ -304,7 +305,9 @@ class Scheduler:
                 (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
                 and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
             ]
-            source.poll(m for _, m in to_poll)
+            # what the quiet pass polled is not asked again (one look-up per repository and tick)
+            source.poll(m for _, m in to_poll if source.fingerprint(m) not in source.heads)
+            source._asked.update(id(m) for _, m in to_poll)
             self.report.polled += len({source.url(m) for _, m in to_poll})
             if to_poll:
                 self.report.material_errors += record_errors(store, source, to_poll, now)
@@ -688,17 +691,37 @@ def _is_forced(source: Any, m: GitMaterial, forced: set[str]) -> bool:
 
 def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[..., None] | None = None,
          force: Iterable[str] | None = (), executor: Any = None, max_parallel: int | None = None,
-         started: Callable[[Scheduler], Any] | None = None) -> TickReport:
+         started: Callable[[Scheduler], Any] | None = None, quick: bool = False) -> TickReport:
     """One scheduling pass, and the runs it starts driven until they finish or wait (meant for cron).
 
     ``now`` (epoch seconds or a datetime) replaces the clock for timers and
     heartbeat ages; ``force`` names materials to poll even with auto_update off
     (None: all of them). ``started(scheduler)`` is called before the first pass
     (the CLI attaches its stop-signal handlers: ``workbench.signals.Stop``).
+    ``quick``: first try :func:`workbench.materials.quiet.quiet_pass`, which polls every material and
+    answers a tick with nothing to do without loading the full config (it does not say why pipelines
+    wait, so ``tick -v`` does not ask for it); the CLI's plain ``tick`` does.
     """
     from .hooks import TICK_TASKS
+    from .materials import quiet
 
-    with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel) as s:
+    prepolled, key = None, None
+    # the tick's tasks: the notification sender reads the config for its subscriptions, which the projection
+    # knows (a blocker when there are some); any other task is unknown here, so its tick takes the full path
+    known = all(getattr(t, "__module__", "") == "workbench.notifications.hook" for t in TICK_TASKS)
+    if quick and known and not force and force is not None and "config" not in ws.__dict__:
+        key = quiet.projection_key(ws)
+        proj = quiet.load_projection(ws, key) if key else None
+        if proj is not None:
+            got = _quiet(ws, proj, _as_clock(now)(), lock)
+            if got is not None and got.nothing:
+                report = TickReport(polled=got.polled, passes=1, material_errors=list(got.material_errors),
+                                    errors=list(got.timer_errors))
+                return report
+            prepolled = got.source if got is not None else None
+    _ = ws.config  # config errors before anything runs
+    with Scheduler(ws, now=now, lock=lock, listener=listener, executor=executor, max_parallel=max_parallel,
+                   prepolled=prepolled) as s:
         if started is not None:
             started(s)
         if force is None or force:
@@ -706,7 +729,23 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
         report = s.run_until_idle()
     for task in TICK_TASKS:  # e.g. send the notifications this tick's runs gave rise to
         report.finished.extend(task(ws))
+    if key is not None and quiet.projection_key(ws) == key:  # the Config loaded is that of these bytes
+        quiet.save_projection(ws, quiet.project(ws.config, key))
     return report
+
+
+def _quiet(ws: Any, proj: Any, now: float, lock: bool) -> Any:
+    """:func:`quiet_pass` under the scheduler lock (None: the lock was busy; the full pass waits for it)."""
+    from .materials.quiet import quiet_pass
+
+    if not lock:
+        return quiet_pass(ws, proj, now)
+    ws.state.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(ws.state / "scheduler.lock"), timeout=0):
+            return quiet_pass(ws, proj, now)
+    except Timeout:
+        return None
 
 
 def _notify_dir(ws: Any) -> Path:
@@ -784,11 +823,14 @@ def material_keys(ws: Any, what: str | None) -> list[str] | None:
         wanted_url = normalize_url(what, ws.root)
     except (OSError, ValueError):
         wanted_url = what
+    normal: dict[str, str] = {}  # a realpath per spelling, not per material (10,000 pipelines, 500 URLs)
     for p in ws.config.pipelines.values():
         for m in p.materials:
             if not isinstance(m, GitMaterial):
                 continue
-            url = normalize_url(m.url, ws.root)
+            url = normal.get(m.url)
+            if url is None:
+                url = normal[m.url] = normalize_url(m.url, ws.root)
             same = wanted_url == url or url.removesuffix(".git") == wanted_url.removesuffix(".git")
             if what in (m.name, m.url) or same:
                 keys.add(url)

@@ -39,9 +39,9 @@ def tick(ctx: click.Context, verbose: bool, fmt: str, no_lock: bool) -> None:
     from ..triggering import tick as do_tick
 
     with Stop("workbench tick") as stop:  # a signal cancels the runs it drives (workbench.signals)
-        ws = _ws(ctx)
-        _ = ws.config  # config errors before anything runs
-        report = do_tick(ws, lock=not no_lock, started=stop.attach)
+        ws = _ws(ctx)  # do_tick loads the config first (config errors before anything runs), unless its quiet
+        # pass finds nothing to do from what the last tick kept of the same files (workbench.materials.quiet)
+        report = do_tick(ws, lock=not no_lock, started=stop.attach, quick=not verbose and fmt == "text")
     _print_report(report, fmt, verbose)
     if stop.exit_code is not None:
         sys.exit(stop.exit_code)

@@ -31,17 +31,25 @@ def timers_due(store: Any, cfg: Any, now: float) -> tuple[dict[str, float], list
     due: dict[str, float] = {}
     errors: list[str] = []
     fresh = []
+    latest: dict[str, float | None | timers.TimerSpecError] = {}  # spec -> its latest fire at or before now
     for name, p in timed.items():
         row = state.get(name)
         if row is None or row.spec != p.timer.spec:
             fresh.append(name)
             continue
-        try:
-            fire = timers.due(p.timer.spec, row.last_checked, now)
-        except timers.TimerSpecError as exc:
-            errors.append(f"{name}: {exc}")
-            continue
-        if fire is not None:
+        if row.last_checked is None:
+            continue  # as timers.due: the timer starts counting from now
+        spec = p.timer.spec
+        if spec not in latest:  # once per spec, not per pipeline: 10,000 pipelines share a few nightly specs
+            try:
+                prev = timers.previous_fire(spec, now)
+                latest[spec] = None if prev is None else prev.timestamp()
+            except timers.TimerSpecError as exc:
+                latest[spec] = exc
+        fire = latest[spec]
+        if isinstance(fire, timers.TimerSpecError):
+            errors.append(f"{name}: {fire}")
+        elif fire is not None and fire > row.last_checked:  # = timers.due(spec, row.last_checked, now)
             due[name] = fire
     if fresh:
         with store.write() as conn:
