@@ -18,7 +18,8 @@
    ``approvals`` and ``history`` under ``--clients`` (50) concurrent clients
    (a closed loop from a process of its own: ``wrk -t1 -c50`` with keep-alive for ``--load-seconds``
    after a 1 s warm-up, or, without wrk, asyncio + httpx.AsyncClient in a child process), p50/p95 and
-   throughput (target p95 ≤ 50 ms);
+   throughput (target p95 ≤ 50 ms), each request saying ``Accept-Encoding: gzip`` as browsers and httpx
+   do, and again without it (the uncompressed figure is printed beside);
    the approve round trip (``POST approve`` → 2xx), median (target ≤ 50 ms).
    Baselines, same run: the same reads as one CLI process each (``workbench
    status|approvals|history --format json``, what a user without the server
@@ -410,17 +411,20 @@ def wrk_path() -> str | None:
     return shutil.which("wrk")
 
 
-def load(tmp: Path, url: str, tok: str, path: str, clients: int, seconds: float) -> Load:
+def load(tmp: Path, url: str, tok: str, path: str, clients: int, seconds: float, gzip: bool = False) -> Load:
     """``clients`` keep-alive connections sending GET ``path`` back to back for ``seconds``, from a process of its
     own so the generator's CPU is not the bench's (nor the server's GIL): `wrk` (C, one epoll thread) when
     installed, else the same closed loop with asyncio + httpx.AsyncClient in a child Python process (slower per
-    request, so its floor is higher: the bare-uvicorn row beside every figure shows that floor)."""
+    request, so its floor is higher: the bare-uvicorn row beside every figure shows that floor). ``gzip``: each
+    request says ``Accept-Encoding: gzip``, as browsers and httpx do (wrk does not decompress: the bytes sent are
+    what is measured)."""
     exe = wrk_path()
     if exe:
         script = tmp / "wrk-report.lua"
         script.write_text(WRK_LUA)
         p = subprocess.run([exe, "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
-                            "-H", f"Authorization: Bearer {tok}", "-s", str(script), url.rstrip("/") + path],
+                            "-H", f"Authorization: Bearer {tok}", *(["-H", "Accept-Encoding: gzip"] if gzip else []),
+                            "-s", str(script), url.rstrip("/") + path],
                            capture_output=True, text=True, timeout=seconds + 120)
         m = re.search(r"WRKJSON (\{.*\})", p.stdout)
         if p.returncode != 0 or not m:
@@ -430,7 +434,7 @@ def load(tmp: Path, url: str, tok: str, path: str, clients: int, seconds: float)
         return Load(got["p50_us"] / 1e6, got["p95_us"] / 1e6, got["requests"] / (got["duration_us"] / 1e6),
                     got["requests"], got["errors"], f"wrk -t1 -c{clients} (keep-alive)")
     p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_load", url, tok, path, str(clients),
-                        str(seconds)], capture_output=True, text=True, timeout=seconds + 120, env=_env(tmp))
+                        str(seconds), "gzip" if gzip else "identity"], capture_output=True, text=True, timeout=seconds + 120, env=_env(tmp))
     if p.returncode != 0:
         raise RuntimeError(f"the load process failed: {p.stderr[-1500:]}")
     got = json.loads(p.stdout.strip().splitlines()[-1])
@@ -438,7 +442,7 @@ def load(tmp: Path, url: str, tok: str, path: str, clients: int, seconds: float)
                 f"asyncio + httpx.AsyncClient, {clients} keep-alive connections, own process (wrk not installed)")
 
 
-def _load_child(url: str, tok: str, path: str, clients: int, seconds: float) -> None:
+def _load_child(url: str, tok: str, path: str, clients: int, seconds: float, encoding: str = "identity") -> None:
     """The fallback generator (``--_load``): prints one JSON line with p50/p95/throughput."""
     import httpx
 
@@ -448,7 +452,8 @@ def _load_child(url: str, tok: str, path: str, clients: int, seconds: float) -> 
     async def go() -> float:
         nonlocal errors
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}"}, limits=limits,
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {tok}",
+                                                            "Accept-Encoding": encoding}, limits=limits,
                                      timeout=120) as http:
             await asyncio.gather(*(http.get(path) for _ in range(clients)))  # open the connections
             t0 = time.perf_counter()
@@ -568,21 +573,24 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, se
     ws.close()
     with Proc(root, "server", "--bind", "127.0.0.1:0", "--interval", "600") as server:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok}"}, timeout=120) as http:
-            single, bodies = {}, {}
+            single, bodies, gzipped = {}, {}, {}
             for k, v in reads_.items():
-                warm = http.get(v[0])  # warm
+                warm = http.get(v[0], headers={"Accept-Encoding": "identity"})  # warm
                 warm.raise_for_status()
                 bodies[k] = warm.content
+                with http.stream("GET", v[0], headers={"Accept-Encoding": "gzip"}) as r:
+                    gzipped[k] = b"".join(r.iter_raw())  # the bytes as sent
                 samples = []
                 for _ in range(5):
                     t = time.perf_counter()
                     http.get(v[0]).raise_for_status()
                     samples.append(time.perf_counter() - t)
                 single[k] = med(samples)
-            loaded = {}
+            loaded, plain = {}, {}
             for k, v in reads_.items():
-                load(tmp, server.url, tok, v[0], clients, 1)  # warm: the connections, the server's pool
-                loaded[k] = load(tmp, server.url, tok, v[0], clients, seconds)
+                load(tmp, server.url, tok, v[0], clients, 1, gzip=True)  # warm: the connections, the server's pool
+                loaded[k] = load(tmp, server.url, tok, v[0], clients, seconds, gzip=True)
+                plain[k] = load(tmp, server.url, tok, v[0], clients, seconds)
             # approve round trip: a person approving one stage at a time (the run continues in the server)
             approve: list[float] = []
             for loc in waiting[: min(24, len(waiting) - 4)]:
@@ -594,14 +602,18 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, se
                 time.sleep(0.25)  # the approved stage's job runs in the server meanwhile
     # the floor, same generator, same run (the server stopped: it does not share the CPU with it)
     bare = bare_anchor(tmp, clients, seconds)
-    same = {k: bare_anchor(tmp, clients, seconds, bodies[k]) for k in reads_}  # the floor of each read's size
+    same = {k: bare_anchor(tmp, clients, seconds, gzipped[k]) for k in reads_}  # the floor of each read's size
+    same_plain = {k: bare_anchor(tmp, clients, seconds, bodies[k]) for k in reads_}
     report.note(f"(s2) load generator: {bare.tool}; {seconds:g} s per read after a 1 s warm-up; the bare uvicorn "
                 f"app answering a constant: {fmt_load(bare)}")
     for k, v in reads_.items():
         x = loaded[k]
-        extra = {"under load": fmt_load(x), "one client alone (median of 5)": fmt_s(single[k]),
+        extra = {"under load (Accept-Encoding: gzip, as browsers and httpx send)": fmt_load(x),
+                 f"without compression ({len(bodies[k]):,} bytes each)": fmt_load(plain[k]),
+                 "one client alone (median of 5)": fmt_s(single[k]),
                  "bare uvicorn, same generator and clients": fmt_load(bare),
-                 f"bare uvicorn answering this read's {len(bodies[k]):,} bytes": fmt_load(same[k])}
+                 f"bare uvicorn answering this read's {len(gzipped[k]):,} gzip bytes": fmt_load(same[k]),
+                 f"bare uvicorn answering this read's {len(bodies[k]):,} plain bytes": fmt_load(same_plain[k])}
         if x.errors:
             extra["errors / non-2xx answers"] = str(x.errors)
         report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
@@ -609,8 +621,9 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, se
                        {f"`workbench {' '.join(v[1])}` (one process each)": cli[k],
                         "in-process, computed without the cache (reporting / approvals)": inproc[k],
                         f"bare uvicorn app answering a constant, same {clients} clients (p95)": bare.p95,
-                        f"bare uvicorn answering the same {len(bodies[k]):,} bytes, same {clients} clients (p95)":
-                            same[k].p95},
+                        f"bare uvicorn answering the same {len(gzipped[k]):,} gzip bytes, same {clients} clients "
+                        "(p95)": same[k].p95,
+                        f"ours without compression ({len(bodies[k]):,} bytes, p95)": plain[k].p95},
                        {}, extra, [target(f"{k} p95 under {clients} clients", x.p95 * 1000, 50)]))
     report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
                    f"{clients} concurrent clients", "POST approve (round trip)", med(approve),
@@ -718,12 +731,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--load-seconds", type=float, default=5, help="how long each read is loaded (wrk -d)")
-    ap.add_argument("--_load", nargs=5, help=argparse.SUPPRESS)  # the fallback generator's child process
+    ap.add_argument("--_load", nargs=6, help=argparse.SUPPRESS)  # the fallback generator's child process
     ap.add_argument("--json", type=Path, default=None, help="save the rows here (run_all.py reads them)")
     args = ap.parse_args(argv)
     if args._load:
-        url, tok, path, clients, seconds = args._load
-        _load_child(url, tok, path, int(clients), float(seconds))
+        url, tok, path, clients, seconds, encoding = args._load
+        _load_child(url, tok, path, int(clients), float(seconds), encoding)
         return 0
     only = {w.strip() for w in args.only.split(",") if w.strip()}
     if only - set(ALL):
