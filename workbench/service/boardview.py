@@ -78,8 +78,12 @@ def board_view(ws: Any) -> tuple[BoardView, Any]:
         config = ws.config
         return view_of(config), config
     entry = ws.state / "cache" / f"board-{parse_cache.key(sources)[:32]}.pickle"
+    kept = ws.__dict__.get("_board_view")
+    if kept is not None and kept[0] == entry:  # the same files as this workspace's last read: the same token
+        return kept[1], kept[1]
     view = _read(entry)
     if view is not None:
+        ws.__dict__["_board_view"] = (entry, view)
         return view, view
     config = ws.config  # errors are raised here, and nothing is written
     view = view_of(config)
