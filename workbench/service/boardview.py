@@ -23,7 +23,6 @@ import gc
 import os
 import pickle
 import tempfile
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,21 +39,17 @@ class BoardView:
     origins: Mapping[str, str] = field(default_factory=dict)
 
 
-_of_config: weakref.WeakKeyDictionary[Any, BoardView] = weakref.WeakKeyDictionary()
+_last: list[tuple[Any, BoardView]] = []  # (config, its view): a Config is not weak-referenceable (slots)
 
 
 def view_of(config: Any) -> BoardView:
-    """The view of a loaded config (kept per config object: the server asks for it on every board miss)."""
-    try:
-        return _of_config[config]
-    except (KeyError, TypeError):
-        pass
+    """The view of a loaded config (the last one kept: the server asks for it on every board miss)."""
+    kept = _last[-1] if _last else None
+    if kept is not None and kept[0] is config:
+        return kept[1]
     view = BoardView(tuple((name, p.group, tuple(st.name for st in p.stages)) for name, p in config.pipelines.items()),
                      dict(config.extensions.get("config_repo_origins") or {}))
-    try:
-        _of_config[config] = view
-    except TypeError:  # not weak-referenceable: computed again next time (milliseconds)
-        pass
+    _last[:] = [(config, view)]
     return view
 
 
