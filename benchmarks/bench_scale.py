@@ -355,7 +355,7 @@ def reads_main(args: Any) -> int:
             copy_store(src, url)
             src.close()
             print(f"   [PostgreSQL] the store copied in {time.perf_counter() - t:.0f} s", flush=True)
-            measure_reads(root, args.repeat, store_url=url, history=args.history)
+            measure_reads(root, args.repeat, store_url=url)  # the copy holds the history written above
         finally:
             server.stop()
     print(f"(load average now {os.getloadavg()[0]:.1f})")
