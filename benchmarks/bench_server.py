@@ -25,7 +25,8 @@
    pays) and the in-process computation without the read cache (``reporting.status_rows``,
    ``approvals.pending_approvals``, ``reporting.history_rows``: what every request paid before it);
    and, as the floor of what this machine and this client can show, the same load against a bare
-   uvicorn app answering a constant (no FastAPI, no workbench).
+   uvicorn app (no FastAPI, no workbench; ``http="auto"`` as the server) answering a constant, and
+   answering each read's own bytes (the board of 1,000 pipelines is ~440 kB: sending it is a floor too).
 3. **notebook**: ``POST /api/v1/pipelines/one/trigger`` of a one-job pipeline
    running a trivial notebook → the job finished (store), the server's kernel
    pool warm (target ≤ 0.3 s; an untimed first run, the idle window set long
@@ -471,18 +472,21 @@ def _load_child(url: str, tok: str, path: str, clients: int, seconds: float) -> 
 
 BARE_APP = r"""
 import socket, sys, uvicorn
+# the body: a 12-byte constant, or the bytes of the file named by argv[1] (a read's own answer)
+body = open(sys.argv[1], "rb").read() if len(sys.argv) > 1 else b'{"ok": true}'
+headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"),
-                                                                   (b"content-length", b"12")]})
-    await send({"type": "http.response.body", "body": b'{"ok": true}'})
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 # proto IPPROTO_TCP, as uvicorn's own bind makes it: asyncio sets TCP_NODELAY on accepted sockets only then, and
 # without it every answer (headers and body written apart) waits ~40 ms for the client's delayed ACK
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 sock.bind(("127.0.0.1", 0))
 print(f"serving http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)).run(sockets=[sock])
+# http="auto", as `workbench server` has it: httptools when installed (it is a dependency of the server), else h11
+uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, http="auto")).run(sockets=[sock])
 """
 
 
@@ -502,12 +506,17 @@ def _until_listening(url: str, timeout: float = 30) -> None:
             time.sleep(0.05)
 
 
-def bare_anchor(tmp: Path, clients: int, seconds: float) -> Load:
+def bare_anchor(tmp: Path, clients: int, seconds: float, body: bytes | None = None) -> Load:
     """The same load against a bare uvicorn app answering a constant (no FastAPI, no workbench): what this
-    machine and this generator give at best, measured in the same run."""
+    machine and this generator give at best, measured in the same run. With ``body``: answering those bytes
+    (a read's own answer, e.g. the 1,000-row board), the floor of sending that much per request."""
     script = tmp / "bare_app.py"
     script.write_text(BARE_APP)
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True,
+    args = [sys.executable, str(script)]
+    if body is not None:
+        (tmp / "bare_body.json").write_bytes(body)
+        args.append(str(tmp / "bare_body.json"))
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=_reset_signals)
     try:
         assert proc.stdout is not None
@@ -559,9 +568,11 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, se
     ws.close()
     with Proc(root, "server", "--bind", "127.0.0.1:0", "--interval", "600") as server:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tok}"}, timeout=120) as http:
-            single = {}
+            single, bodies = {}, {}
             for k, v in reads_.items():
-                http.get(v[0]).raise_for_status()  # warm
+                warm = http.get(v[0])  # warm
+                warm.raise_for_status()
+                bodies[k] = warm.content
                 samples = []
                 for _ in range(5):
                     t = time.perf_counter()
@@ -583,19 +594,23 @@ def bench_reads(report: Report, tmp: Path, n: int, clients: int, repeat: int, se
                 time.sleep(0.25)  # the approved stage's job runs in the server meanwhile
     # the floor, same generator, same run (the server stopped: it does not share the CPU with it)
     bare = bare_anchor(tmp, clients, seconds)
+    same = {k: bare_anchor(tmp, clients, seconds, bodies[k]) for k in reads_}  # the floor of each read's size
     report.note(f"(s2) load generator: {bare.tool}; {seconds:g} s per read after a 1 s warm-up; the bare uvicorn "
                 f"app answering a constant: {fmt_load(bare)}")
     for k, v in reads_.items():
         x = loaded[k]
         extra = {"under load": fmt_load(x), "one client alone (median of 5)": fmt_s(single[k]),
-                 "bare uvicorn, same generator and clients": fmt_load(bare)}
+                 "bare uvicorn, same generator and clients": fmt_load(bare),
+                 f"bare uvicorn answering this read's {len(bodies[k]):,} bytes": fmt_load(same[k])}
         if x.errors:
             extra["errors / non-2xx answers"] = str(x.errors)
         report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
                        f"{clients} concurrent clients", f"GET {v[0].removeprefix('/api/v1')}", x.p95,
                        {f"`workbench {' '.join(v[1])}` (one process each)": cli[k],
                         "in-process, computed without the cache (reporting / approvals)": inproc[k],
-                        f"bare uvicorn app answering a constant, same {clients} clients (p95)": bare.p95},
+                        f"bare uvicorn app answering a constant, same {clients} clients (p95)": bare.p95,
+                        f"bare uvicorn answering the same {len(bodies[k]):,} bytes, same {clients} clients (p95)":
+                            same[k].p95},
                        {}, extra, [target(f"{k} p95 under {clients} clients", x.p95 * 1000, 50)]))
     report.add(Row(f"(s2) {n:,} pipelines, 3 runs each, {len(waiting)} waiting at approval: reads, p95 under "
                    f"{clients} concurrent clients", "POST approve (round trip)", med(approve),

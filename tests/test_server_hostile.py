@@ -189,9 +189,12 @@ def test_forged_identities_and_bad_tokens_are_refused_audited_and_change_nothing
          "Forwarded": "for=127.0.0.1;by=127.0.0.1", "X-Remote-User": "carol"},
         {"Cookie": "jupyterhub-session-id=carol; jupyterhub-user=carol", "X-Remote-User": "carol"},
     ]
+    httpx.get(f"{api}/status", headers={"Authorization": f"Bearer {carol}"}).raise_for_status()  # a cached board
     for headers in forged:
         body = assert_error(httpx.post(approve, headers=headers, json={"comment": "forged"}), 401)
         assert body["error"] == "not_signed_in"
+        for read in ("status", "approvals", "history"):  # the polled reads, answered from the cache when signed in
+            assert assert_error(httpx.get(f"{api}/{read}", headers=headers), 401)["error"] == "not_signed_in"
 
     # 3. malformed tokens (ours and not): 401, never anonymous, never a 500
     for bad in ("wb_", "wb_1", f"wb_1_{'x' * 10}", f"wb_{'9' * 30}_{'a' * 43}", f"wb_1_{'a' * 43}",
@@ -225,12 +228,20 @@ def test_forged_identities_and_bad_tokens_are_refused_audited_and_change_nothing
         body = assert_error(httpx.post(url, headers=read, json=payload), 403)
         assert body["error"] == "forbidden", (action, body)
 
-    # 6. revoked while the server runs: refused from the next request on
+    # 6. revoked while the server runs: refused from the next request on, the cached reads too (their answers and
+    # the token's check are kept until the store changes; the revocation, by another process, is such a change)
     good = {"Authorization": f"Bearer {doomed}"}
     assert httpx.get(f"{api}/whoami", headers=good).json()["user"] == "carol"
+    polled = ("status", "approvals", "history", "history?limit=5")
+    for read in polled:
+        first = httpx.get(f"{api}/{read}", headers=good)
+        again = httpx.get(f"{api}/{read}", headers=good)  # from the cache, the token known
+        assert first.status_code == again.status_code == 200 and first.content == again.content, read
     doomed_id = re.match(r"wb_(\d+)_", doomed).group(1)
     revoked = site.cli("token", "revoke", doomed_id)
     assert revoked.returncode == 0, revoked.stderr
+    for read in polled:
+        assert "revoked" in assert_error(httpx.get(f"{api}/{read}", headers=good), 401)["detail"], read
     assert_error(httpx.get(f"{api}/whoami", headers=good), 401)
     assert "revoked" in assert_error(httpx.post(approve, headers=good, json={"comment": "revoked"}), 401)["detail"]
 

@@ -121,3 +121,158 @@ def test_read_scope_is_refused_and_audited_by_the_application_layer(tmp_path) ->
         assert ws.store.pipeline_runs("app") == []
         row = ws.frames.audit.iloc[-1]
         assert (row.user, row.action, row.outcome) == ("carol", "trigger", "unauthorized")
+
+
+class _InProcess:
+    """Requests to an ASGI app in this process (httpx's ASGITransport), one event loop per request."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kw: object):
+        import asyncio
+
+        import httpx
+
+        async def go():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://wb") as c:
+                return await c.request(method, url, **kw)
+
+        return asyncio.run(go())
+
+    def get(self, url: str, **kw: object):
+        return self.request("GET", url, **kw)
+
+
+def test_history_query_is_read_as_fastapi_reads_it() -> None:
+    """The cached-read middleware reads history's query itself; wherever it does, it must agree with FastAPI."""
+    from fastapi import FastAPI
+
+    from workbench.server.fastreads import _history_args
+
+    app = FastAPI()
+
+    @app.get("/h")
+    def h(pipeline: str | None = None, limit: int = 50) -> list:  # the history endpoint's parameters
+        return [pipeline, limit]
+
+    queries = ["", "limit=5", "limit=05", "limit=+5", "limit=%205", "limit=0", "limit=5&limit=7", "pipeline=a%2Fb",
+               "pipeline=", "pipeline=a&pipeline=b", "pipeline=%C3%A9", "pipeline=%FF", "x=1&limit=9", "limit=999999",
+               "limit=5_0", "pipeline=a+b", "&&", "pipeline", "limit=", "limit=5;pipeline=x"]
+    read = 0
+    client = _InProcess(app)
+    for q in queries:
+        ours = _history_args(q.encode())
+        if ours is None:
+            continue  # left to FastAPI and the endpoint
+        read += 1
+        assert list(ours) == client.get(f"/h?{q}").json(), q
+    assert read >= 12
+
+
+def test_cached_reads_are_answered_before_fastapi_only_for_a_proven_reader(tmp_path) -> None:
+    """What the pure-ASGI path answers itself and what it passes on (where the endpoints decide)."""
+    import asyncio
+
+    from workbench import Workspace
+    from workbench.server import tokens
+    from workbench.server.app import create_app
+    from workbench.server.auth import Authenticator
+    from workbench.server.fastreads import FastReads
+
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "p.gocd.yaml").write_text(
+        "format_version: 10\npipelines:\n  app:\n    group: g\n    materials: {}\n    stages:\n"
+        "      - build: {jobs: {b: {tasks: [{exec: {command: 'true'}}]}}}\n")
+
+    class Hub:  # the hub is asked over HTTP: never from the event loop's fast path
+        def identity_for_token(self, token: str) -> Identity | None:
+            raise AssertionError("the hub was asked on the fast path")
+
+        def identity_for_cookies(self, cookies: object) -> Identity | None:
+            raise AssertionError("the hub was asked on the fast path")
+
+    with Workspace.open(tmp_path) as ws:
+        _, carol = tokens.create(ws.store, "carol", scope="read", created_by="admin")
+        _, doomed = tokens.create(ws.store, "dave", created_by="admin")
+        app = create_app(ws, auth=Authenticator(ws.store))
+        state = app.state.wb
+
+        def fast(path: str, *, query: bytes = b"", headers: dict[str, str] | None = None, method: str = "GET",
+                 auth: Authenticator | None = None) -> tuple[bytes | None, bool]:
+            """(the body answered by FastReads or None, whether it passed the request on)"""
+            passed, sent = [], []
+
+            async def inner(scope, receive, send) -> None:
+                passed.append(scope["path"])
+
+            async def send(message) -> None:
+                sent.append(message)
+
+            async def receive() -> dict:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            scope = {"type": "http", "method": method, "path": f"/api/v1/{path}", "query_string": query,
+                     "root_path": "", "client": ("127.0.0.1", 5000),
+                     "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+            saved = state.auth
+            state.auth = auth or saved
+            try:
+                asyncio.run(FastReads(inner, state, "/api/v1")(scope, receive, send))
+            finally:
+                state.auth = saved
+            if sent:
+                assert sent[0]["status"] == 200 and not passed
+                return sent[1]["body"], False
+            return None, bool(passed)
+
+        bearer = {"Authorization": f"Bearer {carol}"}
+        assert fast("status", headers=bearer) == (None, True)  # nothing cached yet: the endpoint computes
+        if True:
+            client = _InProcess(app)
+            board = client.get("/api/v1/status", headers=bearer)
+            assert board.status_code == 200 and board.json()[0]["pipeline"] == "app"
+            assert fast("status", headers=bearer) == (board.content, False)
+            # the same bytes and headers as the endpoint itself sends (a GET with a body is passed on to it)
+            slow = client.request("GET", "/api/v1/status", headers=bearer, content=b"{}")
+            assert fast("status", headers={**bearer, "Content-Length": "2"}) == (None, True)
+            assert (slow.content, dict(slow.headers)) == (board.content, dict(board.headers))
+
+            history = client.get("/api/v1/history?limit=5", headers=bearer).content
+            assert fast("history", query=b"limit=5", headers=bearer) == (history, False)
+            assert fast("history", query=b"limit=05", headers=bearer) == (None, True)  # FastAPI reads that one
+            assert fast("history", headers=bearer) == (None, True)  # another key, not computed yet
+            client.get("/api/v1/approvals", headers={"Authorization": f"token {doomed}"}).raise_for_status()
+            assert fast("approvals", headers={"Authorization": f"token {doomed}"})[1] is False
+            # dave's first use stamped his token's last_used_at, a write: the board is computed again once
+            assert fast("status", headers=bearer) == (None, True)
+            assert client.get("/api/v1/status", headers=bearer).content == board.content
+            assert fast("status", headers=bearer) == (board.content, False)
+
+            # no proof, or proof the endpoint must judge: passed on (401, the hub, ...), never answered here
+            for headers in ({}, {"X-Remote-User": "carol"}, {"Authorization": "Bearer not-ours"},
+                            {"Authorization": "Basic Y2Fyb2w6cGFzcw=="}, {"Authorization": f"Bearer {carol}x"},
+                            {"Cookie": "jupyterhub-session-id=x"}):
+                assert fast("status", headers=headers) == (None, True), headers
+            assert fast("status", headers=bearer, method="POST") == (None, True)
+            hubbed = Authenticator(ws.store, hub=Hub())
+            assert fast("status", headers={"Cookie": "jupyterhub-session-id=x"}, auth=hubbed) == (None, True)
+            assert fast("status", headers={"Authorization": "Bearer hub-token"}, auth=hubbed) == (None, True)
+            assert fast("status", headers=bearer, auth=hubbed) == (board.content, False)
+            # anonymous reads only when the setting is on; a proxy's X-Remote-User only from a trusted address
+            assert fast("status", auth=Authenticator(ws.store, anonymous_read=True)) == (board.content, False)
+            proxied = Authenticator(ws.store, trusted_proxies=("127.0.0.1",))
+            assert fast("status", headers={"X-Remote-User": "carol"}, auth=proxied) == (board.content, False)
+            assert fast("status", auth=proxied) == (None, True)
+
+            # revoked by another connection (as `workbench token revoke` in another process): refused at once
+            warm = {"Authorization": f"Bearer {doomed}"}
+            assert fast("status", headers=warm) == (board.content, False)
+            with Workspace.open(tmp_path) as other:
+                tokens.revoke(other.store, int(doomed.split("_")[1]))
+            assert fast("status", headers=warm) == (None, True)
+            refused = client.get("/api/v1/status", headers=warm)
+            assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+            assert client.get("/api/v1/status", headers=bearer).content == board.content  # cached again
+            assert fast("status", headers=bearer) == (board.content, False)
+            assert fast("status", headers=warm) == (None, True)  # ... and the revoked token still refused

@@ -148,10 +148,26 @@ def validate(ctx: click.Context) -> None:
              "(a workspace keeps its pipelines in pipelines/*.gocd.yaml)")
         click.echo("ok: no pipelines")
         return
-    result = Local(ws).validate()
+    gc.disable()  # a one-shot load of up to millions of small objects, no cycles: see _settled
+    try:
+        result = Local(ws).validate()
+    finally:
+        _settled()
     for w in result["warnings"]:
         _err(w)
     click.echo(f"ok: {plural(result['pipelines'], 'pipeline')} in {plural(result['files'], 'file')}")
+
+
+def _settled() -> None:
+    """The config is loaded: freeze what the load built out of later collections, then collect as usual.
+
+    The loader pauses the cyclic GC while it builds (``_load``), but switched
+    back on, the first collection walked every node and dataclass of the
+    config once more: at 10,000 pipelines a gen-2 pass of ~1 s, ~10% of a
+    cold ``validate``, for objects that live until the process exits.
+    """
+    gc.freeze()
+    gc.enable()
 
 
 def plural(n: int, word: str) -> str:

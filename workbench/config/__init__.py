@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -21,8 +22,6 @@ from .loader import (FileParts, parse_file, register_pipeline_key, register_sect
 from .model import (Approval, Artifact, Config, DependencyMaterial, Environment, ExecTask, FetchTask, GenericTask,
                     GitMaterial, Job, Loc, Material, NotebookTask, Pipeline, ScriptTask, Stage, Task, Timer, Traffic)
 from .validate import assemble, register_config_check
-from .gocdjson import reshape
-from .jsonnodes import compose_json
 from .yamlnodes import compose, decode
 
 # *.gocd.yaml is a *.yaml; the JSON plugin's files are named by its patterns (other *.json files are not config)
@@ -51,9 +50,8 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
     With ``cache_dir``, a load of the same bytes by the same code is read back from there (:mod:`.cache`).
     """
     sources: list[tuple[str, bytes | None, str | None]] = []
-    for p in paths:
-        path = Path(p)
-        display = _display(path, base)
+    given = [Path(p) for p in paths]
+    for path, display in zip(given, _displays(given, base) if base is not None else map(str, given)):
         try:
             sources.append((display, path.read_bytes(), None))
         except OSError as exc:
@@ -65,21 +63,68 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
     return _load(sources)
 
 
+_SUFFIXES = tuple(p[1:] for p in PIPELINE_PATTERNS)  # "*.yaml" -> ".yaml": each pattern is a star and a suffix
+
+
 def pipeline_files(workspace_dir: Path) -> list[Path]:
-    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped)."""
+    """``pipelines/*.yaml``, ``*.yml`` and the JSON plugin's files of a workspace in name order (dot files skipped).
+
+    One directory listing (a glob per pattern took 13-30 ms for 200 files, on every command).
+    """
     folder = Path(workspace_dir) / "pipelines"
-    found = {f for pattern in PIPELINE_PATTERNS for f in folder.glob(pattern)} if folder.is_dir() else set()
-    return sorted((f for f in found if not f.name.startswith(".") and f.is_file()), key=lambda f: f.name)
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if e.name.endswith(_SUFFIXES) and not e.name.startswith(".") and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):  # as the globs were: no files
+        return []
+    return [folder / name for name in sorted(names)]
 
 
-def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None) -> Config:
-    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache)."""
-    files = pipeline_files(workspace_dir)
-    if not files:
-        warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
-                                             "*.goenvironment.json) in the pipelines folder", "warning")
-        return Config(warnings=(warning,))
-    return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
+def _displays(paths: list[Path], base: Path) -> list[str]:
+    """``_display`` of many paths, resolving each folder once: a file that is not a symlink resolves to its
+    resolved folder plus its name, so only symlinks need their own ``resolve`` (the same names, 200x fewer
+    system calls)."""
+    try:
+        root = base.resolve()
+    except OSError:
+        return [str(p) for p in paths]
+    folders: dict[Path, Path] = {}
+    out = []
+    for path in paths:
+        try:
+            if path.is_symlink():
+                resolved = path.resolve()
+            else:
+                parent = folders.get(path.parent)
+                if parent is None:
+                    parent = folders[path.parent] = path.parent.resolve()
+                resolved = parent / path.name
+            out.append(resolved.relative_to(root).as_posix())
+        except (ValueError, OSError):
+            out.append(str(path))
+    return out
+
+
+def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None,
+                          sources: "list[Source] | None" = None) -> Config:
+    """The config of a workspace: its :func:`pipeline_files` in name order (``cache_dir``: the parse cache).
+
+    ``sources``: the files as :func:`workspace_sources` already read them, so a caller that keyed
+    something on those bytes gets the config of exactly those bytes.
+    """
+    if sources is None:
+        files = pipeline_files(workspace_dir)
+        if files:
+            return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
+    elif sources:
+        if cache_dir is not None:
+            from .cache import cached_load
+
+            return cached_load(cache_dir, list(sources), _load)
+        return _load(list(sources))
+    warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
+                                         "*.goenvironment.json) in the pipelines folder", "warning")
+    return Config(warnings=(warning,))
 
 
 def load_texts(texts: dict[str, str]) -> Config:
@@ -94,8 +139,8 @@ LoadCheck = Callable[[list[FileParts], Config, Ctx], None]
 def workspace_sources(workspace_dir: Path) -> list[Source]:
     """The workspace's pipeline files as sources for :func:`load_sources` (names relative to the workspace)."""
     out: list[Source] = []
-    for path in pipeline_files(workspace_dir):
-        display = _display(path, Path(workspace_dir))
+    files = pipeline_files(workspace_dir)
+    for path, display in zip(files, _displays(files, Path(workspace_dir))):
         try:
             out.append((display, path.read_bytes(), None))
         except OSError as exc:
@@ -178,7 +223,13 @@ def read_source(display: str, data: bytes, ctx: Ctx) -> FileParts | None:
     if text is None:
         return None
     json_format = is_json_config(display)
-    node, problems = compose_json(text, display) if json_format else compose(text, display)
+    if json_format:  # GoCD's JSON plugin format: its modules are imported only for such a file
+        from .gocdjson import reshape
+        from .jsonnodes import compose_json
+
+        node, problems = compose_json(text, display)
+    else:
+        node, problems = compose(text, display)
     ctx.problems.extend(problems)
     if node is None:
         if not problems:

@@ -48,11 +48,17 @@ def _code_stamp() -> str:
     """Size and mtime of every module of the workbench package, and the Python version (once per process)."""
     global _CODE_STAMP
     if _CODE_STAMP is None:
-        root = Path(__file__).resolve().parents[1]
+        root = str(Path(__file__).resolve().parents[1])
         h = hashlib.sha256(sys.version.encode())
-        for path in sorted(root.rglob("*.py")):
-            st = path.stat()
-            h.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns};".encode())
+        found = []
+        for folder, dirs, files in os.walk(root):  # os.walk + os.stat: a third of rglob's time, on every command
+            dirs.sort()
+            rel = os.path.relpath(folder, root)
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(folder, name))
+                    found.append(f"{rel}/{name}:{st.st_size}:{st.st_mtime_ns};")
+        h.update("".join(sorted(found)).encode())
         _CODE_STAMP = h.hexdigest()
     return _CODE_STAMP
 

@@ -32,6 +32,7 @@ from ..identity import Identity
 from ..service.local import Local
 from . import tokens
 from .auth import Authenticator, bearer
+from .fastreads import FastReads
 from .limits import BodyLimit
 
 log = logging.getLogger("workbench.server")
@@ -111,8 +112,24 @@ class State:
         self.auth = auth
         self.scheduler = scheduler
         self.hooks = hooks  # the webhook receiver (workbench.server.webhooks), when loaded
-        self.encoded: dict[int, tuple[Any, bytes]] = {}  # id(cached read) -> (it, its JSON): see encoded()
+        self.encoded: dict[int, tuple[Any, bytes, list[tuple[bytes, bytes]]]] = {}  # see json_parts()
         self.lock = threading.Lock()
+
+    def json_parts(self, value: Any) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The JSON of a read and the headers a ``Response`` of it carries. The board, history and approvals are
+        cached objects (workbench.service.cache), so their encoding is kept with them: a thousand rows are
+        encoded once per store change, not per request."""
+        key = id(value)
+        hit = self.encoded.get(key)
+        if hit is None or hit[0] is not value:
+            body = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            # what starlette's Response(body, media_type="application/json") sends, in its order
+            hit = (value, body, [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")])
+            with self.lock:
+                self.encoded[key] = hit
+                while len(self.encoded) > 16:
+                    self.encoded.pop(next(iter(self.encoded)))
+        return hit[1], hit[2]
 
 
 def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = None, prefix: str = "",
@@ -125,7 +142,10 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     state = State(ws, auth, scheduler, prefix=prefix)
     app = FastAPI(title="Release Workbench", version="1", openapi_url=f"{prefix}{API}/openapi.json",
                   docs_url=f"{prefix}{API}/docs", redoc_url=None,
-                  description="The release service: the same actions as the `workbench` CLI, signed in.")
+                  description="The release service: the same actions as the `workbench` CLI, signed in.",
+                  # FastAPI's own OpenTelemetry hooks look for a configured provider on every request (~10% of a
+                  # cached read's time under load); the workbench configures none (older FastAPIs ignore this)
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.router.redirect_slashes = False  # a wrong path is a 404, not a redirect to another endpoint
     app.state.wb = state
     P = prefix + API
@@ -134,6 +154,9 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
     # itself, recording the refusal as a delivery
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        self_limited=lambda path: state.hooks is not None and path.startswith(hook_paths))
+    # outside the body limit and FastAPI's routing (added last, so it runs first): a fresh cached board,
+    # approvals or history for a caller signed in with one of our tokens is answered here (workbench.server.fastreads)
+    app.add_middleware(FastReads, state=state, api=P)
 
     @app.exception_handler(WorkbenchError)
     async def _workbench_error(request: Request, exc: WorkbenchError) -> JSONResponse:
@@ -209,17 +232,8 @@ def create_app(ws: Any, *, auth: Authenticator | None = None, scheduler: Any = N
         return request.url.path.removeprefix(P)[:500], {}
 
     def encoded(value: Any) -> Response:
-        """JSON of a read; the board, history and approvals are cached objects (workbench.service.cache), so
-        their encoding is kept with them: a thousand rows are encoded once per store change, not per request."""
-        key = id(value)
-        hit = state.encoded.get(key)
-        if hit is None or hit[0] is not value:
-            hit = (value, json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
-            with state.lock:
-                state.encoded[key] = hit
-                while len(state.encoded) > 16:
-                    state.encoded.pop(next(iter(state.encoded)))
-        return Response(hit[1], media_type="application/json")
+        """JSON of a read, encoded once per cached object (``State.json_parts``)."""
+        return Response(state.json_parts(value)[0], media_type="application/json")
 
     def local(who: Identity | None) -> Local:
         return Local(ws, who or Identity("(anonymous)", via="anonymous", scope="read"), driver=scheduler)

@@ -50,12 +50,15 @@ class Authenticator:
         self.trusted_proxies = frozenset(trusted_proxies)
         self.anonymous_read = anonymous_read
 
-    def identify(self, headers: Mapping[str, str], cookies: Mapping[str, str], client: str | None) -> tuple[Identity | None, bool]:
-        """``(identity or None, by_cookie)``; raises NotSignedIn for evidence that does not hold."""
+    def identify(self, headers: Mapping[str, str], cookies: Mapping[str, str], client: str | None, *,
+                 marker: Any = None) -> tuple[Identity | None, bool]:
+        """``(identity or None, by_cookie)``; raises NotSignedIn for evidence that does not hold.
+
+        ``marker``: the store's change marker just read by the caller (``tokens.verify``)."""
         token = bearer(headers)
         if token is not None:
             if tokens.looks_like_ours(token):
-                return tokens.verify(self.store, token), False
+                return tokens.verify(self.store, token, marker), False
             if self.hub is not None:
                 who = self.hub.identity_for_token(token)
                 if who is not None:

@@ -144,8 +144,7 @@ _VERIFIED: "weakref.WeakKeyDictionary[Any, dict[tuple[int, str], tuple[Any, Toke
 _VERIFIED_LOCK = threading.Lock()
 
 
-def _known(store: Any, tid: int, digest: str) -> TokenInfo | None:
-    marker = store.change_marker()
+def _known(store: Any, tid: int, digest: str, marker: Any) -> TokenInfo | None:
     if marker is None:
         return None
     with _VERIFIED_LOCK:
@@ -163,14 +162,18 @@ def _remember(store: Any, tid: int, digest: str, marker: Any, info: TokenInfo) -
         known[(tid, digest)] = (marker, info)
 
 
-def verify(store: Any, token: str) -> Identity:
-    """The identity a token stands for, or NotSignedIn saying why not (unknown, revoked, expired)."""
+def verify(store: Any, token: str, marker: Any = None) -> Identity:
+    """The identity a token stands for, or NotSignedIn saying why not (unknown, revoked, expired).
+
+    ``marker``: the store's change marker if the caller has just read it (the server's cached reads check the
+    token and the cache against one reading); a token verified before is trusted only while it is unchanged.
+    """
     m = _TOKEN.match(token)
     if not m:
         raise NotSignedIn("the token is malformed")
     tid, secret = int(m.group(1)), m.group(2)
     digest = _digest(secret)
-    info = _known(store, tid, digest)
+    info = _known(store, tid, digest, store.change_marker() if marker is None else marker)
     if info is None:
         marker = store.change_marker()  # before the read: a revocation committed after it is seen next time
         with store.read() as conn:

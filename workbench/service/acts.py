@@ -12,10 +12,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Protocol
 
-from ..approvals import require_act
 from ..errors import UsageError
 from ..identity import Identity, as_identity
 from .reads import _incident, _iso
+
+
+def require_act(ws: Any, actor: Any, action: str, *, target: str, comment: str | None = None) -> Identity:
+    """:func:`workbench.approvals.require_act`, imported on first use: it brings SQLAlchemy, which
+    ``workbench validate`` (a ``Local`` that never acts) does not otherwise import."""
+    from ..approvals import require_act as check
+
+    return check(ws, actor, action, target=target, comment=comment)
 
 
 class Driver(Protocol):

@@ -61,11 +61,12 @@ class ReadCache:
             return value
 
 
-def peek(ws: Any, key: Any) -> Any | None:
+def peek(ws: Any, key: Any, marker: Any = None) -> Any | None:
     """The value kept for ``key`` if nothing changed since it was computed, else None; never computes.
 
     Microseconds: the HTTP layer answers a fresh board from its event loop and
-    sends only a miss to a worker thread (``workbench/server/app.py``).
+    sends only a miss to a worker thread (``workbench/server/fastreads.py``).
+    ``marker``: the store's change marker if the caller has just read it.
     """
     config = ws.__dict__.get("config")  # not loaded yet: nothing depending on it can be cached for it
     if "store" not in ws.__dict__:
@@ -73,7 +74,8 @@ def peek(ws: Any, key: Any) -> Any | None:
     cache = _caches.get(ws.store)
     if cache is None:
         return None
-    marker = ws.store.change_marker()
+    if marker is None:
+        marker = ws.store.change_marker()
     hit = cache._entries.get(key)
     if marker is None or hit is None or hit[0] != marker or (hit[1] is not config and hit[1] is not INDEPENDENT):
         return None

@@ -19,12 +19,14 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def cached_read(ws: Any, name: str, *args: Any) -> Any | None:
-    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None."""
+def cached_read(ws: Any, name: str, *args: Any, marker: Any = None) -> Any | None:
+    """``board``, ``approvals`` or ``history`` (with its arguments) if a fresh answer is kept, else None.
+
+    ``marker``: the store's change marker just read by the caller (``workbench.service.cache.peek``)."""
     from .cache import peek
 
     key = {"board": "board", "approvals": "approvals"}.get(name) or ("history", *args)
-    return peek(ws, key)
+    return peek(ws, key, marker)
 
 
 def board(ws: Any) -> list[dict[str, Any]]:
@@ -264,13 +266,18 @@ def audit_rows(ws: Any, limit: int = 50) -> list[dict[str, Any]]:
 def validate(ws: Any) -> dict[str, Any]:
     """Load every pipeline file (and workbench.yaml); problems raise ConfigError with FILE:LINE:COL."""
     from ..cli import VALIDATE_CHECKS
+    from .validate_cache import cached_validate
 
-    _ = ws.settings
-    cfg = ws.config
-    warnings = [str(w) for w in cfg.warnings]
-    for check in VALIDATE_CHECKS:
-        warnings.extend(str(w) for w in check(cfg, ws.root))
-    return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+    _ = ws.settings  # parsed every time: its errors are never served from the cache
+
+    def compute() -> dict[str, Any]:
+        cfg = ws.config
+        warnings = [str(w) for w in cfg.warnings]
+        for check in VALIDATE_CHECKS:
+            warnings.extend(str(w) for w in check(cfg, ws.root))
+        return {"ok": True, "pipelines": len(cfg.pipelines), "files": len(cfg.files), "warnings": warnings}
+
+    return cached_validate(ws, list(VALIDATE_CHECKS), compute)  # the same answer, kept by content
 
 
 def notifications(ws: Any, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

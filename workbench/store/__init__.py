@@ -66,6 +66,7 @@ class Store:
         self._writes = 0  # this process's committed writes (change_marker)
         self._marker_lock = threading.Lock()
         self._marker_conn: Any = None
+        self._marker_db: Any = None
         # A store nobody closed still hands its pooled connections back to the
         # server when it is collected (PostgreSQL keeps a backend per connection).
         self._finalizer = weakref.finalize(self, engine.dispose)
@@ -131,12 +132,10 @@ class Store:
             try:
                 if self._marker_conn is None:
                     self._marker_conn = self.engine.raw_connection()
-                cur = self._marker_conn.cursor()
-                try:
-                    cur.execute("PRAGMA data_version")
-                    version = cur.fetchone()[0]
-                finally:
-                    cur.close()
+                    # the sqlite3 connection under the pool's wrapper: the server asks for the marker once or
+                    # twice per request, and the wrapper's cursor cost as much as the pragma itself
+                    self._marker_db = self._marker_conn.driver_connection
+                version = self._marker_db.execute("PRAGMA data_version").fetchone()[0]
             except Exception:  # noqa: BLE001  (a closed or broken store: unknown, so nothing is cached)
                 self._close_marker_locked()
                 return None
@@ -152,7 +151,7 @@ class Store:
                 self._marker_conn.close()
             except Exception:  # noqa: BLE001
                 pass
-            self._marker_conn = None
+            self._marker_conn = self._marker_db = None
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
