@@ -266,6 +266,117 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
     return out
 
 
+BOARD_IN_PROCESS = ("import sys, time, json\n"
+                    "from workbench.workspace import Workspace\n"
+                    "from workbench.service import reads\n"
+                    "ws = Workspace.open('.'); ws.config; ws.store  # the server has both loaded\n"
+                    "t, c = time.perf_counter(), time.process_time(); rows = reads.board(ws)\n"
+                    "miss, cpu = time.perf_counter() - t, time.process_time() - c\n"
+                    "t = time.perf_counter(); body = json.dumps(rows); ser = time.perf_counter() - t\n"
+                    "t = time.perf_counter(); reads.board(ws); hit = time.perf_counter() - t\n"
+                    "print(json.dumps([miss, ser, hit, len(rows), cpu]))\n")
+
+
+def timed_cpu(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Medians of (wall, CPU user+system) seconds of a fresh process: on this shared 2-core machine the CPU
+    time is the figure the load does not inflate much (a process waiting for a core is not charged)."""
+    import resource
+
+    walls, cpus = [], []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def measure_reads(root: Path, repeat: int, *, store_url: str | None = None, history: int = 0,
+                  busy: str = "p00000") -> dict[str, Any]:
+    """The read figures on an existing estate (e.g. a copy of one ``measure`` kept, after its first tick):
+    ``status`` (fresh process) beside the pandas+SQL floor, its peak RSS, the board as the server computes it
+    (config loaded; a miss, its JSON, a hit), and ``history -n 50`` of the busiest pipeline beside the
+    imports floor (``busy``: the estate's first pipeline; every hundredth is busy in workloads/history.py).
+    ``store_url``: the same reads against that store (``WORKBENCH_STORE_URL``)."""
+    import json
+
+    env = {"WORKBENCH_STORE_URL": store_url} if store_url else {}
+    kind = "PostgreSQL" if store_url and store_url.startswith("postgresql") else "SQLite"
+    f: dict[str, Any] = {}
+    if history:
+        from workloads.history import write_history
+
+        from workbench.workspace import Workspace
+
+        ws = Workspace.open(root, store_url=store_url)
+        got = write_history(ws, history)
+        ws.close()
+        print(f"   [{kind}] a year of history: {got.job_runs:,} job runs written in {got.seconds:.0f} s", flush=True)
+    timed_run(wb("status"), root, 1, env=env)  # the first after a code change writes the kept view
+    f["status"], f["status_cpu"] = ours, cpu = timed_cpu(wb("status"), root, repeat, env=env)
+    f["imports"], f["imports_cpu"] = floor, floor_cpu = timed_cpu([PY, "-c", IMPORT_FLOOR], root, repeat, env=env)
+    base = f"the workbench's imports alone {floor:5.2f} s (CPU {floor_cpu:.2f} s)"
+    if not store_url:
+        f["status_floor"] = pd_floor = timed_run([PY, "-c", SQL_FLOOR], root, repeat)
+        base += f", one SQL read of the runs into pandas {pd_floor:6.2f} s"
+    print(f"   [{kind}] status          {ours:7.2f} s (CPU {cpu:.2f} s) | {base}   {verdict('status', ours)}",
+          flush=True)
+    f["status_rss_mb"] = mb = max_rss_mb(wb("status"), root) if not store_url else float("nan")
+    if not store_url:
+        print(f"   [{kind}] status max RSS  {mb:7.0f} MB  <= 300 MB: {'met' if mb <= 300 else 'MISSED'}", flush=True)
+    got = [json.loads(subprocess.run([PY, "-c", BOARD_IN_PROCESS], cwd=root, capture_output=True, text=True,
+                                     env={**os.environ, **env}, check=True).stdout) for _ in range(repeat)]
+    f["board_miss"], f["board_json"], f["board_hit"] = (statistics.median(g[i] for g in got) for i in range(3))
+    f["board_miss_cpu"] = statistics.median(g[4] for g in got)
+    print(f"   [{kind}] board read (the API's, config loaded): computed {f['board_miss']:.3f} s "
+          f"(CPU {f['board_miss_cpu']:.3f} s), its JSON "
+          f"{f['board_json']:.3f} s, kept {f['board_hit'] * 1000:.2f} ms for {got[0][3]:,} pipelines   "
+          f"{verdict('status', f['board_miss'] + f['board_json'])}", flush=True)
+    f["history"], f["history_cpu"] = ours, cpu = timed_cpu(wb("history", "-p", busy, "-n", "50"), root, repeat,
+                                                          env=env)
+    floor, floor_cpu = timed_cpu([PY, "-c", IMPORT_FLOOR], root, repeat, env=env)
+    f["history_floor"] = floor
+    print(f"   [{kind}] history -p {busy} -n 50 {ours:7.2f} s (CPU {cpu:.2f} s) | the workbench's imports alone "
+          f"{floor:5.2f} s (CPU {floor_cpu:.2f} s); beyond them {ours - floor:.2f} s (CPU {cpu - floor_cpu:.2f} s)"
+          f" <= 0.10 s: {'met' if ours - floor <= 0.1 else 'MISSED'}", flush=True)
+    return f
+
+
+def reads_main(args: Any) -> int:
+    """``--reads WORKSPACE``: :func:`measure_reads` on SQLite, and with ``--postgres`` on a throw-away
+    PostgreSQL (tests/pg.py) holding a copy of the workspace's store (``workbench.store.migrate``)."""
+    root = args.reads.resolve()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; reads on {root}")
+    measure_reads(root, args.repeat, history=args.history)
+    if args.postgres:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from pg import start_server
+
+        from workbench.store import Store
+        from workbench.store.migrate import copy_store
+
+        server, why = start_server()
+        if server is None:
+            raise SystemExit(f"no PostgreSQL: {why}")
+        try:
+            url = server.create_database()
+            t = time.perf_counter()
+            src = Store.open(root / ".workbench" / "store.db")
+            copy_store(src, url)
+            src.close()
+            print(f"   [PostgreSQL] the store copied in {time.perf_counter() - t:.0f} s", flush=True)
+            measure_reads(root, args.repeat, store_url=url)  # the copy holds the history written above
+        finally:
+            server.stop()
+    print(f"(load average now {os.getloadavg()[0]:.1f})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,3000")
@@ -275,7 +386,12 @@ def main() -> int:
                     help="also write a year of history of this many job runs (workloads/history.py) and time history -n 50")
     ap.add_argument("--no-notify", action="store_true", help="skip the notify -> first jobs figure (starts a serve)")
     ap.add_argument("--keep", type=Path, help="write the estates here and keep them (default: a temp folder)")
+    ap.add_argument("--reads", type=Path, metavar="WORKSPACE",
+                    help="only the read figures (status, board, history) on this existing estate")
+    ap.add_argument("--postgres", action="store_true", help="with --reads: also on a copy of its store in PostgreSQL")
     args = ap.parse_args()
+    if args.reads:
+        return reads_main(args)
     sizes = [args.size] if args.size else [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "

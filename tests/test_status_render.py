@@ -43,3 +43,45 @@ def test_too_wide_falls_back_to_rich_wrapping() -> None:
     print_status(rows, console=Console(file=buf, width=100))
     assert max(len(line) for line in buf.getvalue().splitlines()) <= 100
     assert "pipe-1" in buf.getvalue()
+
+
+def _noted_rows() -> list[dict]:
+    rows = _rows()
+    rows[1].update(reason="stage build failed: exit 2 at https://ci.example.org/x :smile: [bold]not markup[/]")
+    rows[4].update(status="cancelled", reason="cancelled by alice " + "very long reason " * 12)
+    rows[2]["waiting_jobs"] = [{"stage": "s0", "job": "j", "reason": "waiting for an agent with resources rpm " * 4}]
+    rows[3]["pause"] = {"by": "bob", "reason": "freeze 2026-12-24", "since": "2026-12-03T10:00:00+00:00"}
+    rows[3]["material_errors"] = [{"material": "git", "since": "2026-12-03T10:00:00+00:00", "message": "exit 128"}]
+    return rows
+
+
+def _one_print_per_line(rows: list[dict], console: Console) -> None:
+    """The lines under the table as they were printed before ``print_lines``: one ``console.print`` each."""
+    for r in rows:
+        if r.get("status") in ("failed", "cancelled", "rejected") and r.get("reason"):
+            console.print(f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", markup=False, style="red",
+                          soft_wrap=True)
+        for w in r.get("waiting_jobs") or ():
+            console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
+        if r.get("pause"):
+            why = f": {r['pause']['reason']}" if r["pause"]["reason"] else ""
+            console.print(f"{r['pipeline']}: paused by {r['pause']['by']} since {r['pause']['since']}{why}",
+                          markup=False, style="yellow")
+        for e in r.get("material_errors") or ():
+            console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
+                          markup=False, style="red")
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_lines_under_the_table_are_what_one_print_each_gave(terminal: bool) -> None:
+    full = io.StringIO()
+    c = Console(file=full, width=100, force_terminal=terminal, color_system="truecolor" if terminal else None)
+    print_status(_noted_rows(), console=c)
+    ref = io.StringIO()
+    c = Console(file=ref, width=100, force_terminal=terminal, color_system="truecolor" if terminal else None)
+    print_rich_table(_noted_rows(), c)
+    _one_print_per_line(_noted_rows(), c)
+    assert full.getvalue() == ref.getvalue()
+    assert "😄" in full.getvalue()  # rich's emoji codes, as console.print did
+    if not terminal:
+        assert "[bold]not markup[/]" in full.getvalue()

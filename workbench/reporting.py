@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import NotFound
 from .status import Status
@@ -35,35 +35,40 @@ def _stage_list(detail: Any) -> list[dict[str, Any]]:
     ]
 
 
-def status_rows(ws: Any) -> list[dict[str, Any]]:
-    """One row per configured pipeline: its latest run and that run's stages."""
-    pipelines = ws.config.pipelines  # config errors first: they must not touch the store
-    origins = ws.config.extensions.get("config_repo_origins") or {}
-    latest = ws.store.latest_runs()
-    # every latest run's stages and its scheduled jobs in a few queries (not one run_detail per pipeline)
-    details = ws.store.run_details(latest.values(), job_statuses=[Status.SCHEDULED])
+def status_rows(ws: Any, view: Any = None) -> list[dict[str, Any]]:
+    """One row per configured pipeline: its latest run and that run's stages.
+
+    ``view``: the :class:`~workbench.service.boardview.BoardView` to show (default: that of ``ws.config``).
+    """
+    if view is None:
+        from .service.boardview import view_of
+
+        view = view_of(ws.config)  # config errors first: they must not touch the store
+    origins = view.origins
+    latest = ws.store.board_runs()  # every latest run, its stages and waiting jobs in three queries
     rows = []
-    for name, p in pipelines.items():
+    for name, group, stage_names in view.pipelines:
         run = latest.get(name)
-        row: dict[str, Any] = {"pipeline": name, "group": p.group, "counter": None, "label": None,
+        row: dict[str, Any] = {"pipeline": name, "group": group, "counter": None, "label": None,
                                "status": "never run", "stages": [], "reason": None,
                                "config_repo": origins.get(name)}  # where a config repository's pipeline comes from
         if run is not None:
-            detail = details[run.id]
-            done = {s["name"]: s for s in _stage_list(detail)}
-            row.update(counter=run.counter, label=run.label, status=run.status.value, reason=run.reason,
+            done = {s[0]: s for s in run.stages}
+            row.update(counter=run.counter, label=run.label, status=run.status, reason=run.reason,
                        started_at=_iso(run.started_at or run.created_at), finished_at=_iso(run.finished_at))
-            row["stages"] = [done.get(st.name, {"name": st.name, "counter": 0, "status": "not run",
-                                                "approved_by": None, "duration_s": None}) for st in p.stages]
+            stages = []
+            for st in stage_names:
+                s = done.get(st)
+                stages.append({"name": st, "counter": 0, "status": "not run", "approved_by": None,
+                               "duration_s": None} if s is None else
+                              {"name": st, "counter": s[1], "status": s[2], "approved_by": s[3],
+                               "duration_s": _secs(s[4], s[5])})
+            row["stages"] = stages
             # jobs not started yet with a reason, e.g. "waiting for an agent with resources rpm"
-            row["waiting_jobs"] = [
-                {"stage": s.name, "job": j.name, "reason": j.reason}
-                for s in detail.latest_stages().values() for j in detail.jobs.get(s.id, ())
-                if j.status == Status.SCHEDULED and j.reason
-            ]
+            row["waiting_jobs"] = [{"stage": st, "job": job, "reason": reason} for st, job, reason in run.waiting]
         else:
-            row["stages"] = [{"name": st.name, "counter": 0, "status": "not run", "approved_by": None, "duration_s": None}
-                             for st in p.stages]
+            row["stages"] = [{"name": st, "counter": 0, "status": "not run", "approved_by": None, "duration_s": None}
+                             for st in stage_names]
         rows.append(row)
     errors = _material_errors(ws)
     for row in rows:  # unreachable remotes, bad branches: the pipeline cannot trigger until fixed
@@ -199,6 +204,7 @@ def config_repo_lines(repos: list[dict[str, Any]]) -> list[str]:
 
 
 STATUS_COLUMNS = ("pipeline", "group", "run", "status", "stages")
+_STAGE_PIECES: dict[tuple[str, str], tuple[str, str]] = {}
 
 
 def _status_cells(r: dict[str, Any]) -> list[list[tuple[str, str | None]]]:
@@ -207,7 +213,14 @@ def _status_cells(r: dict[str, Any]) -> list[list[tuple[str, str | None]]]:
     for i, s in enumerate(r["stages"]):
         if i:
             stages.append(("  ", None))
-        stages.append((f"{'■' if s['status'] != 'not run' else '□'} {s['name']}", COLOURS.get(s["status"], "grey50")))
+        key = (s["name"], s["status"])
+        piece = _STAGE_PIECES.get(key)
+        if piece is None:  # a few distinct (name, status) pairs at any size: made once each
+            piece = _STAGE_PIECES[key] = (f"{'■' if s['status'] != 'not run' else '□'} {s['name']}",
+                                          COLOURS.get(s["status"], "grey50"))
+            if len(_STAGE_PIECES) > 65536:
+                _STAGE_PIECES.clear()
+        stages.append(piece)
     run = "" if r["counter"] is None else f"{r['counter']} ({r['label']})"
     shown: list[tuple[str, str | None]] = [(str(r["status"]), COLOURS.get(r["status"], "white"))]
     if r.get("paused"):
@@ -215,67 +228,139 @@ def _status_cells(r: dict[str, Any]) -> list[list[tuple[str, str | None]]]:
     return [[(str(r["pipeline"]), None)], [(str(r["group"]), None)], [(run, None)], shown, stages]
 
 
-def _status_table(rows: list[dict[str, Any]], width: int) -> Any:
-    """The board as rich renders a ``Table(show_edge=False)`` of it, laid out here in one pass.
-
-    rich measures and wraps every cell of a Table (seconds for a thousand
-    pipelines); this builds the same lines as one styled Text. None when the
-    table would not fit ``width`` (rich's Table then shrinks and wraps columns:
-    the caller lets it).
-    """
-    from rich.cells import cell_len
-    from rich.text import Text
-
+def _status_layout(rows: list[dict[str, Any]], width: int) -> tuple[list[Any], list[int]] | None:
+    """Every row's cells and the column widths; None when the table would not fit ``width``."""
     cells = [_status_cells(r) for r in rows]
-    widths = [cell_len(c) for c in STATUS_COLUMNS]
+    widths = [_cell_len(c) for c in STATUS_COLUMNS]
     for row in cells:
         for i, cell in enumerate(row):
-            widths[i] = max(widths[i], sum(cell_len(t) for t, _ in cell))
+            n = sum(_cell_len(t) for t, _ in cell) if len(cell) > 1 else _cell_len(cell[0][0])
+            if n > widths[i]:
+                widths[i] = n
     if sum(widths) + 3 * len(widths) - 1 > width:
         return None
-    out = Text(no_wrap=True, overflow="ignore", end="\n")
+    return cells, widths
+
+
+def _cell_len(text: str) -> int:
+    """Terminal cells of ``text``: its length when it is ASCII (most names), else rich's measure."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _status_pieces(cells: list[Any], widths: list[int]) -> Iterator[tuple[str, str | None]]:
+    """The board as rich renders a ``Table(show_edge=False)`` of it: (text, style) pieces, newlines included."""
+    cell_len = _cell_len
     for i, c in enumerate(STATUS_COLUMNS):
-        out.append("┃" if i else "")
-        out.append(" ", "bold")  # rich styles a header's padding apart from its text
-        out.append(c + " " * (widths[i] - cell_len(c)), "bold")
-        out.append(" ", "bold")
-    out.append("\n" + "╇".join("━" * (w + 2) for w in widths))
+        if i:
+            yield "┃", None
+        yield " ", "bold"  # rich styles a header's padding apart from its text
+        yield c + " " * (widths[i] - cell_len(c)), "bold"
+        yield " ", "bold"
+    yield "\n" + "╇".join("━" * (w + 2) for w in widths), None
     for row in cells:
-        out.append("\n")
+        yield "\n", None
         for i, cell in enumerate(row):
-            out.append("│ " if i else " ")
+            yield ("│ " if i else " "), None
             used = 0
             for text, style in cell:
-                out.append(text, style)
+                yield text, style
                 used += cell_len(text)
-            out.append(" " * (widths[i] - used + 1))
+            yield " " * (widths[i] - used + 1), None
+
+
+def _status_table(rows: list[dict[str, Any]], width: int) -> Any:
+    """The board as one styled rich Text laid out in one pass (rich's Table measures and wraps every cell:
+    seconds for a thousand pipelines); None when the table would not fit ``width`` (rich's Table then
+    shrinks and wraps columns: the caller lets it)."""
+    from rich.text import Text
+
+    layout = _status_layout(rows, width)
+    if layout is None:
+        return None
+    out = Text(no_wrap=True, overflow="ignore", end="\n")
+    for text, style in _status_pieces(*layout):
+        out.append(text, style)
     return out
+
+
+def _write_styled(console: Any, pieces: Iterator[tuple[str, str | None]]) -> bool:
+    """Write (text, style) pieces to a plain terminal or file as ``console.print`` of the same Text would, with
+    each style's escape codes rendered once: rich's own rendering of a 10,000-row Text took over a second.
+    False (nothing written) where rich does more than escape codes (Jupyter, recording, legacy Windows)."""
+    from rich.color import ColorSystem
+
+    if console.is_jupyter or console.record or console.legacy_windows or console.file is None:
+        return False
+    system = {"standard": ColorSystem.STANDARD, "256": ColorSystem.EIGHT_BIT, "truecolor": ColorSystem.TRUECOLOR,
+              "windows": ColorSystem.WINDOWS}.get(console.color_system or "")
+    codes: dict[str | None, tuple[str, str]] = {None: ("", "")}
+    out = []
+    for text, name in pieces:
+        if system is None:
+            out.append(text)
+            continue
+        code = codes.get(name)
+        if code is None:
+            style = console.get_style(name)
+            if console.no_color:
+                style = style.without_color
+            code = codes[name] = tuple(style.render("\0", color_system=system).split("\0")) if style else ("", "")
+        out.append(code[0] + text + code[1] if code[0] else text)
+    out.append("\n")
+    with console:  # rich's lock and buffer: lines printed before come out first
+        console.file.write("".join(out))
+    return True
 
 
 def print_status(rows: list[dict[str, Any]], repos: list[dict[str, Any]] | None = None, *, console: Any = None) -> None:
     from rich.console import Console
 
     console = console or Console(width=max(100, _term_width()))
-    fast = _status_table(rows, console.width)
-    if fast is not None:
-        console.print(fast, soft_wrap=True)
-    else:
+    layout = _status_layout(rows, console.width)
+    if layout is None:
         print_rich_table(rows, console)
+    elif not _write_styled(console, _status_pieces(*layout)):
+        console.print(_status_table(rows, console.width), soft_wrap=True)
+    notes: list[tuple[str, str | None, bool]] = []  # (line, style, soft_wrap) under the table
     for r in rows:
         if r.get("status") in ("failed", "cancelled", "rejected") and r.get("reason"):
-            console.print(f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", markup=False, style="red",
-                          soft_wrap=True)
+            notes.append((f"{r['pipeline']}/{r['counter']} {r['status']}: {r['reason']}", "red", True))
         for w in r.get("waiting_jobs") or ():
-            console.print(f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", markup=False)
+            notes.append((f"{r['pipeline']}/{r['counter']} {w['stage']}/{w['job']}: {w['reason']}", None, False))
         if r.get("pause"):
             why = f": {r['pause']['reason']}" if r["pause"]["reason"] else ""
-            console.print(f"{r['pipeline']}: paused by {r['pause']['by']} since {r['pause']['since']}{why}",
-                          markup=False, style="yellow")
+            notes.append((f"{r['pipeline']}: paused by {r['pause']['by']} since {r['pause']['since']}{why}",
+                          "yellow", False))
         for e in r.get("material_errors") or ():
-            console.print(f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
-                          markup=False, style="red")
-    for line in config_repo_lines(repos or []):
-        console.print(line, markup=False, style="yellow", soft_wrap=True)
+            notes.append((f"{r['pipeline']}: material {e['material']} error since {e['since']}: {e['message']}",
+                          "red", False))
+    notes += [(line, "yellow", True) for line in config_repo_lines(repos or [])]
+    print_lines(console, notes)
+
+
+def print_lines(console: Any, lines: list[tuple[str, str | None, bool]]) -> None:
+    """``console.print(line, markup=False, style=style, soft_wrap=soft)`` for each line, as one print per run
+    of lines with the same ``soft``: each line is the same Text (emoji, highlighting, style) and wraps alone,
+    but a thousand failed runs are not a thousand renders (a second at 10,000 pipelines with a year of history)."""
+    from rich.text import Text
+
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and lines[j][2] == lines[i][2]:
+            j += 1
+        texts = []
+        for text, style, _ in lines[i:j]:
+            t = console.render_str(text, markup=False)
+            if style:
+                t.stylize_before(style)  # under the highlighter's spans, as print(..., style=) puts it
+            texts.append(t)
+        console.print(Text("\n").join(texts), soft_wrap=lines[i][2])
+        i = j
 
 
 

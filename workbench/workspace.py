@@ -22,6 +22,19 @@ if TYPE_CHECKING:
     from .store.frames import Frames
 
 STATE_DIR = ".workbench"
+FREEZE_FROM = 1000  # pipelines: a config this large is moved out of the cyclic GC's sight once loaded
+
+
+def _settled(config: Config) -> Config:
+    """``config``, after ``gc.freeze()`` when it is large: its millions of objects hold no cycles and live as
+    long as the workspace, yet every full collection walked them all (over a second of a 10,000-pipeline
+    server's board read, benchmarks/README.md issue 17). Frozen objects are still freed by reference count
+    when the config is replaced; only cyclic garbage that exists at that moment stays uncollected."""
+    if len(config.pipelines) >= FREEZE_FROM:
+        import gc
+
+        gc.freeze()
+    return config
 
 
 class Workspace:
@@ -66,10 +79,10 @@ class Workspace:
         if self.settings.config_repos:  # plus each config repository at its last good revision
             from .configrepos.compose import workspace_config
 
-            return workspace_config(self)
+            return _settled(workspace_config(self))
         from .config import load_workspace_config
 
-        return load_workspace_config(self.root, cache_dir=self.state / "cache")
+        return _settled(load_workspace_config(self.root, cache_dir=self.state / "cache"))
 
     def reload(self) -> Config:
         self.__dict__.pop("config", None)

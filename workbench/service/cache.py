@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 MAX_ENTRIES = 64
+INDEPENDENT = object()  # the ``config`` of an answer that does not depend on the config (history)
 
 _caches: weakref.WeakKeyDictionary[Any, ReadCache] = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
@@ -67,8 +68,8 @@ def peek(ws: Any, key: Any, marker: Any = None) -> Any | None:
     sends only a miss to a worker thread (``workbench/server/fastreads.py``).
     ``marker``: the store's change marker if the caller has just read it.
     """
-    config = ws.__dict__.get("config")  # not loaded yet: nothing can be cached for it
-    if config is None:
+    config = ws.__dict__.get("config")  # not loaded yet: nothing depending on it can be cached for it
+    if "store" not in ws.__dict__:
         return None
     cache = _caches.get(ws.store)
     if cache is None:
@@ -76,7 +77,7 @@ def peek(ws: Any, key: Any, marker: Any = None) -> Any | None:
     if marker is None:
         marker = ws.store.change_marker()
     hit = cache._entries.get(key)
-    if marker is None or hit is None or hit[0] != marker or hit[1] is not config:
+    if marker is None or hit is None or hit[0] != marker or (hit[1] is not config and hit[1] is not INDEPENDENT):
         return None
     return hit[2]
 
@@ -89,7 +90,9 @@ def cache_of(store: Any) -> ReadCache:
         return cache
 
 
-def cached(ws: Any, key: Any, compute: Callable[[], T]) -> T:
-    """``compute()``, or its value from before when the store and ``ws.config`` have not changed since."""
-    config = ws.config  # config errors first, as the uncached read would raise them
+def cached(ws: Any, key: Any, compute: Callable[[], T], *, config: Any = None) -> T:
+    """``compute()``, or its value from before when the store and ``config`` (default ``ws.config``) have not
+    changed since; ``config=INDEPENDENT`` for an answer that does not depend on the config."""
+    if config is None:
+        config = ws.config  # config errors first, as the uncached read would raise them
     return cache_of(ws.store).get(ws.store, config, key, compute)

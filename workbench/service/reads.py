@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from ..errors import NotFound, UsageError
 from ..status import Status
+from .cache import INDEPENDENT
 
 
 def _iso(t: float | None) -> str | None:
@@ -31,9 +32,11 @@ def cached_read(ws: Any, name: str, *args: Any, marker: Any = None) -> Any | Non
 def board(ws: Any) -> list[dict[str, Any]]:
     """GoCD's dashboard: the latest run of every pipeline, stage by stage (``workbench status``)."""
     from ..reporting import status_rows
+    from .boardview import board_view
     from .cache import cached
 
-    return cached(ws, "board", lambda: status_rows(ws))
+    view, token = board_view(ws)  # config errors first; without the full config when a view is kept
+    return cached(ws, "board", lambda: status_rows(ws, view), config=token)
 
 
 def config_repos(ws: Any) -> list[dict[str, Any]]:
@@ -50,7 +53,8 @@ def history(ws: Any, pipeline: str | None = None, limit: int = 50) -> list[dict[
 
     if limit < 1:
         raise UsageError(f"limit must be at least 1 (got {limit})")
-    return cached(ws, ("history", pipeline, limit), lambda: history_rows(ws, pipeline, limit))
+    # the config plays no part in history: it is not loaded (a second at 10,000 pipelines)
+    return cached(ws, ("history", pipeline, limit), lambda: history_rows(ws, pipeline, limit), config=INDEPENDENT)
 
 
 def run_detail(ws: Any, locator: str) -> dict[str, Any]:

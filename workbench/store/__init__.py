@@ -315,6 +315,13 @@ class Store:
         with self.read() as conn:
             return {r["pipeline"]: _pipeline_run(r) for r in conn.execute(q).mappings()}
 
+    def board_runs(self) -> dict[str, Any]:
+        """Every pipeline's latest run with its latest stages and waiting jobs, for the board (:mod:`.board`)."""
+        from .board import board_runs
+
+        with self.read() as conn:
+            return board_runs(conn)
+
     def run_detail(self, run: PipelineRun | int, *, jobs: bool = True) -> RunDetail:
         """A run with all its stage runs and, unless ``jobs=False``, their job runs.
 

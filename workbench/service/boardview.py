@@ -1,0 +1,124 @@
+"""What the board needs of the config (names, groups, stage names), kept beside the parse cache.
+
+``workbench status`` at 10,000 pipelines spent over a second unpickling the
+whole checked :class:`~workbench.config.model.Config` (18 MB) from the parse
+cache (:mod:`workbench.config.cache`) to read three fields of each pipeline.
+:class:`BoardView` is those fields alone (~0.5 MB pickled), written under
+``.workbench/cache/board-KEY.pickle`` where KEY is the parse cache's own key
+(SHA-256 over every pipeline file's name and bytes, the workbench's code and
+the registered config extensions): a changed, added or removed file, another
+workbench version or another set of extensions gives another key, so a stale
+view is never read; and it is only written from a config that loaded without
+errors, so a broken file still reports its errors (the full load runs then).
+
+It is used where nothing else needs the full config: when the workspace's
+config is already loaded (the server, a notebook) the view comes from it;
+with config repositories (``workbench.yaml``'s ``config_repos``) it always
+does, because their pipelines do not come from the workspace's files.
+``WORKBENCH_CONFIG_CACHE=0`` turns this off with the parse cache.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+VERSION = 1  # of the pickled shape below
+KEEP = 4
+
+
+@dataclass(frozen=True)
+class BoardView:
+    """``pipelines``: (name, group, stage names) in config order; ``origins``: pipeline → config repository."""
+
+    pipelines: tuple[tuple[str, str, tuple[str, ...]], ...]
+    origins: Mapping[str, str] = field(default_factory=dict)
+
+
+_last: list[tuple[Any, BoardView]] = []  # (config, its view): a Config is not weak-referenceable (slots)
+
+
+def view_of(config: Any) -> BoardView:
+    """The view of a loaded config (the last one kept: the server asks for it on every board miss)."""
+    kept = _last[-1] if _last else None
+    if kept is not None and kept[0] is config:
+        return kept[1]
+    view = BoardView(tuple((name, p.group, tuple(st.name for st in p.stages)) for name, p in config.pipelines.items()),
+                     dict(config.extensions.get("config_repo_origins") or {}))
+    _last[:] = [(config, view)]
+    return view
+
+
+def board_view(ws: Any) -> tuple[BoardView, Any]:
+    """The workspace's view and the token a read cache keys on (the loaded config when there is one).
+
+    Raises the config's errors like ``ws.config`` (the full load runs whenever no view is kept).
+    """
+    from ..config import cache as parse_cache
+
+    config = ws.__dict__.get("config")
+    if config is not None or not parse_cache.enabled() or ws.settings.config_repos:
+        config = ws.config
+        return view_of(config), config
+    from .. import features
+    from ..config import workspace_sources
+
+    features.load()  # the config extensions are part of the key
+    sources = workspace_sources(ws.root)
+    if not sources:
+        config = ws.config
+        return view_of(config), config
+    entry = ws.state / "cache" / f"board-{parse_cache.key(sources)[:32]}.pickle"
+    kept = ws.__dict__.get("_board_view")
+    if kept is not None and kept[0] == entry:  # the same files as this workspace's last read: the same token
+        return kept[1], kept[1]
+    view = _read(entry)
+    if view is not None:
+        ws.__dict__["_board_view"] = (entry, view)
+        return view, view
+    config = ws.config  # errors are raised here, and nothing is written
+    view = view_of(config)
+    _write(entry, view)
+    return view, config
+
+
+def _read(entry: Path) -> BoardView | None:
+    from ..config.cache import _trusted
+
+    if not _trusted(entry):  # unpickling runs code: only our own file, not writable by others
+        return None
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        with open(entry, "rb") as f:
+            version, pipelines, origins = pickle.load(f)
+        if version == VERSION:
+            return BoardView(pipelines, origins)
+    except Exception:  # truncated or another shape: rebuilt from the config and overwritten
+        pass
+    finally:
+        if paused:
+            gc.enable()
+    return None
+
+
+def _write(entry: Path, view: BoardView) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".board-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((VERSION, view.pipelines, dict(view.origins)), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, entry)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        old = sorted(entry.parent.glob("board-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in old[KEEP:]:
+            stale.unlink(missing_ok=True)
+    except (OSError, pickle.PicklingError):
+        pass  # a read-only workspace: the view is only a shortcut
