@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import NotFound
-from .status import Status
 
 COLOURS = {
     "passed": "green", "failed": "red", "running": "yellow", "scheduled": "cyan", "waiting": "magenta",

@@ -18,7 +18,6 @@ from typing import Any, Mapping
 import sqlalchemy as sa
 
 from ..errors import ArtifactError, NotFound
-from ..store import schema as S
 from ..tasks import JobContext, TaskError
 from ..tasks.process import ProcessResult
 from . import tables

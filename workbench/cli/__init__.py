@@ -148,26 +148,14 @@ def validate(ctx: click.Context) -> None:
              "(a workspace keeps its pipelines in pipelines/*.gocd.yaml)")
         click.echo("ok: no pipelines")
         return
-    gc.disable()  # a one-shot load of up to millions of small objects, no cycles: see _settled
+    gc.disable()  # a one-shot load of up to millions of small objects, no cycles: see _started
     try:
         result = Local(ws).validate()
     finally:
-        _settled()
+        _started()
     for w in result["warnings"]:
         _err(w)
     click.echo(f"ok: {plural(result['pipelines'], 'pipeline')} in {plural(result['files'], 'file')}")
-
-
-def _settled() -> None:
-    """The config is loaded: freeze what the load built out of later collections, then collect as usual.
-
-    The loader pauses the cyclic GC while it builds (``_load``), but switched
-    back on, the first collection walked every node and dataclass of the
-    config once more: at 10,000 pipelines a gen-2 pass of ~1 s, ~10% of a
-    cold ``validate``, for objects that live until the process exits.
-    """
-    gc.freeze()
-    gc.enable()
 
 
 def plural(n: int, word: str) -> str:
@@ -259,7 +247,9 @@ def _started() -> None:
     papermill, ...), and the cyclic collector walks them again and again while
     they are created: 10-15% of a cold ``workbench run``'s CPU. So collection
     is off until the imports are done, and what they built is then frozen out of
-    every later collection (``gc.freeze``).
+    every later collection (``gc.freeze``). ``validate`` does the same around its
+    config load: switched back on, the first collection walked every node of a
+    10,000-pipeline config once more (a gen-2 pass of ~1 s, ~10% of a cold run).
     """
     gc.freeze()
     gc.enable()

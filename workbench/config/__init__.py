@@ -10,7 +10,6 @@ plain-text passwords, ...) come back in ``Config.warnings``.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -163,15 +162,10 @@ def load_sources(sources: list[Source], check: LoadCheck | None = None,
 
 def _load(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None,
           origins: Mapping[str, ConfigOrigin] | None = None) -> Config:
-    # Loading allocates many small objects and no lasting cycles: pausing the
-    # cyclic GC meanwhile saves ~15% of the time of a 200-pipeline config.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    from .cache import gc_paused
+
+    with gc_paused():  # many small objects and no lasting cycles: ~15% of a 200-pipeline config's load
         return _load_all(sources, check, origins)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _load_all(sources: list[tuple[str, bytes | None, str | None]], check: LoadCheck | None = None,

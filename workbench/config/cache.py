@@ -23,6 +23,7 @@ always safe.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import os
@@ -31,7 +32,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from .model import Config
 
@@ -93,48 +94,84 @@ def _trusted(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def cached_load(cache_dir: Path, sources: list[Source], load: Callable[[list[Source]], Config]) -> Config:
-    """``load(sources)``, or the result a previous load of the same bytes by the same code kept."""
-    if not enabled():
-        return load(sources)
-    k = key(sources)
-    entry = cache_dir / f"config-{k[:32]}.pickle"
-    if _trusted(entry):
-        paused = gc.isenabled()
-        gc.disable()  # hundreds of thousands of small objects, no cycles: the GC would rescan them many times
-        try:
-            with open(entry, "rb") as f:
-                found = pickle.load(f)
-            if isinstance(found, Config):
-                return found
-        except Exception:  # truncated, or from a class that changed shape: parse again and overwrite
-            pass
-        finally:
-            if paused:
-                gc.enable()
-    config = load(sources)  # raises ConfigError: nothing is kept
-    _store(cache_dir, entry, config)
-    return config
-
-
-def _store(cache_dir: Path, entry: Path, config: Config) -> None:
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic GC off while a config or one of its projections is built or read back: hundreds of thousands
+    of small objects and no cycles, which the collector would otherwise rescan many times (~15% of a load)."""
+    paused = gc.isenabled()
+    gc.disable()
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".config-", suffix=".tmp")
-        paused = gc.isenabled()
-        gc.disable()
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+# -- kept files: the parse cache and the projections kept beside it under the same key ----------------------
+# (the checked Config here; the board's view, workbench.service.boardview; the tick's scheduling inputs,
+# workbench.materials.quiet; validate's answer, workbench.service.validate_cache). Each is
+# ``.workbench/cache/KIND-KEY32.SUFFIX``, written atomically, the newest KEEP of a kind kept, and read only when
+# owned by this user and not writable by others (unpickling runs code).
+
+def entry_path(cache_dir: Path, kind: str, k: str, suffix: str = "pickle") -> Path:
+    return cache_dir / f"{kind}-{k[:32]}.{suffix}"
+
+
+def read_kept(entry: Path) -> bytes | None:
+    """A kept file's bytes, or None when it is missing or not to be trusted."""
+    if not _trusted(entry):
+        return None
+    try:
+        return entry.read_bytes()
+    except OSError:
+        return None
+
+
+def unpickle_kept(entry: Path) -> Any:
+    """A kept pickle's object, or None when it is missing, untrusted, truncated or of a class that changed."""
+    data = read_kept(entry)
+    if data is None:
+        return None
+    with gc_paused():
+        try:
+            return pickle.loads(data)
+        except Exception:  # rebuilt by the caller and overwritten
+            return None
+
+
+def write_kept(entry: Path, data: Any) -> None:
+    """Keep ``data`` (bytes, or an object to pickle) at ``entry``, atomically; older entries of its kind beyond
+    KEEP go. Failing to write (a read-only workspace, an unpicklable extension value) is not an error: every
+    kept file is only a shortcut."""
+    kind, suffix = entry.name.split("-", 1)[0], entry.name.rsplit(".", 1)[-1]
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        if not isinstance(data, bytes):
+            with gc_paused():
+                data = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{kind}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                pickle.dump(config, f, protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(data)
             os.replace(tmp, entry)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        finally:
-            if paused:
-                gc.enable()
-        old = sorted(cache_dir.glob("config-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
+        old = sorted(entry.parent.glob(f"{kind}-*.{suffix}"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in old[KEEP:]:
             stale.unlink(missing_ok=True)
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
-        pass  # a read-only workspace or an unpicklable extension value: the cache is only a shortcut
+        pass
+
+
+def cached_load(cache_dir: Path, sources: list[Source], load: Callable[[list[Source]], Config]) -> Config:
+    """``load(sources)``, or the result a previous load of the same bytes by the same code kept."""
+    if not enabled():
+        return load(sources)
+    entry = entry_path(cache_dir, "config", key(sources))
+    found = unpickle_kept(entry)
+    if isinstance(found, Config):
+        return found
+    config = load(sources)  # raises ConfigError: nothing is kept
+    write_kept(entry, config)
+    return config

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from ..metrics.model import ALIASES, COLUMNS, History, normalize
 from ..status import ALL as STATUSES
 from ..status import ACTIVE
-from ..store.frames import EXTRA_FRAMES, Frames
+from ..store.frames import Frames
 
 SLACK = 60.0  # seconds: a writer whose clock is behind by less than this is still seen by the watermark
 _NEVER = 1e18  # an unfinished row's finish time, as far as the watermark is concerned

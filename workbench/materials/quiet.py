@@ -39,11 +39,6 @@ why each pipeline waits, which needs deciding them all.
 """
 from __future__ import annotations
 
-import gc
-import os
-import pickle
-import stat
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -116,66 +111,37 @@ def project(cfg: Any, key: str) -> Projection:
 def projection_key(ws: Any) -> str | None:
     """The parse cache's key of the workspace's pipeline files as they are now (None: cache off, no files)."""
     from .. import features
-    from ..config import cache, pipeline_files
+    from ..config import cache, workspace_sources
 
     features.load()  # the key covers the config extensions the features register, as the Config's load sees them
     if not cache.enabled():
         return None
-    files = pipeline_files(ws.root)
-    if not files:
+    sources = workspace_sources(ws.root)  # the names and bytes a Config load keys its parse cache on
+    if not sources or any(data is None for _, data, _ in sources):
         return None
-    sources: list[tuple[str, bytes | None, str | None]] = []
-    for f in files:
-        try:
-            sources.append((str(f.relative_to(ws.root)), f.read_bytes(), None))
-        except (OSError, ValueError):
-            return None
     return cache.key(sources)
 
 
 def _path(ws: Any, key: str) -> Path:
-    return ws.state / "cache" / f"tick-{key[:32]}.pickle"
+    from ..config.cache import entry_path
+
+    return entry_path(ws.state / "cache", "tick", key)
 
 
 def load_projection(ws: Any, key: str) -> Projection | None:
     """The kept projection for ``key``, if one is there and trusted (owner-only, like the parse cache)."""
-    path = _path(ws, key)
-    try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return None
-        paused = gc.isenabled()
-        gc.disable()  # many small objects and no cycles: a GC pass over them would be wasted
-        try:
-            with open(path, "rb") as f:
-                found = pickle.load(f)
-        finally:
-            if paused:
-                gc.enable()
-    except Exception:  # missing, truncated, a class that changed shape: the tick loads the Config
-        return None
+    from ..config.cache import unpickle_kept
+
+    found = unpickle_kept(_path(ws, key))  # missing, truncated, another shape: None, and the tick loads the Config
     if isinstance(found, Projection) and found.key == key and found.version == VERSION:
         return found
     return None
 
 
 def save_projection(ws: Any, proj: Projection) -> None:
-    folder = ws.state / "cache"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tick-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(proj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, _path(ws, proj.key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        old = sorted(folder.glob("tick-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for stale in old[4:]:
-            stale.unlink(missing_ok=True)
-    except (OSError, pickle.PicklingError, TypeError, AttributeError):
-        pass  # only a shortcut
+    from ..config.cache import write_kept
+
+    write_kept(_path(ws, proj.key), proj)  # only a shortcut: a read-only workspace goes without
 
 
 @dataclass

@@ -14,7 +14,6 @@ runs. JupyterHub's sign-in is its ``HubOAuth`` class used as a library
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any, Callable, Iterator

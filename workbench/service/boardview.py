@@ -19,16 +19,11 @@ does, because their pipelines do not come from the workspace's files.
 """
 from __future__ import annotations
 
-import gc
-import os
-import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 VERSION = 1  # of the pickled shape below
-KEEP = 4
 
 
 @dataclass(frozen=True)
@@ -72,7 +67,7 @@ def board_view(ws: Any) -> tuple[BoardView, Any]:
     if not sources:
         config = ws.config
         return view_of(config), config
-    entry = ws.state / "cache" / f"board-{parse_cache.key(sources)[:32]}.pickle"
+    entry = parse_cache.entry_path(ws.state / "cache", "board", parse_cache.key(sources))
     kept = ws.__dict__.get("_board_view")
     if kept is not None and kept[0] == entry:  # the same files as this workspace's last read: the same token
         return kept[1], kept[1]
@@ -87,38 +82,15 @@ def board_view(ws: Any) -> tuple[BoardView, Any]:
 
 
 def _read(entry: Path) -> BoardView | None:
-    from ..config.cache import _trusted
+    from ..config.cache import unpickle_kept
 
-    if not _trusted(entry):  # unpickling runs code: only our own file, not writable by others
-        return None
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        with open(entry, "rb") as f:
-            version, pipelines, origins = pickle.load(f)
-        if version == VERSION:
-            return BoardView(pipelines, origins)
-    except Exception:  # truncated or another shape: rebuilt from the config and overwritten
-        pass
-    finally:
-        if paused:
-            gc.enable()
-    return None
+    found = unpickle_kept(entry)  # only our own file, not writable by others: unpickling runs code
+    if isinstance(found, tuple) and len(found) == 3 and found[0] == VERSION:
+        return BoardView(found[1], found[2])
+    return None  # missing, untrusted, truncated or another shape: rebuilt from the config and overwritten
 
 
 def _write(entry: Path, view: BoardView) -> None:
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".board-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump((VERSION, view.pipelines, dict(view.origins)), f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        old = sorted(entry.parent.glob("board-*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for stale in old[KEEP:]:
-            stale.unlink(missing_ok=True)
-    except (OSError, pickle.PicklingError):
-        pass  # a read-only workspace: the view is only a shortcut
+    from ..config.cache import write_kept
+
+    write_kept(entry, (VERSION, view.pipelines, dict(view.origins)))  # a read-only workspace goes without

@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..config import cache as parse_cache
 from ..config import Source, load_workspace_config, workspace_sources
 
-KEEP = parse_cache.KEEP
 Check = Callable[[Any, Any], list[Any]]
 
 
@@ -67,11 +64,11 @@ def key(root: Path, checks: Iterable[Check], sources: list[Source]) -> str:
 
 def lookup(cache_dir: Path, root: Path, k: str) -> dict[str, Any] | None:
     """The kept answer for key ``k`` if every file the checks read is as it was, else None."""
-    entry = cache_dir / f"validate-{k[:32]}.json"
-    if not parse_cache._trusted(entry):
+    data = parse_cache.read_kept(parse_cache.entry_path(cache_dir, "validate", k, "json"))
+    if data is None:
         return None
     try:
-        found = json.loads(entry.read_text())
+        found = json.loads(data)
         if found.get("key") != k or not isinstance(found.get("result"), dict) or found["result"].get("ok") is not True:
             return None
         for rel, state in found["inputs"]:
@@ -97,23 +94,8 @@ def store(cache_dir: Path, k: str, result: dict[str, Any], states: list[list[Any
     """Keep an ``ok`` answer; a read-only workspace just goes without."""
     if result.get("ok") is not True:
         return
-    entry = cache_dir / f"validate-{k[:32]}.json"
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        body = json.dumps({"key": k, "result": result, "inputs": states})
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".validate-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(body)
-            os.replace(tmp, entry)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        old = sorted(entry.parent.glob("validate-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for stale in old[KEEP:]:
-            stale.unlink(missing_ok=True)
-    except OSError:
-        pass
+    body = json.dumps({"key": k, "result": result, "inputs": states}).encode()
+    parse_cache.write_kept(parse_cache.entry_path(cache_dir, "validate", k, "json"), body)
 
 
 def cached_validate(ws: Any, checks: list[Check], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
