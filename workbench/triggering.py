@@ -305,9 +305,7 @@ class Scheduler:
                 (p, m) for p in cfg.pipelines.values() for m in p.materials if isinstance(m, GitMaterial)
                 and ((poll_all and m.auto_update) or forced_all or p.name in timer_due or _is_forced(source, m, forced))
             ]
-            # what the quiet pass polled is not asked again (one look-up per repository and tick)
-            source.poll(m for _, m in to_poll if source.fingerprint(m) not in source.heads)
-            source._asked.update(id(m) for _, m in to_poll)
+            source.poll(m for _, m in to_poll)  # what the quiet pass polled is not asked again (MaterialSource.poll)
             self.report.polled += len({source.url(m) for _, m in to_poll})
             if to_poll:
                 self.report.material_errors += record_errors(store, source, to_poll, now)
@@ -710,7 +708,7 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
     # knows (a blocker when there are some); any other task is unknown here, so its tick takes the full path
     known = all(getattr(t, "__module__", "") == "workbench.notifications.hook" for t in TICK_TASKS)
     if quick and known and not force and force is not None and "config" not in ws.__dict__:
-        key = quiet.projection_key(ws)
+        key = ws.sources_key()
         proj = quiet.load_projection(ws, key) if key else None
         if proj is not None:
             got = _quiet(ws, proj, _as_clock(now)(), lock)
@@ -729,7 +727,7 @@ def tick(ws: Any, now: Any = None, *, lock: bool = True, listener: Callable[...,
         report = s.run_until_idle()
     for task in TICK_TASKS:  # e.g. send the notifications this tick's runs gave rise to
         report.finished.extend(task(ws))
-    if key is not None and quiet.projection_key(ws) == key:  # the Config loaded is that of these bytes
+    if key is not None and ws.sources_key() == key:  # the Config loaded is that of these bytes
         quiet.save_projection(ws, quiet.project(ws.config, key))
     return report
 

@@ -16,6 +16,7 @@ from .config.model import Config
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    from .config import Source
     from .engine import Engine
     from .settings import Settings
     from .store import Store
@@ -73,6 +74,15 @@ class Workspace:
     @cached_property
     def config(self) -> Config:
         """The pipelines as code; raises ConfigError listing every problem."""
+        return self._load_config()
+
+    def config_of(self, sources: "list[Source]") -> Config:
+        """``config``, loaded from these bytes of the pipeline files (as :func:`workspace_sources` read them):
+        what keys something on those bytes (the validate answer) gets the config of exactly them."""
+        self.__dict__["config"] = config = self._load_config(sources)
+        return config
+
+    def _load_config(self, sources: "list[Source] | None" = None) -> Config:
         from . import features
 
         features.load()
@@ -82,7 +92,22 @@ class Workspace:
             return _settled(workspace_config(self))
         from .config import load_workspace_config
 
-        return _settled(load_workspace_config(self.root, cache_dir=self.state / "cache"))
+        return _settled(load_workspace_config(self.root, cache_dir=self.state / "cache", sources=sources))
+
+    def sources_key(self) -> str | None:
+        """The parse cache's key of the pipeline files as they are now, which the projections kept beside it
+        (the board's view, the tick's inputs) are kept under; None when the cache is off or a file is missing
+        or unreadable (the full load then reports it)."""
+        from . import features
+        from .config import cache, workspace_sources
+
+        features.load()  # the key covers the config extensions the features register, as the Config's load sees
+        if not cache.enabled():
+            return None
+        sources = workspace_sources(self.root)
+        if not sources or any(data is None for _, data, _ in sources):
+            return None
+        return cache.key(sources)
 
     def reload(self) -> Config:
         self.__dict__.pop("config", None)

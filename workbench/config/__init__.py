@@ -48,13 +48,23 @@ def load_config(paths: Iterable[Path] | Iterable[str], *, base: Path | None = No
 
     With ``cache_dir``, a load of the same bytes by the same code is read back from there (:mod:`.cache`).
     """
-    sources: list[tuple[str, bytes | None, str | None]] = []
     given = [Path(p) for p in paths]
-    for path, display in zip(given, _displays(given, base) if base is not None else map(str, given)):
+    return _load_kept(_read(given, _displays(given, base) if base is not None else map(str, given)), cache_dir)
+
+
+def _read(paths: Iterable[Path], displays: Iterable[str]) -> "list[Source]":
+    """Each file's bytes under its display name, or why it could not be read (reported at ``NAME:1:1``)."""
+    out: list[Source] = []
+    for path, display in zip(paths, displays):
         try:
-            sources.append((display, path.read_bytes(), None))
+            out.append((display, path.read_bytes(), None))
         except OSError as exc:
-            sources.append((display, None, f"cannot read the file: {exc.strerror or exc}"))
+            out.append((display, None, f"cannot read the file: {exc.strerror or exc}"))
+    return out
+
+
+def _load_kept(sources: "list[Source]", cache_dir: Path | None) -> Config:
+    """``_load(sources)``, through the parse cache in ``cache_dir`` when given."""
     if cache_dir is not None:
         from .cache import cached_load
 
@@ -111,16 +121,9 @@ def load_workspace_config(workspace_dir: Path, *, cache_dir: Path | None = None,
     ``sources``: the files as :func:`workspace_sources` already read them, so a caller that keyed
     something on those bytes gets the config of exactly those bytes.
     """
-    if sources is None:
-        files = pipeline_files(workspace_dir)
-        if files:
-            return load_config(files, base=Path(workspace_dir), cache_dir=cache_dir)
-    elif sources:
-        if cache_dir is not None:
-            from .cache import cached_load
-
-            return cached_load(cache_dir, list(sources), _load)
-        return _load(list(sources))
+    sources = workspace_sources(workspace_dir) if sources is None else list(sources)
+    if sources:
+        return _load_kept(sources, cache_dir)
     warning = Problem("pipelines", 1, 1, "no pipeline files (*.yaml, *.yml, *.gocd.json, *.gopipeline.json, "
                                          "*.goenvironment.json) in the pipelines folder", "warning")
     return Config(warnings=(warning,))
@@ -137,14 +140,8 @@ LoadCheck = Callable[[list[FileParts], Config, Ctx], None]
 
 def workspace_sources(workspace_dir: Path) -> list[Source]:
     """The workspace's pipeline files as sources for :func:`load_sources` (names relative to the workspace)."""
-    out: list[Source] = []
     files = pipeline_files(workspace_dir)
-    for path, display in zip(files, _displays(files, Path(workspace_dir))):
-        try:
-            out.append((display, path.read_bytes(), None))
-        except OSError as exc:
-            out.append((display, None, f"cannot read the file: {exc.strerror or exc}"))
-    return out
+    return _read(files, _displays(files, Path(workspace_dir)))
 
 
 def load_sources(sources: list[Source], check: LoadCheck | None = None,

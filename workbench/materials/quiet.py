@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from ..config.model import NOWHERE, DependencyMaterial, GitMaterial
 from ..status import Status
 
-__all__ = ["Projection", "project", "projection_key", "load_projection", "save_projection", "quiet_pass"]
+__all__ = ["Projection", "project", "load_projection", "save_projection", "quiet_pass"]
 
 VERSION = 1
 STAGE_COUNTERS = 1 << 20  # reruns of one stage in one run stay far below this
@@ -106,20 +106,6 @@ def project(cfg: Any, key: str) -> Projection:
     if conf is not None and getattr(conf, "subscriptions", True):
         blockers.append("notifications")
     return Projection(key, pipes, tuple(blockers))
-
-
-def projection_key(ws: Any) -> str | None:
-    """The parse cache's key of the workspace's pipeline files as they are now (None: cache off, no files)."""
-    from .. import features
-    from ..config import cache, workspace_sources
-
-    features.load()  # the key covers the config extensions the features register, as the Config's load sees them
-    if not cache.enabled():
-        return None
-    sources = workspace_sources(ws.root)  # the names and bytes a Config load keys its parse cache on
-    if not sources or any(data is None for _, data, _ in sources):
-        return None
-    return cache.key(sources)
 
 
 def _path(ws: Any, key: str) -> Path:

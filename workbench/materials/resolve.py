@@ -54,6 +54,7 @@ class MaterialSource:
         self._mirrors: dict[str, Mirror] = {}
         self._deps: dict[tuple[str, str], list[UpstreamRun]] = {}
         self._asked: set[int] = set()  # the material objects polled for themselves this pass
+        self._polled: set[str] = set()  # the fingerprints asked of their remote this pass (once each)
         self._commits: dict[tuple[str, str | None, str], list[CommitInfo]] = {}
         self._urls: dict[str, str] = {}  # a material's url as written -> normalised (this pass)
 
@@ -84,11 +85,16 @@ class MaterialSource:
         return self._mirrors[url]
 
     def poll(self, materials: Iterable[GitMaterial]) -> None:
-        """Ask each repository once for its heads; fetch the ones that moved."""
+        """Ask each repository once per pass for its heads; fetch the ones that moved. A material whose
+        repository and branch this source already asked (the tick's quiet pass, then its full pass) is not
+        asked again: one look-up per repository and pass."""
         by_url: dict[str, list[GitMaterial]] = {}
         for m in materials:
             self._asked.add(id(m))
-            by_url.setdefault(self.url(m), []).append(m)
+            fp = self.fingerprint(m)
+            if fp not in self._polled:
+                self._polled.add(fp)
+                by_url.setdefault(self.url(m), []).append(m)
         if not by_url:
             return
 

@@ -140,7 +140,7 @@ def run_server(ws: Any, bind: str = DEFAULT_BIND, *, interval: float = 10.0,
                         say(f"serving http://{shown}:{bound[1]}")
 
             # loop="asyncio": uvloop, when installed, takes the signal wakeup fd that Stop reads.
-            # http="auto": httptools (a core dependency) parses HTTP in C; h11, pure Python, was a quarter of the
+            # http="auto": httptools (in the server extra, beside uvicorn) parses HTTP in C; h11, pure Python, was a quarter of the
             # event loop's time under 50 polling clients (benchmarks/README.md, issue 14); auto falls back to it
             config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, loop="asyncio",
                                     http="auto",

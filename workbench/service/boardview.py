@@ -59,15 +59,11 @@ def board_view(ws: Any) -> tuple[BoardView, Any]:
     if config is not None or not parse_cache.enabled() or ws.settings.config_repos:
         config = ws.config
         return view_of(config), config
-    from .. import features
-    from ..config import workspace_sources
-
-    features.load()  # the config extensions are part of the key
-    sources = workspace_sources(ws.root)
-    if not sources:
+    key = ws.sources_key()
+    if key is None:  # no files, or one unreadable: the full load says so
         config = ws.config
         return view_of(config), config
-    entry = parse_cache.entry_path(ws.state / "cache", "board", parse_cache.key(sources))
+    entry = parse_cache.entry_path(ws.state / "cache", "board", key)
     kept = ws.__dict__.get("_board_view")
     if kept is not None and kept[0] == entry:  # the same files as this workspace's last read: the same token
         return kept[1], kept[1]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..config import cache as parse_cache
-from ..config import Source, load_workspace_config, workspace_sources
+from ..config import Source, workspace_sources
 
 Check = Callable[[Any, Any], list[Any]]
 
@@ -113,11 +113,8 @@ def cached_validate(ws: Any, checks: list[Check], compute: Callable[[], dict[str
     found = lookup(cache_dir, root, k)
     if found is not None:
         return found
-    from .. import features
-
-    features.load()
-    ws.__dict__["config"] = load_workspace_config(root, cache_dir=cache_dir, sources=sources)  # Workspace.config's
-    read = inputs(checks, ws.config, root)
+    config = ws.config_of(sources)  # Workspace.config, of the very bytes keyed above
+    read = inputs(checks, config, root)
     states = None if read is None else [[rel, _file_state(root / rel)] for rel in read]  # before the checks read them
     result = compute()  # a ConfigError propagates: nothing is kept
     if states is not None:
