@@ -194,16 +194,26 @@ def _peak_mb(pid: int) -> float:
     return float("nan")
 
 
+def estate_size(root: Path) -> int:
+    """The size an existing estate of ``write_estate`` was written with (its pipeline count)."""
+    return sum(1 for f in (root / "pipelines").glob("*.gocd.yaml") for line in f.open() if re.match(r"  p\d+:$", line))
+
+
 def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, notify: bool = True,
-            rss: bool = True) -> dict[int, dict[str, Any]]:
-    """Every figure at every size, printed as it comes; returned as {size: {figure: value}}."""
+            rss: bool = True, existing: dict[int, Path] | None = None) -> dict[int, dict[str, Any]]:
+    """Every figure at every size, printed as it comes; returned as {size: {figure: value}}.
+
+    ``existing``: {size: root} of estates written before (``--estates``): the same files are written again
+    (deterministic, so the same bytes) and, when the store already has runs, the first tick is not repeated."""
     out: dict[int, dict[str, Any]] = {}
     for n in sizes:
         f: dict[str, Any] = out.setdefault(n, {})
         t = time.perf_counter()
-        est = write_estate(base / f"estate{n}", n)
+        est = write_estate((existing or {}).get(n, base / f"estate{n}"), n)
+        ticked = (est.root / ".workbench" / "store.db").exists()
         print(f"\n== {n} pipelines in {len(est.files)} files, {len(est.repos)} repositories "
-              f"(written in {time.perf_counter() - t:.1f} s)", flush=True)
+              f"(written in {time.perf_counter() - t:.1f} s{'; an existing estate, ticked before' if ticked else ''})",
+              flush=True)
         root = est.root
         f["validate_floor"] = floor = timed_run([PY, "-c", YAML_FLOOR], root, repeat)
         f["validate_cold"] = cold = timed_run(wb("validate"), root, 1, env={"WORKBENCH_CONFIG_CACHE": "0"})
@@ -213,8 +223,9 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
               f"cold (no parse cache) {cold:.2f} s   cached {verdict('validate_cached', ours)}, "
               f"cold {verdict('validate', cold)}", flush=True)
         t = time.perf_counter()
-        subprocess.run(wb("tick"), cwd=root, capture_output=True)
-        f["first_tick"] = first = time.perf_counter() - t
+        if not ticked:
+            subprocess.run(wb("tick"), cwd=root, capture_output=True)
+        f["first_tick"] = first = time.perf_counter() - t if not ticked else float("nan")
         f["ls_remote_seq"], f["ls_remote_par"] = seq, par = ls_remote(est.repos, 1), ls_remote(est.repos, 8)
         f["tick"] = ours = timed_run(wb("tick"), root, repeat)
         f["imports"] = imports = timed_run([PY, "-c", IMPORT_FLOOR], root, repeat)
@@ -389,18 +400,25 @@ def main() -> int:
     ap.add_argument("--reads", type=Path, metavar="WORKSPACE",
                     help="only the read figures (status, board, history) on this existing estate")
     ap.add_argument("--postgres", action="store_true", help="with --reads: also on a copy of its store in PostgreSQL")
+    ap.add_argument("--estates", type=lambda v: [Path(p).resolve() for p in v.split(",")], metavar="DIR,DIR,...",
+                    help="measure these estates written before (by --keep or workloads/estate.py, each ticked once) "
+                         "instead of writing new ones; their sizes are read from their files")
     args = ap.parse_args()
     if args.reads:
         return reads_main(args)
-    sizes = [args.size] if args.size else [int(s) for s in args.sizes.split(",")]
+    existing = {estate_size(d): d for d in args.estates} if args.estates else None
+    sizes = sorted(existing) if existing else [args.size] if args.size else [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="wb-bench-scale-") as tmp:
-        res = measure(sizes, args.repeat, args.keep or Path(tmp), history=args.history, notify=not args.no_notify)
+        res = measure(sizes, args.repeat, args.keep or Path(tmp), history=args.history, notify=not args.no_notify,
+                      existing=existing)
     if len(sizes) > 1:
+        kinds = [k for k in ("validate", "validate_cold", "tick", "status", "status_rss_mb", "notify", "serve_rss_mb",
+                             "history", "status_with_history") if all(k in res[n] for n in sizes)]
         print("\ngrowth exponents (1.0 = linear):",
-              ", ".join(f"{k} {growth(sizes, [res[n][k] for n in sizes]):.2f}" for k in ("validate", "tick", "status")))
+              ", ".join(f"{k} {growth(sizes, [res[n][k] for n in sizes]):.2f}" for k in kinds))
     print(f"(benchmark took {time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
     return 0
 
