@@ -26,6 +26,13 @@ is a blank Voila notebook's first view (one ipywidgets HTML widget) served the
 same way from the same workspace.
 
     .venv/bin/python benchmarks/bench_dashboard_browser.py --scale /work/scale/e1k /work/scale/e10k --repeat 3
+
+``--pool-size N [N ...]`` (default ``1 0``) serves each copy once per pool size,
+alternating: 1 is ``workbench dashboard``'s default (a pre-heated kernel has
+run the notebook before the visitor comes; the page is opened once that
+kernel's process tree has gone quiet, its seconds since the server started
+printed as "pre-heat"), 0 a fresh kernel per visitor (as before). The blank
+notebook is served with the same pool size beside each.
 """
 from __future__ import annotations
 
@@ -62,7 +69,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(code: Path, ws: Path, log: Path, extra: list[str] | None = None) -> Iterator[str]:
+def serving(code: Path, ws: Path, log: Path, extra: list[str] | None = None) -> Iterator[tuple[str, int]]:
     """``workbench dashboard`` with ``code`` first on the path, in its own session; stopped with its group."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(code), "WORKBENCH_WORKSPACE": str(ws), "JUPYTERHUB_USER": "alice",
@@ -82,7 +89,7 @@ def serving(code: Path, ws: Path, log: Path, extra: list[str] | None = None) -> 
                 if time.monotonic() > deadline:
                     raise SystemExit(f"the dashboard does not listen after 90 s; see {log}")
                 time.sleep(0.2)
-            yield f"http://127.0.0.1:{port}/"
+            yield f"http://127.0.0.1:{port}/", proc.pid
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -91,6 +98,33 @@ def serving(code: Path, ws: Path, log: Path, extra: list[str] | None = None) -> 
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+
+def wait_quiet(server_pid: int, limit: float, quiet: float = 0.05) -> float | None:
+    """Seconds until a kernel under ``server_pid`` exists and the whole process tree used under ``quiet`` s of CPU
+    in a second (the pre-heated kernel has run the notebook and its warm-ups); None if not within ``limit``."""
+    import psutil
+
+    t0 = time.monotonic()
+    server = psutil.Process(server_pid)
+
+    def cpu() -> tuple[float, bool]:
+        total, kernel = 0.0, False
+        for p in [server, *server.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                c = p.cpu_times()
+                total += c.user + c.system
+                kernel = kernel or "ipykernel" in " ".join(p.cmdline())
+        return total, kernel
+
+    before, _ = cpu()
+    while time.monotonic() - t0 < limit:
+        time.sleep(1.0)
+        now, kernel = cpu()
+        if kernel and now - before < quiet:
+            return time.monotonic() - t0 - 1.0
+        before = now
+    return None
 
 
 def metrics_tab_seconds(url: str, repeat: int, settle: float, limit: float) -> tuple[list[float | None], int, list[str]]:
@@ -278,20 +312,31 @@ def scale_main(args: argparse.Namespace) -> int:
             blank.write_text(json.dumps(BLANK))
             figures: dict[str, list[float | None]] = {}
             blanks: list[float | None] = []
+            per_pool: dict[int, tuple[dict[str, list[float | None]], list[float | None]]] = {
+                size: ({}, []) for size in args.pool_size}
             for i in range(args.repeat):
-                ws = root / f"ws{i}"
-                _light_copy(src, ws)
-                n = subprocess.run([sys.executable, "-c", ("import sys; from workbench.workspace import Workspace; "
-                                    "print(len(Workspace.open(sys.argv[1]).config.pipelines))"), str(ws)],
-                                   capture_output=True, text=True, check=True,
-                                   env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip()
-                with serving(REPO, ws, root / f"blank{i}.log", ["--notebook", str(blank)]) as url:
-                    blanks.append(blank_first_view(url, args.limit))
-                with serving(REPO, ws, root / f"dash{i}.log") as url:
-                    for k, v in scale_page(url, ws / ".workbench" / "store.db", args.limit).items():
-                        figures.setdefault(k, []).append(v)
-                shutil.rmtree(ws)
-            rows.append((f"{src} ({n} pipelines)", figures, blanks))
+                for size in args.pool_size:  # alternated: the same minutes for each
+                    figures, blanks = per_pool[size]
+                    ws = root / f"ws{i}-{size}"
+                    _light_copy(src, ws)
+                    n = subprocess.run([sys.executable, "-c", ("import sys; from workbench.workspace import "
+                                        "Workspace; print(len(Workspace.open(sys.argv[1]).config.pipelines))"),
+                                        str(ws)], capture_output=True, text=True, check=True,
+                                       env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.strip()
+                    pool = ["--pool-size", str(size)]
+                    with serving(REPO, ws, root / f"blank{i}-{size}.log", ["--notebook", str(blank), *pool]) as (url, pid):
+                        if size:
+                            wait_quiet(pid, args.limit * 3)
+                        blanks.append(blank_first_view(url, args.limit))
+                    with serving(REPO, ws, root / f"dash{i}-{size}.log", pool) as (url, pid):
+                        if size:
+                            figures.setdefault("pre-heat: server start -> kernel quiet", []).append(
+                                wait_quiet(pid, args.limit * 3))
+                        for k, v in scale_page(url, ws / ".workbench" / "store.db", args.limit).items():
+                            figures.setdefault(k, []).append(v)
+                    shutil.rmtree(ws)
+            for size, (figures, blanks) in per_pool.items():
+                rows.append((f"{src} ({n} pipelines), --pool-size {size}", figures, blanks))
     load = os.getloadavg()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load[0]:.1f}; Chromium 1920x1080, "
           f"{args.repeat} fresh pages (fresh kernels) each; tabs clicked {args.settle:.0f} s after the first view; "
@@ -314,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=Path, nargs="+", metavar="WS",
                     help="measure this checkout on these workspaces (issue 17) instead of before/after on the demo")
+    ap.add_argument("--pool-size", type=int, nargs="+", default=[1, 0],
+                    help="with --scale: `workbench dashboard --pool-size` values, alternated (default 1 0)")
     ap.add_argument("--before", default="main", help="git revision of the code measured as 'before' (default main)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds the board shows before the click")
@@ -337,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, code in (("before", before), ("after", REPO)):
             ws = root / f"ws-{name}"
             shutil.copytree(demo, ws, symlinks=True)
-            with serving(code, ws, root / f"{name}.log") as url:
+            with serving(code, ws, root / f"{name}.log") as (url, _pid):
                 results[name] = metrics_tab_seconds(url, args.repeat, args.settle, args.limit)
         load = os.getloadavg()
         print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load[0]:.1f}; "

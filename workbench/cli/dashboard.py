@@ -6,6 +6,18 @@ anyone who can open the page can approve as that user: the server therefore
 listens on a loopback address only. To share a dashboard between people,
 each opens ``notebooks/release_dashboard.ipynb`` in their own JupyterHub
 session, where the hub says who they are.
+
+What runs ahead (``--pool-size``, default 1): Voila's pre-heated kernels
+(``VoilaConfiguration.preheat_kernel``). As soon as the server starts, a kernel
+runs the whole notebook, so the board, its counts and the charts are built
+before anyone opens the page; a visitor gets that kernel (its output is sent at
+once), and ``fill_delay`` seconds later another kernel starts running the
+notebook for the next visitor. A waiting kernel keeps its live refresh running
+(``Store.change_marker``, every ``$WORKBENCH_DASHBOARD_INTERVAL`` s, 2 by
+default): the widgets' state, which the page asks the kernel for when it
+connects, is never older than one refresh (tests/e2e/test_dashboard_preheat.py).
+Voila never culls a kernel still in the pool; once given to a visitor it is
+culled like any other. ``--pool-size 0`` starts a kernel per visitor instead.
 """
 from __future__ import annotations
 
@@ -35,8 +47,10 @@ def _loopback(host: str) -> bool:
 @click.option("--ip", default="127.0.0.1", show_default=True, help="A loopback address (see --help).")
 @click.option("--notebook", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Another dashboard notebook (default: notebooks/release_dashboard.ipynb).")
+@click.option("--pool-size", type=click.IntRange(0, 8), default=1, show_default=True,
+              help="Kernels kept with the notebook already run, for the next visitors (0: a kernel per visit).")
 @click.pass_context
-def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> None:
+def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None, pool_size: int) -> None:
     """Serve the release dashboard with Voila on http://127.0.0.1:PORT/ until Ctrl-C.
 
     The page acts as you (approvals, traffic, rollbacks), so it listens on
@@ -60,7 +74,7 @@ def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> N
             "--Voila.port_retries=0", "--show_tracebacks=False", "--theme=light",
             # a closed tab leaves its kernel (and its refresh thread) behind: cull it once it is quiet
             "--MappingKernelManager.cull_interval=60", "--MappingKernelManager.cull_idle_timeout=600",
-            "--MappingKernelManager.cull_connected=False"]
+            "--MappingKernelManager.cull_connected=False", *preheat_args(pool_size)]
     host = f"[{ip}]" if ":" in ip else ip
     click.echo(f"release dashboard of {ws.root} at http://{host}:{port}/ (Ctrl-C stops it)", err=True)
     code, stopped = _serve_until_signal(argv, env)
@@ -69,6 +83,20 @@ def dashboard(ctx: click.Context, port: int, ip: str, notebook: str | None) -> N
         return
     if code not in (0, -2, -15, 130):
         raise UsageError(f"Voila stopped with status {code}")
+
+
+FILL_DELAY = 5.0  # seconds after a visitor took the pre-heated kernel before the next one starts
+
+
+def preheat_args(pool_size: int) -> list[str]:
+    """Voila's arguments for ``pool_size`` pre-heated kernels (none for 0: a kernel per visitor).
+
+    The refill waits ``FILL_DELAY`` s: the next kernel's run of the notebook (seconds of imports and counting at
+    10,000 pipelines) then does not compete for the CPU with the visitor's first clicks.
+    """
+    if pool_size <= 0:
+        return ["--preheat_kernel=False"]
+    return ["--preheat_kernel=True", f"--pool_size={pool_size}", f"--VoilaKernelManager.fill_delay={FILL_DELAY:g}"]
 
 
 def _default_signals() -> None:  # in the child: whatever dispositions this process inherited (nohup, `&`)
