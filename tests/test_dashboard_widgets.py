@@ -209,6 +209,31 @@ def test_charts_and_run_view_build_from_the_store(workspace: Any, tmp_path: Path
     dash.close()
 
 
+def test_the_warm_up_prepares_the_run_tab_without_showing_anything_older_than_the_click(workspace: Any,
+                                                                                       tmp_path: Path) -> None:
+    """The warm-up builds the newest run's figures once (the Run tab's first use) but fills nothing: a run made
+    after it is the one the tab shows when it opens, and the rows are built from the store at that moment."""
+    ws = _workspace(workspace, tmp_path)
+    from workbench.approvals import reject
+    from workbench.dashboard import dashboard
+
+    dash = dashboard(ws, user="alice", autostart=False)
+    try:
+        dash._warming.join(60)
+        assert not dash._warming.is_alive() and dash.metrics_figure is not None
+        assert dash.runs.options == () and dash.gantt is None and list(dash.run_box.children) == [dash.runs]
+        reject(ws, "release/1/install_shop_5", user="alice", comment="not this one")
+        second = ws.run("release")
+        dash.tabs.selected_index = 3
+        assert dash.runs.value == second.id and dash.runs.options[0][1] == second.id
+        assert [v for _, v in dash.runs.options] == [second.id, ws.store.get_pipeline_run("release", 1).id]
+        first = ws.store.get_pipeline_run("release", 1)
+        assert dict((v, k) for k, v in dash.runs.options)[first.id].endswith(f"· {first.status.value}")
+        assert dash.gantt is not None and "build" in set(dash.gantt.data[0].y) | set(dash.gantt.data[-1].y)
+    finally:
+        dash.close()
+
+
 def test_live_refresh_thread_updates_the_board(workspace: Any, tmp_path: Path) -> None:
     import time
 
