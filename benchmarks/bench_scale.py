@@ -204,7 +204,8 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
     """Every figure at every size, printed as it comes; returned as {size: {figure: value}}.
 
     ``existing``: {size: root} of estates written before (``--estates``): the same files are written again
-    (deterministic, so the same bytes) and, when the store already has runs, the first tick is not repeated."""
+    (deterministic, so the same bytes) and, when the store already has runs, the tick that follows is not timed as a
+    first tick (it only refills what the quiet pass keeps for this code)."""
     out: dict[int, dict[str, Any]] = {}
     for n in sizes:
         f: dict[str, Any] = out.setdefault(n, {})
