@@ -5,20 +5,23 @@ from typing import TYPE_CHECKING
 
 from .errors import WorkbenchError
 from .record import glue, record
-from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .client import Client
+    from .workspace import Workspace
 
 __version__ = "0.1.0"
 __all__ = ["Client", "Workspace", "WorkbenchError", "__version__", "dashboard", "glue", "record"]
 
 
 def __getattr__(name: str) -> object:
-    # the dashboard pulls in ipywidgets and plotly, the client httpx: import them only when asked for
-    # (every CLI command imports this package; most of them talk to neither)
+    # the dashboard pulls in ipywidgets and plotly, the client httpx, the workspace the config model and PyYAML:
+    # import them only when asked for (every CLI command imports this package; a git hook's `notify` to a running
+    # serve needs none of them)
     import importlib
 
+    if name == "Workspace":
+        return importlib.import_module(".workspace", __name__).Workspace
     if name == "dashboard":
         return importlib.import_module(".dashboard", __name__)
     if name == "Client":

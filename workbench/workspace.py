@@ -12,10 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config.model import Config
 from .errors import UsageError
 
 if TYPE_CHECKING:
+    from .config.model import Config
     from .config import Source
     from .engine import Engine
     from .settings import Settings
