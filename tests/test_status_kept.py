@@ -118,3 +118,24 @@ def test_nothing_is_kept_for_another_store(workspace, tmp_path):
     _quiet()
     assert "passed" in workspace.cli("status", env=env).out
     assert not _kept(workspace.root)
+
+
+def test_history_is_kept_per_pipeline_and_limit_until_the_store_changes(workspace):
+    workspace.write("a.gocd.yaml", PIPELINES)
+    assert workspace.cli("run", "app").code == 0
+    _quiet()
+    for fmt in ("table", "csv", "json"):
+        first = workspace.cli("history", "-p", "app", "-n", "5", "--format", fmt)
+        assert first.code == 0 and "app" in first.out
+        assert workspace.cli("history", "-p", "app", "-n", "5", "--format", fmt).out == first.out
+        computed = workspace.cli("history", "-p", "app", "-n", "5", "--format", fmt,
+                                 env={"WORKBENCH_CONFIG_CACHE": "0"})
+        assert computed.out == first.out
+    kept_files = sorted((workspace.root / ".workbench" / "cache").glob("history-*.txt"))
+    assert len(kept_files) == 3
+    missing = workspace.cli("history", "-p", "lib")  # an error is never kept: it is reported each time
+    assert missing.code != 0 and "no history" in missing.err
+    assert workspace.cli("history", "-p", "lib").err == missing.err
+    assert workspace.cli("run", "app").code == 0  # a second run: the very next history shows it
+    rows = workspace.cli("history", "-p", "app", "-n", "5", "--format", "json").out
+    assert '"counter": 2' in rows

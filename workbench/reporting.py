@@ -156,7 +156,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def print_table(rows: list[dict[str, Any]], columns: list[str], *, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -178,7 +178,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
             else:
                 cells.append(_cell(r.get(c)))
         table.add_row(*cells)
-    Console(width=max(100, _term_width())).print(table)
+    (console or Console(width=max(100, _term_width()))).print(table)
 
 
 def _term_width() -> int:

@@ -346,22 +346,41 @@ def status(ctx: click.Context, fmt: str) -> None:
 def history(ctx: click.Context, pipeline: str | None, limit: int, fmt: str) -> None:
     """Past runs, newest first."""
     from ..reporting import print_table
+    from . import kept as kept_answer
 
+    # printed again from .workbench/cache while the store has not changed (workbench/cli/kept.py)
+    kept = None if _remote(ctx) or limit < 1 else kept_answer.lookup(_ws(ctx, reading=True), fmt,
+                                                                      ("history", pipeline, limit), config=False)
+    if kept is not None and kept.text is not None:
+        kept_answer.write_out(kept.text)
+        return
     rows = _service(ctx, reading=True).history(pipeline, limit)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif fmt == "csv":
+    if fmt == "table":
+        repo = ["config_repo"] if any(r.get("config_repo") for r in rows) else []  # only where some run has one
+        columns = ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration",
+                   "stages", *repo]
+        if kept is None:
+            print_table(rows, columns)
+            return
+        console, buf = kept_answer.capture_console(kept.console)
+        print_table(rows, columns, console=console)
+        text = buf.getvalue()
+    elif fmt == "json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
         import csv
+        import io
 
         cols = list(rows[0]) if rows else ["pipeline", "counter", "label", "status"]
-        w = csv.DictWriter(sys.stdout, fieldnames=cols, lineterminator="\n")
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
-    else:
-        repo = ["config_repo"] if any(r.get("config_repo") for r in rows) else []  # only where some run has one
-        print_table(rows, ["pipeline", "counter", "label", "status", "trigger", "triggered_by", "started", "duration",
-                           "stages", *repo])
+        text = buf.getvalue()
+    kept_answer.write_out(text)
+    if kept is not None:
+        kept_answer.keep(kept, text)
 
 
 @main.command()

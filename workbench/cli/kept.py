@@ -1,16 +1,18 @@
-"""``workbench status``'s printed answer, kept until anything it shows could differ.
+"""``workbench status``'s and ``history``'s printed answers, kept until anything they show could differ.
 
 At 10,000 pipelines a fresh ``workbench status`` spent 1.5 s importing
 SQLAlchemy and every feature, reading the store and rendering 10,000 rows,
 to print what it had printed a second before: nothing had changed. So the
 bytes it printed are kept in ``.workbench/cache/status-KEY.txt`` and printed
-again when KEY is the same. KEY (SHA-256) covers everything the answer is made
-of or rendered with:
+again when KEY is the same (``history`` likewise, ``history-KEY.txt``, its
+pipeline and ``-n`` in the key). KEY (SHA-256) covers everything the answer is
+made of or rendered with:
 
 - the workbench's code and the Python version (the parse cache's code stamp:
   every module's size and mtime; the config extensions the features register
   are that code's, so they are covered too);
-- every pipeline file's name and bytes, and ``workbench.yaml``'s bytes;
+- every pipeline file's name and bytes (status; history shows the store
+  alone), and ``workbench.yaml``'s bytes;
 - the store: size, inode and mtime (ns) of ``store.db`` and its write-ahead log
   ``store.db-wal``. Every commit, by any process, writes one of them;
 - the output: ``--format``, and for the table the terminal's width, colour
@@ -50,8 +52,9 @@ class Kept:
     keep: bool  # False: the store was written too recently to trust its stamp; compute and print, do not keep
 
 
-def lookup(ws: Any, fmt: str) -> Kept | None:
-    """The kept answer of ``status --format fmt`` for ``ws`` as it is now; None where nothing is kept."""
+def lookup(ws: Any, fmt: str, what: tuple[Any, ...] = ("status",), *, config: bool = True) -> Kept | None:
+    """The kept answer of the command ``what`` (``("status",)``, ``("history", pipeline, limit)``) printed as
+    ``fmt`` for ``ws`` as it is now; None where nothing is kept. ``config``: the answer shows the pipeline files."""
     from ..config import cache, workspace_sources
 
     if not cache.enabled() or ws._store_url or os.environ.get("WORKBENCH_SERVER"):
@@ -63,10 +66,10 @@ def lookup(ws: Any, fmt: str) -> Kept | None:
     if store is None:
         return None
     stamp, newest = store
-    sources = workspace_sources(ws.root)
-    if not sources or any(data is None for _, data, _ in sources):
+    sources = workspace_sources(ws.root) if config else []
+    if config and (not sources or any(data is None for _, data, _ in sources)):
         return None  # a missing or unreadable file: the full path reports it
-    h = hashlib.sha256(f"status:{VERSION}:{cache._code_stamp()}:{stamp}:{fmt}".encode())
+    h = hashlib.sha256(f"{what!r}:{VERSION}:{cache._code_stamp()}:{stamp}:{fmt}".encode())
     console = None
     if fmt == "table":
         console = _console()
@@ -82,7 +85,7 @@ def lookup(ws: Any, fmt: str) -> Kept | None:
         h.update(b"no settings\0")
     for display, data, _ in sources:
         h.update(display.encode("utf-8", "surrogatepass") + b"\0" + len(data).to_bytes(8, "big") + data)
-    entry = cache.entry_path(ws.state / "cache", "status", h.hexdigest(), "txt")
+    entry = cache.entry_path(ws.state / "cache", str(what[0]), h.hexdigest(), "txt")
     data = cache.read_kept(entry)
     text = None
     if data is not None:
