@@ -12,7 +12,9 @@ its baseline measured in the same run:
   with its C loader (no checks at all);
 - ``workbench status`` (a fresh process, after one no-change tick so every
   pipeline has material revisions) beside a fresh ``python`` that imports
-  pandas and reads the store's runs table with one SQL query;
+  pandas and reads the store's runs table with one SQL query: twice, as the
+  first after a write (the store file touched, so it computes) and as it runs
+  while nothing changed (printing its kept answer, ``workbench/cli/kept.py``);
 - a no-change ``workbench tick`` beside ``git ls-remote`` over the same
   repositories, sequential and 8 at a time, and beside a fresh ``python`` that
   only imports what any workbench command imports (SQLAlchemy, the features);
@@ -45,15 +47,36 @@ PY = sys.executable
 TARGETS = {"validate": 2.0, "validate_cached": 0.3, "status": 0.3, "tick": 1.0, "notify": 0.5}  # s; tick: + git
 
 
-def timed_run(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None) -> float:
+def timed_run(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None,
+              before: Any = None) -> float:
+    """Median wall seconds of ``repeat`` fresh processes; ``before()`` runs untimed before each."""
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         t = time.perf_counter()
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - t)
         if proc.returncode not in (0, 1):
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return statistics.median(times)
+
+
+def touch_store(root: Path) -> Any:
+    """``before`` for a read measured as the first after a write: the store file's mtime set to now, as a commit
+    sets it, so ``status``/``history`` compute their answer instead of printing the one kept (workbench/cli/kept.py)."""
+    def touch() -> None:
+        os.utime(root / ".workbench" / "store.db")
+    return touch
+
+
+def settled(root: Path) -> None:
+    """Wait until the store's last write is old enough for a kept answer to be written (kept.QUIET_SECONDS)."""
+    from workbench.cli.kept import QUIET_SECONDS
+
+    db = root / ".workbench" / "store.db"
+    newest = max((p.stat().st_mtime for p in (db, db.with_name(db.name + "-wal")) if p.exists()), default=0.0)
+    time.sleep(max(0.0, newest + QUIET_SECONDS + 0.1 - time.time()))
 
 
 def wb(*args: str) -> list[str]:
@@ -280,10 +303,16 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
             print(f"                   plain tick (the quiet pass): {remote} remote look-ups and {gits} git "
                   f"processes for {len(est.repos)} repositories", flush=True)
         f["status_floor"] = floor = timed_run([PY, "-c", SQL_FLOOR], root, repeat)
+        f["status_computed"] = computed = timed_run(wb("status"), root, repeat, before=touch_store(root))
+        settled(root)
+        timed_run(wb("status"), root, 1)  # keeps its answer
         f["status"] = ours = timed_run(wb("status"), root, repeat)
         print(f"   status          {ours:7.2f} s   | one SQL read into pandas {floor:6.2f} s ({ours / floor:5.1f}x)"
-              f"   {verdict('status', ours)}", flush=True)
+              f"   {verdict('status', ours)} (its kept answer: nothing changed)", flush=True)
+        print(f"   status after a write {computed:5.2f} s (computed: the first after any change)"
+              f"   {verdict('status', computed)}", flush=True)
         if rss:
+            touch_store(root)()  # the computing status, not the one printing its kept answer
             f["status_rss_mb"] = mb = max_rss_mb(wb("status"), root)
             print(f"   status max RSS  {mb:7.0f} MB  <= 300 MB: {'met' if mb <= 300 else 'MISSED'}", flush=True)
         if notify:
@@ -309,16 +338,24 @@ def measure(sizes: list[int], repeat: int, base: Path, *, history: int = 0, noti
             ws.close()
             busy = min(est.pipelines)  # every hundredth pipeline has ten times the runs
             f["history_written"] = got.seconds
-            f["history"] = ours = timed_run(wb("history", "-p", busy, "-n", "50"), root, repeat)
+            hist = wb("history", "-p", busy, "-n", "50")
+            f["history_computed"] = computed = timed_run(hist, root, repeat, before=touch_store(root))
+            settled(root)
+            timed_run(hist, root, 1)  # keeps its answer
+            f["history"] = ours = timed_run(hist, root, repeat)
             f["history_floor"] = floor = timed_run([PY, "-c", IMPORT_FLOOR], root, repeat)
             print(f"   a year of history: {got.job_runs:,} job runs, {got.pipeline_runs:,} pipeline runs, "
                   f"{got.approvals:,} approvals, {got.traffic_moves:,} traffic moves, {got.incidents} incidents "
                   f"written in {got.seconds:.0f} s", flush=True)
-            print(f"   history -n 50   {ours:7.2f} s   | the workbench's imports alone {floor:5.2f} s; "
-                  f"beyond them {ours - floor:.2f} s <= 0.10 s: {'met' if ours - floor <= 0.1 else 'MISSED'}",
-                  flush=True)
+            print(f"   history -n 50   {ours:7.2f} s (its kept answer) <= 0.10 s: {'met' if ours <= 0.1 else 'MISSED'}; "
+                  f"after a write {computed:.2f} s (the workbench's imports alone {floor:5.2f} s; beyond them "
+                  f"{computed - floor:.2f} s <= 0.10 s: {'met' if computed - floor <= 0.1 else 'MISSED'})", flush=True)
+            f["status_with_history_computed"] = timed_run(wb("status"), root, repeat, before=touch_store(root))
+            settled(root)
+            timed_run(wb("status"), root, 1)  # keeps its answer
             f["status_with_history"] = ours = timed_run(wb("status"), root, repeat)
-            print(f"   status (with the year of history) {ours:7.2f} s", flush=True)
+            print(f"   status (with the year of history) {ours:7.2f} s; after a write "
+                  f"{f['status_with_history_computed']:.2f} s", flush=True)
     return out
 
 
@@ -333,19 +370,22 @@ BOARD_IN_PROCESS = ("import sys, time, json\n"
                     "print(json.dumps([miss, ser, hit, len(rows), cpu]))\n")
 
 
-def timed_cpu(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None) -> tuple[float, float]:
+def timed_cpu(argv: list[str], cwd: Path, repeat: int, env: dict[str, str] | None = None,
+              before: Any = None) -> tuple[float, float]:
     """Medians of (wall, CPU user+system) seconds of a fresh process: on this shared 2-core machine the CPU
     time is the figure the load does not inflate much (a process waiting for a core is not charged)."""
     import resource
 
     walls, cpus = [], []
     for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if before is not None:
+            before()
+        was = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         walls.append(time.perf_counter() - t)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(now.ru_utime - was.ru_utime + now.ru_stime - was.ru_stime)
         if proc.returncode not in (0, 1):
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     return statistics.median(walls), statistics.median(cpus)
@@ -373,7 +413,8 @@ def measure_reads(root: Path, repeat: int, *, store_url: str | None = None, hist
         ws.close()
         print(f"   [{kind}] a year of history: {got.job_runs:,} job runs written in {got.seconds:.0f} s", flush=True)
     timed_run(wb("status"), root, 1, env=env)  # the first after a code change writes the kept view
-    f["status"], f["status_cpu"] = ours, cpu = timed_cpu(wb("status"), root, repeat, env=env)
+    touch = None if store_url else touch_store(root)  # SQLite: the first status after a write, which computes
+    f["status"], f["status_cpu"] = ours, cpu = timed_cpu(wb("status"), root, repeat, env=env, before=touch)
     f["imports"], f["imports_cpu"] = floor, floor_cpu = timed_cpu([PY, "-c", IMPORT_FLOOR], root, repeat, env=env)
     base = f"the workbench's imports alone {floor:5.2f} s (CPU {floor_cpu:.2f} s)"
     if not store_url:
@@ -381,9 +422,16 @@ def measure_reads(root: Path, repeat: int, *, store_url: str | None = None, hist
         base += f", one SQL read of the runs into pandas {pd_floor:6.2f} s"
     print(f"   [{kind}] status          {ours:7.2f} s (CPU {cpu:.2f} s) | {base}   {verdict('status', ours)}",
           flush=True)
+    if not store_url:
+        touch_store(root)()
     f["status_rss_mb"] = mb = max_rss_mb(wb("status"), root) if not store_url else float("nan")
     if not store_url:
         print(f"   [{kind}] status max RSS  {mb:7.0f} MB  <= 300 MB: {'met' if mb <= 300 else 'MISSED'}", flush=True)
+        settled(root)
+        timed_run(wb("status"), root, 1)  # keeps its answer
+        f["status_kept"] = kept = timed_run(wb("status"), root, repeat)
+        print(f"   [{kind}] status, its kept answer (nothing changed) {kept:5.2f} s   {verdict('status', kept)}",
+              flush=True)
     got = [json.loads(subprocess.run([PY, "-c", BOARD_IN_PROCESS], cwd=root, capture_output=True, text=True,
                                      env={**os.environ, **env}, check=True).stdout) for _ in range(repeat)]
     f["board_miss"], f["board_json"], f["board_hit"] = (statistics.median(g[i] for g in got) for i in range(3))
@@ -393,12 +441,18 @@ def measure_reads(root: Path, repeat: int, *, store_url: str | None = None, hist
           f"{f['board_json']:.3f} s, kept {f['board_hit'] * 1000:.2f} ms for {got[0][3]:,} pipelines   "
           f"{verdict('status', f['board_miss'] + f['board_json'])}", flush=True)
     f["history"], f["history_cpu"] = ours, cpu = timed_cpu(wb("history", "-p", busy, "-n", "50"), root, repeat,
-                                                          env=env)
+                                                          env=env, before=touch)
     floor, floor_cpu = timed_cpu([PY, "-c", IMPORT_FLOOR], root, repeat, env=env)
     f["history_floor"] = floor
     print(f"   [{kind}] history -p {busy} -n 50 {ours:7.2f} s (CPU {cpu:.2f} s) | the workbench's imports alone "
           f"{floor:5.2f} s (CPU {floor_cpu:.2f} s); beyond them {ours - floor:.2f} s (CPU {cpu - floor_cpu:.2f} s)"
           f" <= 0.10 s: {'met' if ours - floor <= 0.1 else 'MISSED'}", flush=True)
+    if not store_url:
+        settled(root)
+        timed_run(wb("history", "-p", busy, "-n", "50"), root, 1)  # keeps its answer
+        f["history_kept"] = kept = timed_run(wb("history", "-p", busy, "-n", "50"), root, repeat)
+        print(f"   [{kind}] history, its kept answer {kept:5.2f} s <= 0.10 s: {'met' if kept <= 0.1 else 'MISSED'}",
+              flush=True)
     return f
 
 
@@ -454,14 +508,19 @@ def main() -> int:
     existing = {estate_size(d): d for d in args.estates} if args.estates else None
     sizes = sorted(existing) if existing else [args.size] if args.size else [int(s) for s in args.sizes.split(",")]
     started = time.perf_counter()
+    # as a pip install leaves it: the workbench's modules compiled (PYTHONDONTWRITEBYTECODE, set on some machines,
+    # would otherwise make every fresh process of the benchmark compile them again)
+    subprocess.run([PY, "-m", "compileall", "-q", str(Path(__file__).resolve().parents[1] / "workbench")],
+                   check=True, capture_output=True)
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="wb-bench-scale-") as tmp:
         res = measure(sizes, args.repeat, args.keep or Path(tmp), history=args.history, notify=not args.no_notify,
                       existing=existing)
     if len(sizes) > 1:
-        kinds = [k for k in ("validate", "validate_cold", "tick", "status", "status_rss_mb", "notify", "dependent", "serve_rss_mb",
-                             "history", "status_with_history") if all(k in res[n] for n in sizes)]
+        kinds = [k for k in ("validate", "validate_cold", "tick", "status", "status_computed", "status_rss_mb",
+                             "notify", "dependent", "serve_rss_mb", "history", "history_computed",
+                             "status_with_history") if all(k in res[n] for n in sizes)]
         print("\ngrowth exponents (1.0 = linear):",
               ", ".join(f"{k} {growth(sizes, [res[n][k] for n in sizes]):.2f}" for k in kinds))
     print(f"(benchmark took {time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
